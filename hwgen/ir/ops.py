@@ -1,0 +1,150 @@
+"""Op definitions: which inputs and attributes each op takes, its output shape and its declared widths.
+
+Widths follow from the operand types: a sum of N products of b_x- and b_w-bit operands needs
+b_x + b_w + ceil(log2 N) bits. The golden interpreter checks every intermediate against these widths, and
+the hardware sizes its datapaths from them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from hwgen.errors import HwgenError
+from hwgen.ir.types import IntType, clog2, signed_bits_for
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """The signature of an op: number of inputs, attributes naming constants, integer and flag attributes."""
+
+    n_inputs: int
+    consts: tuple[str, ...] = ()
+    optional_consts: tuple[str, ...] = ()
+    ints: tuple[str, ...] = ()
+    flags: tuple[str, ...] = ()
+
+
+OPS: dict[str, OpSpec] = {
+    "linear": OpSpec(1, consts=("weight", "m0", "shift"), optional_consts=("bias",), ints=("zp",), flags=("relu",)),
+    "attn_scores": OpSpec(2, ints=("heads", "m0", "shift", "zp")),
+    "softmax": OpSpec(1, consts=("lut",), ints=("recip_bits",)),
+    "attn_apply": OpSpec(2, ints=("m0", "shift", "zp")),
+    "add": OpSpec(2, ints=("ma", "mb", "bias", "shift", "zp")),
+    "affine": OpSpec(1, consts=("mul", "bias", "shift"), ints=("zp",)),
+    "layernorm": OpSpec(1, consts=("gamma", "beta"), ints=("shift", "norm_bits", "recip_bits", "zp")),
+    "avgpool": OpSpec(1, ints=("m0", "shift", "bias", "zp")),
+}
+
+
+def sbits(t: IntType) -> int:
+    """Bits of the signed type that holds every value of ``t``."""
+    return t.bits if t.signed else t.bits + 1
+
+
+def _const_bits(graph, node, attr: str) -> int:
+    return graph.consts[node.attrs[attr]].dtype.bits
+
+
+def _const_sbits(graph, node, attr: str) -> int:
+    return sbits(graph.consts[node.attrs[attr]].dtype)
+
+
+def out_shape(graph, node) -> tuple[int, ...]:
+    """The output shape an op computes from its inputs' shapes; HwgenError on a shape mismatch."""
+    shapes = [graph.value_type(i).shape for i in node.inputs]
+    a = node.attrs
+    op = node.op
+
+    def need(cond: bool, what: str) -> None:
+        if not cond:
+            raise HwgenError(f"node {node.name!r} ({op}): {what} (input shapes {shapes})")
+
+    if op == "linear":
+        w = graph.consts[a["weight"]].value.shape
+        need(len(w) == 2 and shapes[0][-1] == w[1], f"weight shape {w} does not match the input width")
+        for key in ("m0", "shift") + (("bias",) if a.get("bias") else ()):
+            need(graph.consts[a[key]].value.shape in ((w[0],), ()), f"{key} must have one entry per output")
+        return (*shapes[0][:-1], w[0])
+    if op == "attn_scores":
+        (lq, dq), (lk, dk) = shapes
+        need(dq == dk and dq % a["heads"] == 0, f"q/k widths must match and divide by heads={a['heads']}")
+        return (a["heads"], lq, lk)
+    if op == "softmax":
+        return shapes[0]
+    if op == "attn_apply":
+        (h, lq, lk), (lv, dv) = shapes
+        need(lk == lv and dv % h == 0, "probabilities and values do not line up")
+        return (lq, dv)
+    if op == "add":
+        need(shapes[0] == shapes[1], "operands must have the same shape")
+        return shapes[0]
+    if op in ("affine", "layernorm"):
+        c = shapes[0][-1]
+        for key in ("mul", "bias", "shift") if op == "affine" else ("gamma", "beta"):
+            need(graph.consts[a[key]].value.shape in ((c,), ()), f"{key} must have one entry per channel")
+        return shapes[0]
+    if op == "avgpool":
+        need(len(shapes[0]) == 2, "expects [time, channels]")
+        return (1, shapes[0][1])
+    raise HwgenError(f"node {node.name!r}: unknown op {op!r}")
+
+
+def widths(graph, node) -> dict[str, int]:
+    """Declared signed widths of every intermediate of ``node``, by name ('acc' is the accumulator)."""
+    a = node.attrs
+    types = [graph.value_type(i) for i in node.inputs]
+    op = node.op
+    if op == "linear":
+        k = types[0].shape[-1]
+        acc = sbits(types[0].dtype) + _const_sbits(graph, node, "weight") + clog2(k)
+        if a.get("bias"):
+            acc = max(acc, _const_bits(graph, node, "bias")) + 1
+        return {"acc": acc, "scaled": acc + _const_sbits(graph, node, "m0")}
+    if op == "attn_scores":
+        d = types[0].shape[-1] // a["heads"]
+        acc = sbits(types[0].dtype) + sbits(types[1].dtype) + clog2(d)
+        return {"acc": acc, "scaled": acc + signed_bits_for(a["m0"])}
+    if op == "attn_apply":
+        acc = sbits(types[0].dtype) + sbits(types[1].dtype) + clog2(types[0].shape[-1])
+        return {"acc": acc, "scaled": acc + signed_bits_for(a["m0"])}
+    if op == "softmax":
+        lut = graph.consts[a["lut"]]
+        e_bits = sbits(lut.dtype)
+        lut0 = int(lut.value[0])
+        r_bits = signed_bits_for((1 << a["recip_bits"]) // max(lut0, 1))
+        return {"sum": e_bits + clog2(types[0].shape[-1]), "recip": r_bits, "acc": e_bits + r_bits}
+    if op == "add":
+        acc = max(sbits(types[0].dtype) + signed_bits_for(a["ma"]), sbits(types[1].dtype) + signed_bits_for(a["mb"]))
+        acc = max(acc + 1, signed_bits_for(a["bias"])) + 1
+        return {"acc": acc}
+    if op == "affine":
+        acc = sbits(types[0].dtype) + _const_sbits(graph, node, "mul")
+        return {"acc": max(acc, _const_bits(graph, node, "bias")) + 1}
+    if op == "layernorm":
+        c = types[0].shape[-1]
+        xc = signed_bits_for(c << sbits(types[0].dtype))
+        sq = 2 * xc + clog2(c)
+        recip = a["recip_bits"] + 2
+        # |n| <= 2**norm_bits * |xc| / sd, and |xc| / sd stays below about sqrt(C) (+1 for the floor of sd).
+        n = signed_bits_for(int((math.isqrt(c) + 2) << a["norm_bits"]))
+        acc = max(n + _const_sbits(graph, node, "gamma"), _const_bits(graph, node, "beta")) + 1
+        return {"xc": xc, "sumsq": sq, "recip": recip, "prod": xc + recip, "norm": n, "acc": acc}
+    if op == "avgpool":
+        acc = max(sbits(types[0].dtype) + clog2(types[0].shape[0]), signed_bits_for(a["bias"])) + 1
+        return {"acc": acc, "scaled": acc + signed_bits_for(a["m0"])}
+    raise HwgenError(f"node {node.name!r}: unknown op {op!r}")
+
+
+def macs(graph, node) -> int:
+    """Multiply-accumulates the op performs per inference (products of two tensors, not rescales)."""
+    t = [graph.value_type(i) for i in node.inputs]
+    if node.op == "linear":
+        n = graph.consts[node.attrs["weight"]].value.shape[0]
+        return math.prod(t[0].shape) * n
+    if node.op == "attn_scores":
+        return t[0].shape[0] * t[1].shape[0] * t[0].shape[1]
+    if node.op == "attn_apply":
+        h, lq, lk = t[0].shape
+        return lq * lk * t[1].shape[1]
+    return 0

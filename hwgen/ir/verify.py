@@ -1,0 +1,54 @@
+"""The graph verifier: runs after export and after every pass."""
+
+from __future__ import annotations
+
+from hwgen.errors import HwgenError
+from hwgen.ir.ops import OPS, out_shape, widths
+
+
+def verify(graph) -> None:
+    """Raise HwgenError naming the first problem: unknown op, missing attribute or constant, undefined input,
+    shape mismatch, or declared widths that differ from the inferred ones (when declared)."""
+    defined = {graph.input_name}
+    for node in graph.nodes:
+        spec = OPS.get(node.op)
+        if spec is None:
+            raise HwgenError(f"node {node.name!r}: unsupported op {node.op!r} (supported: {', '.join(OPS)})")
+        if node.name in defined or node.name in graph.consts:
+            raise HwgenError(f"node {node.name!r}: name used twice")
+        if len(node.inputs) != spec.n_inputs:
+            raise HwgenError(f"node {node.name!r} ({node.op}): takes {spec.n_inputs} inputs, not {len(node.inputs)}")
+        for name in node.inputs:
+            if name not in defined and name not in graph.consts:
+                raise HwgenError(f"node {node.name!r}: input {name!r} is not defined before it")
+        for key in spec.consts:
+            if node.attrs.get(key) not in graph.consts:
+                raise HwgenError(f"node {node.name!r}: attribute {key!r} must name a constant")
+        for key in spec.optional_consts:
+            if node.attrs.get(key) is not None and node.attrs[key] not in graph.consts:
+                raise HwgenError(f"node {node.name!r}: attribute {key!r} names no constant")
+        for key in spec.ints:
+            if not isinstance(node.attrs.get(key), int) or isinstance(node.attrs.get(key), bool):
+                raise HwgenError(f"node {node.name!r}: attribute {key!r} must be an integer")
+        shape = out_shape(graph, node)
+        if tuple(shape) != tuple(node.out.shape):
+            raise HwgenError(f"node {node.name!r}: declared shape {node.out.shape} but computes {shape}")
+        declared = node.attrs.get("widths")
+        if declared is not None and dict(declared) != widths(graph, node):
+            raise HwgenError(f"node {node.name!r}: declared widths {dict(declared)} differ from "
+                             f"inferred {widths(graph, node)}")
+        defined.add(node.name)
+    if graph.output_name not in defined:
+        raise HwgenError(f"graph output {graph.output_name!r} is not computed by any node")
+
+
+def infer_widths(graph):
+    """Pass: declare every node's intermediate widths (attribute ``widths``) from its operand types."""
+    nodes = []
+    partial = graph.replace_nodes([])
+    for node in graph.nodes:
+        partial = partial.replace_nodes([*partial.nodes, node])
+        nodes.append(node.with_attrs(widths=widths(partial, node)))
+    result = graph.replace_nodes(nodes)
+    verify(result)
+    return result
