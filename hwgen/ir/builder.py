@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from hwgen.errors import HwgenError
 from hwgen.ir.graph import Const, Graph, Node, TensorType
 from hwgen.ir.ops import out_shape
 from hwgen.ir.types import IntType, signed_bits_for
@@ -27,6 +28,8 @@ class GraphBuilder:
         value = np.asarray(value)
         if name in self.consts:
             raise ValueError(f"constant {name!r} added twice")
+        if value.dtype.kind not in "iu":  # checked before astype below, which would truncate floats silently
+            raise HwgenError(f"constant {name!r} of type {value.dtype} is not integer: the IR holds integers only")
         self.consts[name] = Const(value.astype(np.int64), dtype or IntType(signed_bits_for(value)))
         return name
 

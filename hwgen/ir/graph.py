@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -49,6 +50,9 @@ class Const:
         arr = np.asarray(self.value)
         if arr.dtype.kind not in "iu":
             raise HwgenError(f"constant of type {arr.dtype} is not integer: the IR holds integers only")
+        if arr.dtype.kind == "u" and arr.size and int(arr.max()) > np.iinfo(np.int64).max:
+            # astype(int64) would wrap these around to negative values that may then fit the type
+            raise HwgenError(f"constant value {int(arr.max())} does not fit int64 (nor its type {self.dtype})")
         arr = arr.astype(np.int64)
         arr.setflags(write=False)
         object.__setattr__(self, "value", arr)
@@ -180,10 +184,11 @@ class Graph:
                 raise HwgenError(f"{p}: missing (not a graph folder written by 'hwgen export' or 'hwgen build')")
         try:
             obj = json.loads(gpath.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError) as exc:  # ValueError covers JSONDecodeError and UnicodeDecodeError
             raise HwgenError(f"{gpath}: not readable JSON ({exc})") from None
-        if obj.get("format") != "hwgen-ir":
-            raise HwgenError(f"{gpath}: not an hwgen IR file (format {obj.get('format')!r})")
+        if not isinstance(obj, dict) or obj.get("format") != "hwgen-ir":
+            fmt = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
+            raise HwgenError(f"{gpath}: not an hwgen IR file (format {fmt!r})")
         try:
             with np.load(cpath, allow_pickle=False) as npz:
                 arrays = {k: npz[k] for k in npz.files}
@@ -191,7 +196,10 @@ class Graph:
             for name, desc in obj["consts"].items():
                 if name not in arrays:
                     raise HwgenError(f"{cpath}: constant {name!r} is missing")
-                consts[name] = Const(arrays[name], IntType.parse(desc["dtype"]))
+                try:
+                    consts[name] = Const(arrays[name], IntType.parse(desc["dtype"]))
+                except HwgenError as exc:
+                    raise HwgenError(f"{cpath}: constant {name!r}: {exc}") from None
                 if list(consts[name].value.shape) != list(desc["shape"]):
                     raise HwgenError(f"{cpath}: constant {name!r} has shape {consts[name].value.shape}, "
                                      f"graph.json says {tuple(desc['shape'])}")
@@ -209,7 +217,7 @@ class Graph:
             )
         except HwgenError:
             raise
-        except (KeyError, TypeError, ValueError, OSError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, OSError, EOFError, zipfile.BadZipFile) as exc:
             raise HwgenError(f"{directory}: corrupt graph ({type(exc).__name__}: {exc})") from None
         from hwgen.ir.verify import verify
 

@@ -42,10 +42,6 @@ def sbits(t: IntType) -> int:
     return t.bits if t.signed else t.bits + 1
 
 
-def _const_bits(graph, node, attr: str) -> int:
-    return graph.consts[node.attrs[attr]].dtype.bits
-
-
 def _const_sbits(graph, node, attr: str) -> int:
     return sbits(graph.consts[node.attrs[attr]].dtype)
 
@@ -68,9 +64,15 @@ def out_shape(graph, node) -> tuple[int, ...]:
         return (*shapes[0][:-1], w[0])
     if op == "attn_scores":
         (lq, dq), (lk, dk) = shapes
-        need(dq == dk and dq % a["heads"] == 0, f"q/k widths must match and divide by heads={a['heads']}")
+        need(a["heads"] >= 1 and dq == dk and dq % a["heads"] == 0,
+             f"q/k widths must match and divide by heads={a['heads']}")
         return (a["heads"], lq, lk)
     if op == "softmax":
+        lut, t = graph.consts[a["lut"]].value, graph.value_type(node.inputs[0]).dtype
+        span = t.qmax - t.qmin + 1  # row max - x takes every value in 0 .. span - 1
+        need(lut.ndim == 1 and lut.shape[0] >= span and int(lut[0]) >= 1,
+             f"lut needs at least {span} entries for input type {t} and lut[0] >= 1 (lut shape {lut.shape})")
+        need(node.out.dtype.bits <= a["recip_bits"], "recip_bits must be at least the output's bits")
         return shapes[0]
     if op == "attn_apply":
         (h, lq, lk), (lv, dv) = shapes
@@ -99,7 +101,7 @@ def widths(graph, node) -> dict[str, int]:
         k = types[0].shape[-1]
         acc = sbits(types[0].dtype) + _const_sbits(graph, node, "weight") + clog2(k)
         if a.get("bias"):
-            acc = max(acc, _const_bits(graph, node, "bias")) + 1
+            acc = max(acc, _const_sbits(graph, node, "bias")) + 1
         return {"acc": acc, "scaled": acc + _const_sbits(graph, node, "m0")}
     if op == "attn_scores":
         d = types[0].shape[-1] // a["heads"]
@@ -120,7 +122,7 @@ def widths(graph, node) -> dict[str, int]:
         return {"acc": acc}
     if op == "affine":
         acc = sbits(types[0].dtype) + _const_sbits(graph, node, "mul")
-        return {"acc": max(acc, _const_bits(graph, node, "bias")) + 1}
+        return {"acc": max(acc, _const_sbits(graph, node, "bias")) + 1}
     if op == "layernorm":
         c = types[0].shape[-1]
         xc = signed_bits_for(c << sbits(types[0].dtype))
@@ -128,7 +130,7 @@ def widths(graph, node) -> dict[str, int]:
         recip = a["recip_bits"] + 2
         # |n| <= 2**norm_bits * |xc| / sd, and |xc| / sd stays below about sqrt(C) (+1 for the floor of sd).
         n = signed_bits_for(int((math.isqrt(c) + 2) << a["norm_bits"]))
-        acc = max(n + _const_sbits(graph, node, "gamma"), _const_bits(graph, node, "beta")) + 1
+        acc = max(n + _const_sbits(graph, node, "gamma"), _const_sbits(graph, node, "beta")) + 1
         return {"xc": xc, "sumsq": sq, "recip": recip, "prod": xc + recip, "norm": n, "acc": acc}
     if op == "avgpool":
         acc = max(sbits(types[0].dtype) + clog2(types[0].shape[0]), signed_bits_for(a["bias"])) + 1

@@ -30,13 +30,17 @@ def verify(graph) -> None:
         for key in spec.ints:
             if not isinstance(node.attrs.get(key), int) or isinstance(node.attrs.get(key), bool):
                 raise HwgenError(f"node {node.name!r}: attribute {key!r} must be an integer")
-        shape = out_shape(graph, node)
-        if tuple(shape) != tuple(node.out.shape):
-            raise HwgenError(f"node {node.name!r}: declared shape {node.out.shape} but computes {shape}")
-        declared = node.attrs.get("widths")
-        if declared is not None and dict(declared) != widths(graph, node):
-            raise HwgenError(f"node {node.name!r}: declared widths {dict(declared)} differ from "
-                             f"inferred {widths(graph, node)}")
+        try:
+            shape = out_shape(graph, node)
+            if tuple(shape) != tuple(node.out.shape):
+                raise HwgenError(f"node {node.name!r}: declared shape {node.out.shape} but computes {shape}")
+            declared = node.attrs.get("widths")
+            if declared is not None and dict(declared) != widths(graph, node):
+                raise HwgenError(f"node {node.name!r}: declared widths {dict(declared)} differ from "
+                                 f"inferred {widths(graph, node)}")
+        except (KeyError, IndexError, TypeError, ValueError, ZeroDivisionError) as exc:
+            # e.g. an input of the wrong rank, or a 'widths' attribute that is not a mapping
+            raise HwgenError(f"node {node.name!r} ({node.op}): malformed ({type(exc).__name__}: {exc})") from None
         defined.add(node.name)
     if graph.output_name not in defined:
         raise HwgenError(f"graph output {graph.output_name!r} is not computed by any node")

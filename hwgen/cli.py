@@ -1,0 +1,137 @@
+"""The ``hwgen`` command line. Every command prints one line ``hwgen: error: ...`` and exits 1 on bad input."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from hwgen.errors import HwgenError
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, not {value}")
+    return value
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from hwgen import flow
+    from hwgen.frontend.model import ModelConfig
+    from hwgen.frontend.train import TrainOptions
+
+    if args.fp32 == (args.bits is not None):
+        raise HwgenError("give exactly one of --bits N (quantization-aware training) or --fp32")
+    features = args.features.split(",") if args.features else None
+    data = flow.load_data(args.dataset, args.csv, args.target, features, args.window)
+    cfg = ModelConfig(features=len(data.features), window=data.window, d_model=args.d_model, heads=args.heads,
+                      layers=args.layers, ffn=args.ffn, norm=args.norm).validate()
+    defaults = TrainOptions()
+    opts = TrainOptions(epochs=args.epochs or defaults.epochs, qat_epochs=args.qat_epochs or defaults.qat_epochs,
+                        seed=args.seed, lr=args.lr or defaults.lr, progress=not args.quiet)
+    print(f"data: {data.name}: {len(data.train.x)}/{len(data.val.x)}/{len(data.test.x)} windows "
+          f"(train/val/test), {sum(data.dropped.values())} dropped for missing values", file=sys.stderr)
+    command = "hwgen " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    info = flow.train(data, cfg, opts, args.out, args.bits, args.init_from, args.csv, command)
+    parts = [f"fp32 val mse {info['fp32']['val_mse']:.4f}"]
+    if "qat" in info:
+        parts.append(f"qat val mse {info['qat']['val_mse']:.4f}")
+    print(f"saved {args.out} ({', '.join(parts)}, {info['seconds']:.0f} s)")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from hwgen import flow
+
+    graph = flow.export(args.model, args.out)
+    print(f"wrote {args.out}/graph.json and consts.npz: {len(graph.nodes)} nodes, "
+          f"{sum(c.value.size for c in graph.consts.values())} integer constants")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from hwgen import flow
+
+    result = flow.evaluate(args.model, args.split)
+    if args.json:
+        print(json.dumps(result, indent=2, sort_keys=True))
+        return 0
+    print(f"{result['model']} on the {result['split']} split ({result['windows']} windows)")
+    print(f"{'model':<12}{'MSE':>10}{'MAE':>10}{'MSE (units²)':>16}{'MAE (units)':>14}")
+    for key in ("fp32", "fake_quant", "integer"):
+        if key in result:
+            m = result[key]
+            print(f"{key:<12}{m['mse']:>10.4f}{m['mae']:>10.4f}{m['mse_units']:>16.2f}{m['mae_units']:>14.3f}")
+    if "fake_quant_vs_integer" in result:
+        d = result["fake_quant_vs_integer"]
+        print(f"fake-quant vs integer: {100 * d['fraction_differ']:.2f}% of outputs differ, "
+              f"at most {d['max_lsb']} LSB")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hwgen", description=__doc__.splitlines()[0] if __doc__ else None)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a model (FP32, or QAT at N bits)")
+    p.add_argument("--dataset", default="pm25", help="built-in dataset (default: pm25)")
+    p.add_argument("--csv", help="train on your own CSV of numeric columns instead")
+    p.add_argument("--target", help="target column of --csv (forecast one step ahead)")
+    p.add_argument("--features", help="comma-separated input columns of --csv (default: all numeric)")
+    p.add_argument("--bits", type=int, choices=range(2, 9), metavar="{2..8}", help="QAT weight/activation bits")
+    p.add_argument("--fp32", action="store_true", help="train the floating-point model only")
+    p.add_argument("--init-from", help="FP32 checkpoint to fine-tune from (default: train FP32 first)")
+    p.add_argument("--out", required=True, help="checkpoint to write (.pt)")
+    p.add_argument("--d-model", type=_positive, default=16)
+    p.add_argument("--heads", type=_positive, default=1)
+    p.add_argument("--layers", type=_positive, default=1)
+    p.add_argument("--ffn", type=_positive, default=64)
+    p.add_argument("--window", type=_positive, default=24)
+    p.add_argument("--norm", choices=("batch", "layer"), default="batch")
+    p.add_argument("--epochs", type=_positive, help="maximum FP32 epochs (default 60; early stopping on validation)")
+    p.add_argument("--qat-epochs", type=_positive, help="maximum QAT epochs (default 20; early stopping)")
+    p.add_argument("--lr", type=float, help="learning rate (default 1e-3; QAT uses a quarter)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("export", help="export a QAT checkpoint to the integer IR")
+    p.add_argument("model")
+    p.add_argument("--out", required=True, help="folder for graph.json and consts.npz")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("eval", help="score FP32, fake-quant and the deployed integer model")
+    p.add_argument("model")
+    p.add_argument("--split", choices=("train", "val", "test"), default="test")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_eval)
+
+    for register in _EXTRA_COMMANDS:
+        register(sub)
+    return parser
+
+
+_EXTRA_COMMANDS: list = []
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except HwgenError as exc:
+        print(f"hwgen: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("hwgen: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

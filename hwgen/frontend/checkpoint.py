@@ -1,0 +1,76 @@
+"""Checkpoints: weights, quantizer state and the full configuration, loadable with weights_only=True."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hwgen.errors import HwgenError
+from hwgen.frontend.model import ModelConfig, TimeSeriesTransformer
+
+FORMAT = "hwgen-checkpoint"
+VERSION = 1
+
+
+def save_checkpoint(path: str | os.PathLike, model: TimeSeriesTransformer, data: dict[str, Any],
+                    train: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
+    """Write atomically (temporary file, then rename). ``data`` describes the dataset and its scaling,
+    ``train`` the training run (command, seed, epochs, validation loss, time); ``extra`` more entries
+    (tensors and plain data only, e.g. the FP32 parent's state)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    obj = {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": model.cfg.to_dict(),
+        "data": data,
+        "train": train,
+        "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        **(extra or {}),
+    }
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[TimeSeriesTransformer, dict[str, Any]]:
+    """Load a checkpoint safely (weights_only=True) and rebuild its model in eval mode.
+
+    Returns (model, the checkpoint dict without the state). Raises HwgenError naming the file for a
+    missing, corrupt, untrusted or incompatible checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise HwgenError(f"{path}: checkpoint not found")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt or unsafe files
+        unsafe = "weights_only" in str(exc) and "Unsupported global" in str(exc)
+        why = "it holds objects that are not plain tensors and data (refused: untrusted)" if unsafe else \
+            f"corrupt, truncated or not a torch file: {type(exc).__name__}"
+        raise HwgenError(f"{path}: not a loadable hwgen checkpoint ({why})") from None
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise HwgenError(f"{path}: not an hwgen checkpoint (no '{FORMAT}' marker)")
+    if obj.get("version") != VERSION:
+        raise HwgenError(f"{path}: checkpoint version {obj.get('version')!r} is not supported (expected {VERSION})")
+    try:
+        cfg = ModelConfig.from_dict(dict(obj["config"]))
+        model = TimeSeriesTransformer(cfg)
+        model.load_state_dict(obj["state_dict"])
+    except HwgenError as exc:
+        raise HwgenError(f"{path}: {exc}") from None
+    except (KeyError, RuntimeError, TypeError) as exc:
+        raise HwgenError(f"{path}: checkpoint does not match its configuration ({str(exc).splitlines()[0][:160]})") from None
+    model.eval()
+    meta = {k: v for k, v in obj.items() if k != "state_dict"}
+    return model, meta

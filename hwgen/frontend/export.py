@@ -1,0 +1,132 @@
+"""Export a quantization-aware-trained model to the integer-only IR: a one-to-one translation, each
+quantizer's scale turning into the integer rescales (dyadic m0/shift) of the op that produces it."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from hwgen.errors import HwgenError
+from hwgen.frontend.integer_kernels import LN_NORM_BITS, LN_RECIP_BITS, SOFTMAX_RECIP_BITS
+from hwgen.frontend.model import EncoderLayer, Norm, QLinear, TimeSeriesTransformer
+from hwgen.frontend.quantizer import Quantizer
+from hwgen.ir.builder import GraphBuilder
+from hwgen.ir.dyadic import common_dyadic, dyadic, dyadic_array, softmax_lut
+from hwgen.ir.graph import Graph
+from hwgen.ir.types import IntType
+
+
+def _scale(q: Quantizer) -> float:
+    if q.per_channel and q.scale.numel() > 1:
+        raise HwgenError(f"activation quantizer {q} must be per-tensor")
+    return float(q.effective_scale().reshape(-1)[0])
+
+
+def _check_exportable(model: TimeSeriesTransformer) -> None:
+    if not model.cfg.quantized:
+        raise HwgenError("an FP32 checkpoint has no integer form: train with --bits N (QAT) or run 'hwgen quantize'")
+    for name, module in model.named_modules():
+        if isinstance(module, Quantizer) and not module.symmetric:
+            raise HwgenError(f"quantizer {name!r} is asymmetric: the integer IR takes symmetric quantizers only")
+        if isinstance(module, Quantizer) and not bool(module.initialized):
+            raise HwgenError(f"quantizer {name!r} was never calibrated: the checkpoint is not a trained QAT model")
+
+
+class _Exporter:
+    def __init__(self, model: TimeSeriesTransformer) -> None:
+        self.model = model
+        self.cfg = model.cfg
+        self.b = GraphBuilder("x", (self.cfg.window, self.cfg.features), IntType(self.cfg.bits_in))
+
+    def linear(self, name: str, lin: QLinear, src: str, s_in: float, q_out: Quantizer, relu: bool = False) -> str:
+        w = lin.weight.detach().double()
+        w_int = lin.wq.int_repr(w).numpy()
+        s_w = lin.wq.effective_scale().reshape(-1).numpy()
+        s_w = np.broadcast_to(s_w, (w.shape[0],)).astype(np.float64)
+        acc_scale = s_in * s_w
+        bias = np.floor(lin.bias.detach().double().numpy() / acc_scale + 0.5).astype(np.int64)
+        m0, shift = dyadic_array(acc_scale / _scale(q_out))
+        return self.b.linear(name, src, w_int, bias, m0, shift, q_out.dtype, IntType(self.cfg.bits_w), relu=relu)
+
+    def add(self, name: str, a: str, s_a: float, c: str, s_c: float, q_out: Quantizer) -> str:
+        s_y = _scale(q_out)
+        ma, mc, shift = common_dyadic(s_a / s_y, s_c / s_y)
+        return self.b.add(name, a, c, ma, mc, 0, shift, q_out.dtype)
+
+    def norm(self, name: str, norm: Norm, src: str, s_in: float, q_out: Quantizer) -> str:
+        s_y = _scale(q_out)
+        if norm.kind == "batch":
+            bn = norm.bn
+            a = (bn.weight.detach().double() / torch.sqrt(bn.running_var.double() + bn.eps)).numpy()
+            c = bn.bias.detach().double().numpy() - bn.running_mean.double().numpy() * a
+            mul, shift = dyadic_array(s_in * a / s_y)
+            bias = np.floor(c / s_y * np.exp2(shift) + 0.5).astype(np.int64)
+            return self.b.affine(name, src, mul, bias, shift, q_out.dtype)
+        gamma = norm.weight.detach().double().numpy() / (s_y * (1 << LN_NORM_BITS))
+        beta = norm.bias.detach().double().numpy() / s_y
+        _, shift = dyadic(float(np.abs(gamma).max()) or 1.0)
+        shift = max(shift, 1)
+        g = np.floor(gamma * 2.0**shift + 0.5).astype(np.int64)
+        bt = np.floor(beta * 2.0**shift + 0.5).astype(np.int64)
+        return self.b.layernorm(name, src, g, bt, shift, LN_NORM_BITS, LN_RECIP_BITS, q_out.dtype)
+
+    def layer(self, i: int, layer: EncoderLayer, h: str, s_h: float) -> tuple[str, float]:
+        cfg, p = self.cfg, f"l{i}."
+        q = self.linear(p + "q", layer.wq, h, s_h, layer.q_q)
+        k = self.linear(p + "k", layer.wk, h, s_h, layer.q_k)
+        v = self.linear(p + "v", layer.wv, h, s_h, layer.q_v)
+        s_sc = _scale(layer.q_scores)
+        dh = cfg.d_model // cfg.heads
+        m0, shift = dyadic(_scale(layer.q_q) * _scale(layer.q_k) / (math.sqrt(dh) * s_sc))
+        scores = self.b.attn_scores(p + "scores", q, k, cfg.heads, m0, shift, layer.q_scores.dtype)
+        probs = self.b.softmax(p + "softmax", scores, softmax_lut(s_sc, cfg.bits_a), SOFTMAX_RECIP_BITS,
+                               IntType(cfg.bits_prob, signed=False))
+        m0, shift = dyadic(2.0**-cfg.bits_prob * _scale(layer.q_v) / _scale(layer.q_attn))
+        attn = self.b.attn_apply(p + "attn", probs, v, m0, shift, layer.q_attn.dtype)
+        out = self.linear(p + "out", layer.wo, attn, _scale(layer.q_attn), layer.q_out)
+        r1 = self.add(p + "res1", h, s_h, out, _scale(layer.q_out), layer.q_res1)
+        n1 = self.norm(p + "norm1", layer.norm1, r1, _scale(layer.q_res1), layer.q_norm1)
+        f1 = self.linear(p + "ffn1", layer.ffn1, n1, _scale(layer.q_norm1), layer.q_ffn1, relu=True)
+        f2 = self.linear(p + "ffn2", layer.ffn2, f1, _scale(layer.q_ffn1), layer.q_ffn2)
+        r2 = self.add(p + "res2", n1, _scale(layer.q_norm1), f2, _scale(layer.q_ffn2), layer.q_res2)
+        n2 = self.norm(p + "norm2", layer.norm2, r2, _scale(layer.q_res2), layer.q_norm2)
+        return n2, _scale(layer.q_norm2)
+
+    def run(self, meta: dict[str, Any]) -> Graph:
+        m, cfg = self.model, self.cfg
+        s_in = _scale(m.q_in)
+        h = self.linear("embed", m.embed, "x", s_in, m.q_embed)
+        pe = self.b.const("pos_enc", m.q_pe.int_repr(m.pe.double()).numpy(), m.q_pe.dtype)
+        h = self.add("pos_add", h, _scale(m.q_embed), pe, _scale(m.q_pe), m.q_pos)
+        s_h = _scale(m.q_pos)
+        for i, layer in enumerate(m.encoder):
+            h, s_h = self.layer(i, layer, h, s_h)
+        m0, shift = dyadic(s_h / (cfg.window * _scale(m.q_pool)))
+        pooled = self.b.avgpool("pool", h, m0, shift, 0, m.q_pool.dtype)
+        out = self.linear("head", m.head, pooled, _scale(m.q_pool), m.q_head)
+        full_meta = {
+            **meta,
+            "config": cfg.to_dict(),
+            "macs": cfg.macs(),
+            "input_scale": s_in,
+            "output_scale": _scale(m.q_head),
+        }
+        return self.b.finish(out, full_meta)
+
+
+def export_model(model: TimeSeriesTransformer, meta: dict[str, Any] | None = None) -> Graph:
+    """The integer graph of a fake-quantized model (eval mode). ``meta`` (dataset, scaling, ...) is copied
+    into the graph's host-side metadata. Raises HwgenError for an FP32 or non-exportable model."""
+    _check_exportable(model)
+    model.eval()
+    with torch.no_grad():
+        return _Exporter(model).run(dict(meta or {}))
+
+
+def quantize_input(x: np.ndarray, scale: float, bits: int) -> np.ndarray:
+    """Host side: real (scaled) inputs to the graph's input integers, with the quantizer's rounding."""
+    t = IntType(bits)
+    return np.clip(np.floor(np.asarray(x, np.float64) / scale + 0.5), t.qmin, t.qmax).astype(np.int64)

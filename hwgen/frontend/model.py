@@ -1,0 +1,220 @@
+"""The time-series Transformer (Ling et al. reference model, generalised) with fake quantization.
+
+Structure: input window [L, F] -> Linear F->d -> + sinusoidal positional encoding -> N post-norm encoder
+layers (multi-head self-attention, residual add, BatchNorm1d or LayerNorm, FFN Linear-ReLU-Linear, residual
+add, norm) -> average pool over time -> Linear d->outputs. Every tensor the integer graph holds has a
+quantizer here, at the same place, so that export is a one-to-one translation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hwgen.errors import HwgenError
+from hwgen.frontend.integer_kernels import layernorm_ste, softmax_ste
+from hwgen.frontend.quantizer import Quantizer, round_ste
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture and quantization of a model; stored in every checkpoint."""
+
+    features: int = 7
+    window: int = 24
+    d_model: int = 16
+    heads: int = 1
+    layers: int = 1
+    ffn: int = 64
+    outputs: int = 1
+    norm: str = "batch"
+    quantized: bool = False
+    bits_w: int = 8
+    bits_a: int = 8
+    bits_in: int = 8
+    bits_prob: int = 8
+    bits_out: int = 16
+    per_channel: bool = True
+    symmetric: bool = True
+    learnable: bool = True
+    init: str = "mse"
+
+    def validate(self) -> ModelConfig:
+        """Raise HwgenError naming the first out-of-range setting."""
+        checks = [
+            (1 <= self.features <= 64, f"features must be 1..64, not {self.features}"),
+            (2 <= self.window <= 96, f"window must be 2..96, not {self.window}"),
+            (4 <= self.d_model <= 64, f"d_model must be 4..64, not {self.d_model}"),
+            (self.heads in (1, 2, 4), f"heads must be 1, 2 or 4, not {self.heads}"),
+            (self.d_model % self.heads == 0, f"d_model {self.d_model} is not divisible by heads {self.heads}"),
+            (1 <= self.layers <= 3, f"layers must be 1..3, not {self.layers}"),
+            (1 <= self.ffn <= 256, f"ffn must be 1..256, not {self.ffn}"),
+            (self.norm in ("batch", "layer"), f"norm must be 'batch' or 'layer', not {self.norm!r}"),
+            (2 <= self.bits_w <= 8, f"weight bits must be 2..8, not {self.bits_w}"),
+            (2 <= self.bits_a <= 8, f"activation bits must be 2..8, not {self.bits_a}"),
+            (2 <= self.bits_in <= 8 and 2 <= self.bits_prob <= 8, "input and probability bits must be 2..8"),
+            (8 <= self.bits_out <= 16, f"output bits must be 8..16, not {self.bits_out}"),
+            (self.init in ("minmax", "mse"), f"init must be 'minmax' or 'mse', not {self.init!r}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise HwgenError(message)
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, obj: dict) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(obj) - known
+        if unknown:
+            raise HwgenError(f"unknown model configuration keys: {', '.join(sorted(unknown))}")
+        return cls(**obj).validate()
+
+    def macs(self) -> int:
+        """Multiply-accumulates per inference (matrix products only)."""
+        L, d = self.window, self.d_model
+        per_layer = 3 * L * d * d + 2 * L * L * d + L * d * d + 2 * L * d * self.ffn
+        return L * self.features * d + self.layers * per_layer + d * self.outputs
+
+
+def sinusoidal_encoding(length: int, d: int) -> torch.Tensor:
+    """The Transformer's fixed positional encoding [length, d]."""
+    pos = torch.arange(length, dtype=torch.float64)[:, None]
+    i = torch.arange(0, d, 2, dtype=torch.float64)
+    angle = pos / torch.pow(10000.0, i / d)
+    pe = torch.zeros(length, d, dtype=torch.float64)
+    pe[:, 0::2] = torch.sin(angle)
+    pe[:, 1::2] = torch.cos(angle[:, : d // 2])
+    return pe.float()
+
+
+class QLinear(nn.Linear):
+    """Linear layer with a per-channel (or per-tensor) weight quantizer and an integer bias
+    (quantized to the accumulator's scale s_x * s_w)."""
+
+    def __init__(self, cfg: ModelConfig, n_in: int, n_out: int) -> None:
+        super().__init__(n_in, n_out)
+        self.wq = Quantizer(cfg.bits_w, per_channel=cfg.per_channel, channels=n_out, axis=0,
+                            symmetric=cfg.symmetric, learnable=cfg.learnable, init=cfg.init)
+        self.wq.enabled = cfg.quantized
+
+    def forward(self, x: torch.Tensor, x_quant: Quantizer) -> torch.Tensor:  # type: ignore[override]
+        if not self.wq.enabled:
+            return F.linear(x, self.weight, self.bias)
+        w = self.wq(self.weight)
+        acc_scale = (x_quant.effective_scale().to(x.dtype) * self.wq.effective_scale().to(x.dtype)).reshape(-1)
+        bias = round_ste(self.bias / acc_scale) * acc_scale
+        return F.linear(x, w, bias)
+
+
+class Norm(nn.Module):
+    """BatchNorm1d over channels (folded to an integer affine at export) or LayerNorm (integer algorithm)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.kind, self.quantized = cfg.norm, cfg.quantized
+        if cfg.norm == "batch":
+            self.bn = nn.BatchNorm1d(cfg.d_model)
+        else:
+            self.weight = nn.Parameter(torch.ones(cfg.d_model))
+            self.bias = nn.Parameter(torch.zeros(cfg.d_model))
+
+    def forward(self, x: torch.Tensor, x_quant: Quantizer) -> torch.Tensor:
+        if self.kind == "batch":
+            return self.bn(x.transpose(1, 2)).transpose(1, 2)
+        if self.quantized:
+            n = layernorm_ste(x, x_quant.effective_scale())
+        else:
+            n = F.layer_norm(x, (x.shape[-1],))
+        return n * self.weight + self.bias
+
+
+class EncoderLayer(nn.Module):
+    """Post-norm encoder layer: attention, add, norm, FFN (ReLU), add, norm; a quantizer on every output."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        d = cfg.d_model
+        self.cfg = cfg
+        self.wq, self.wk, self.wv, self.wo = (QLinear(cfg, d, d) for _ in range(4))
+        self.ffn1, self.ffn2 = QLinear(cfg, d, cfg.ffn), QLinear(cfg, cfg.ffn, d)
+        self.norm1, self.norm2 = Norm(cfg), Norm(cfg)
+        act = dict(bits=cfg.bits_a, learnable=cfg.learnable, init=cfg.init)
+        names = ["q_q", "q_k", "q_v", "q_scores", "q_attn", "q_out", "q_res1", "q_norm1", "q_ffn2", "q_res2",
+                 "q_norm2"]
+        for name in names:
+            self.add_module(name, Quantizer(**act))
+        self.q_ffn1 = Quantizer(cfg.bits_a, signed=False, learnable=cfg.learnable, init=cfg.init)
+        for q in self.quantizers():
+            q.enabled = cfg.quantized
+
+    def quantizers(self) -> list[Quantizer]:
+        return [m for n, m in self.named_children() if isinstance(m, Quantizer)]
+
+    def attention(self, h: torch.Tensor, hq: Quantizer) -> torch.Tensor:
+        cfg = self.cfg
+        b, length, d = h.shape
+        dh = d // cfg.heads
+
+        def heads(t: torch.Tensor) -> torch.Tensor:
+            return t.view(b, length, cfg.heads, dh).transpose(1, 2)
+
+        q = heads(self.q_q(self.wq(h, hq)))
+        k = heads(self.q_k(self.wk(h, hq)))
+        v = heads(self.q_v(self.wv(h, hq)))
+        scores = self.q_scores(q @ k.transpose(-1, -2) / math.sqrt(dh))
+        if cfg.quantized:
+            p = softmax_ste(scores, self.q_scores.effective_scale(), cfg.bits_prob)
+        else:
+            p = torch.softmax(scores, dim=-1)
+        a = self.q_attn((p @ v).transpose(1, 2).reshape(b, length, d))
+        return self.q_out(self.wo(a, self.q_attn))
+
+    def forward(self, h: torch.Tensor, hq: Quantizer) -> tuple[torch.Tensor, Quantizer]:
+        r = self.q_res1(h + self.attention(h, hq))
+        h1 = self.q_norm1(self.norm1(r, self.q_res1))
+        f = self.q_ffn1(F.relu(self.ffn1(h1, self.q_norm1)))
+        f = self.q_ffn2(self.ffn2(f, self.q_ffn1))
+        r2 = self.q_res2(h1 + f)
+        return self.q_norm2(self.norm2(r2, self.q_res2)), self.q_norm2
+
+
+class TimeSeriesTransformer(nn.Module):
+    """The reference model and its generalisation; ``cfg.quantized`` selects fake-quant or FP32."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg.validate()
+        act = dict(learnable=cfg.learnable, init=cfg.init)
+        self.q_in = Quantizer(cfg.bits_in, **act)
+        self.embed = QLinear(cfg, cfg.features, cfg.d_model)
+        self.q_embed = Quantizer(cfg.bits_a, **act)
+        self.register_buffer("pe", sinusoidal_encoding(cfg.window, cfg.d_model))
+        self.q_pe = Quantizer(cfg.bits_a, learnable=False, init="minmax", momentum=1.0)
+        self.q_pos = Quantizer(cfg.bits_a, **act)
+        self.encoder = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.layers))
+        self.q_pool = Quantizer(cfg.bits_a, **act)
+        self.head = QLinear(cfg, cfg.d_model, cfg.outputs)
+        self.q_head = Quantizer(cfg.bits_out, **act)
+        for q in (self.q_in, self.q_embed, self.q_pe, self.q_pos, self.q_pool, self.q_head):
+            q.enabled = cfg.quantized
+
+    def quantizers(self) -> list[Quantizer]:
+        return [m for m in self.modules() if isinstance(m, Quantizer)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [batch, window, features] (scaled) -> [batch, outputs] (scaled)."""
+        x = self.q_in(x)
+        h = self.q_embed(self.embed(x, self.q_in))
+        h = self.q_pos(h + self.q_pe(self.pe.to(h.dtype)))
+        hq = self.q_pos
+        for layer in self.encoder:
+            h, hq = layer(h, hq)
+        pooled = self.q_pool(h.mean(dim=1))
+        return self.q_head(self.head(pooled, self.q_pool))

@@ -1,0 +1,168 @@
+"""Element-wise units: add (residual and positional encoding), affine (folded BatchNorm), avgpool.
+
+Each unit is shared by every node of its op kind, reads one element per cycle from flat buffers (or
+constant ROMs) and emits its output elements in row-major order, pipelined at one element per cycle.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from hwgen.hw.program import config_registers, signed_width
+from hwgen.hw.requant import Requantizer, clamp, round_shift
+
+
+def _ports(n_nodes: int, addr_width: int, in_width: int, out_width: int, reads: int) -> dict:
+    ports = {"start": In(1), "sel": In(range(n_nodes)), "done": Out(1),
+             "w_valid": Out(1), "w_data": Out(signed(out_width + 1))}
+    for r in range(reads):
+        ports[f"rd{r}_addr"] = Out(addr_width)
+        ports[f"rd{r}_data"] = In(signed(in_width))
+    return ports
+
+
+def _count_writes(m, unit, total):
+    """Pulse ``done`` after the ``total``-th output element."""
+    written = Signal.like(total)
+    m.d.sync += unit.done.eq(0)
+    with m.If(unit.start):
+        m.d.sync += written.eq(0)
+    with m.Elif(unit.w_valid):
+        m.d.sync += written.eq(written + 1)
+        with m.If(written == total - 1):
+            m.d.sync += unit.done.eq(1)
+
+
+def _out_stage(m, unit, value, valid, cfg):
+    """Final stage shared by the element-wise units: add the zero point, saturate, register."""
+    m.d.sync += [unit.w_data.eq(clamp(value + cfg["zp"], cfg["qmin"], cfg["qmax"])), unit.w_valid.eq(valid)]
+
+
+class AddUnit(wiring.Component):
+    """``y = clamp(round_shift(a * ma + b * mb + bias, shift) + zp)`` over ``numel`` elements.
+
+    ``programs`` holds per node: numel, ma, mb, bias, shift, zp, qmin, qmax. Latency 6 cycles.
+    """
+
+    def __init__(self, programs: list[dict], in_width: int, acc_width: int, out_width: int, addr_width: int):
+        self.programs, self.acc_width, self.out_width = programs, acc_width, out_width
+        super().__init__(_ports(len(programs), addr_width, in_width, out_width, 2))
+
+    def elaborate(self, platform):
+        m = Module()
+        ps = self.programs
+        mw = signed_width(*[p[k] for p in ps for k in ("ma", "mb")])
+        n = max(p["numel"] for p in ps)
+        cfg = config_registers(m, self.start, self.sel, ps, {
+            "numel": unsigned(n.bit_length() + 1), "ma": signed(mw), "mb": signed(mw),
+            "bias": signed(signed_width(*[p["bias"] for p in ps])), "shift": unsigned(8),
+            "zp": signed(self.out_width + 1), "qmin": signed(self.out_width + 1), "qmax": signed(self.out_width + 1)})
+        idx, running = Signal(range(n + 1)), Signal()
+        with m.If(self.start):
+            m.d.sync += [idx.eq(0), running.eq(1)]
+        with m.Elif(running):
+            m.d.sync += idx.eq(idx + 1)
+            with m.If(idx == cfg["numel"] - 1):
+                m.d.sync += running.eq(0)
+        m.d.comb += [self.rd0_addr.eq(idx), self.rd1_addr.eq(idx)]
+        v = [Signal(name=f"v{i}") for i in range(4)]
+        pa, pb = Signal(signed(self.acc_width)), Signal(signed(self.acc_width))
+        acc, rnd = Signal(signed(self.acc_width + 1)), Signal(signed(self.acc_width + 1))
+        m.d.sync += [v[0].eq(running), v[1].eq(v[0]), v[2].eq(v[1]), v[3].eq(v[2])]
+        m.d.sync += [pa.eq(self.rd0_data * cfg["ma"]), pb.eq(self.rd1_data * cfg["mb"])]
+        m.d.sync += [acc.eq(pa + pb + cfg["bias"]), rnd.eq(round_shift(acc, cfg["shift"]))]
+        _out_stage(m, self, rnd, v[3], cfg)
+        _count_writes(m, self, cfg["numel"])
+        return m
+
+
+class AffineUnit(wiring.Component):
+    """``y[r, c] = clamp(round_shift(x * mul[c] + bias[c], shift[c]) + zp)`` (a folded BatchNorm).
+
+    Per node: numel, channels, p_base (where its {shift, bias, mul} words start in the parameter ROM,
+    read through ``p_addr``/``p_data``), zp, qmin, qmax. Latency 6 cycles.
+    """
+
+    def __init__(self, programs: list[dict], in_width: int, mul_width: int, bias_width: int, acc_width: int,
+                 out_width: int, addr_width: int):
+        self.programs, self.out_width, self.acc_width = programs, out_width, acc_width
+        self.mul_width, self.bias_width = mul_width, bias_width
+        ports = _ports(len(programs), addr_width, in_width, out_width, 1)
+        ports.update({"p_addr": Out(addr_width), "p_data": In(unsigned(mul_width + bias_width + 8))})
+        super().__init__(ports)
+
+    def elaborate(self, platform):
+        m = Module()
+        ps = self.programs
+        n = max(p["numel"] for p in ps)
+        cfg = config_registers(m, self.start, self.sel, ps, {
+            "numel": unsigned(n.bit_length() + 1), "channels": unsigned(n.bit_length() + 1),
+            "p_base": unsigned(len(self.p_addr)), "zp": signed(self.out_width + 1),
+            "qmin": signed(self.out_width + 1), "qmax": signed(self.out_width + 1)})
+        idx, c, running = Signal(range(n + 1)), Signal(range(n + 1)), Signal()
+        with m.If(self.start):
+            m.d.sync += [idx.eq(0), c.eq(0), running.eq(1)]
+        with m.Elif(running):
+            m.d.sync += [idx.eq(idx + 1), c.eq(Mux(c == cfg["channels"] - 1, 0, c + 1))]
+            with m.If(idx == cfg["numel"] - 1):
+                m.d.sync += running.eq(0)
+        m.d.comb += [self.rd0_addr.eq(idx), self.p_addr.eq(cfg["p_base"] + c)]
+        mul = self.p_data[:self.mul_width].as_signed()
+        bias = self.p_data[self.mul_width:self.mul_width + self.bias_width].as_signed()
+        shift = self.p_data[self.mul_width + self.bias_width:]
+        v = [Signal(name=f"v{i}") for i in range(4)]
+        prod, acc, rnd = (Signal(signed(self.acc_width + 1)) for _ in range(3))
+        bias_d, shift_d, shift_dd = Signal.like(bias), Signal(8), Signal(8)
+        m.d.sync += [v[0].eq(running), v[1].eq(v[0]), v[2].eq(v[1]), v[3].eq(v[2])]
+        m.d.sync += [prod.eq(self.rd0_data * mul), bias_d.eq(bias), shift_d.eq(shift)]
+        m.d.sync += [acc.eq(prod + bias_d), shift_dd.eq(shift_d)]
+        m.d.sync += rnd.eq(round_shift(acc, shift_dd))
+        _out_stage(m, self, rnd, v[3], cfg)
+        _count_writes(m, self, cfg["numel"])
+        return m
+
+
+class AvgpoolUnit(wiring.Component):
+    """``y[0, c] = requantize(sum_r x[r, c] + bias, m0, shift) + zp``: reads column by column.
+
+    Per node: rows, channels, m0, shift, bias, zp, qmin, qmax. ``done`` follows the last channel.
+    """
+
+    def __init__(self, programs: list[dict], in_width: int, acc_width: int, out_width: int, addr_width: int):
+        self.programs, self.acc_width, self.out_width = programs, acc_width, out_width
+        super().__init__(_ports(len(programs), addr_width, in_width, out_width, 1))
+
+    def elaborate(self, platform):
+        m = Module()
+        ps = self.programs
+        n = max(p["rows"] * p["channels"] for p in ps)
+        mw = signed_width(*[p["m0"] for p in ps])
+        cfg = config_registers(m, self.start, self.sel, ps, {
+            "rows": unsigned(n.bit_length() + 1), "channels": unsigned(n.bit_length() + 1),
+            "m0": signed(mw), "shift": unsigned(8), "bias": signed(signed_width(*[p["bias"] for p in ps])),
+            "zp": signed(self.out_width + 1), "qmin": signed(self.out_width + 1),
+            "qmax": signed(self.out_width + 1)})
+        r, c, base, running = Signal(range(n + 1)), Signal(range(n + 1)), Signal(range(2 * n + 1)), Signal()
+        last = r == cfg["rows"] - 1
+        with m.If(self.start):
+            m.d.sync += [r.eq(0), c.eq(0), base.eq(0), running.eq(1)]
+        with m.Elif(running):
+            m.d.sync += [r.eq(r + 1), base.eq(base + cfg["channels"])]
+            with m.If(last):
+                m.d.sync += [r.eq(0), c.eq(c + 1), base.eq(0)]
+                with m.If(c == cfg["channels"] - 1):
+                    m.d.sync += running.eq(0)
+        m.d.comb += self.rd0_addr.eq(base + c)
+        v1, f1, l1, l2 = Signal(), Signal(), Signal(), Signal()
+        acc = Signal(signed(self.acc_width + 1))
+        m.d.sync += [v1.eq(running), f1.eq(r == 0), l1.eq(running & last), l2.eq(l1)]
+        with m.If(v1):
+            m.d.sync += acc.eq(Mux(f1, self.rd0_data, acc + self.rd0_data))
+        m.submodules.rq = rq = Requantizer(self.acc_width + 1, mw, 8, self.out_width)
+        m.d.comb += [rq.i_valid.eq(l2), rq.acc.eq(acc + cfg["bias"]), rq.m0.eq(cfg["m0"]),
+                     rq.shift.eq(cfg["shift"]), rq.zp.eq(cfg["zp"]), rq.qmin.eq(cfg["qmin"]),
+                     rq.qmax.eq(cfg["qmax"]), rq.relu.eq(0), self.w_valid.eq(rq.o_valid), self.w_data.eq(rq.y)]
+        _count_writes(m, self, cfg["channels"])
+        return m

@@ -1,0 +1,170 @@
+"""The matrix-product unit: linear, attn_scores and attn_apply on one shared MAC array.
+
+Every product is ``out[h][i][n] = requantize(sum_k A[h][i][k] * B[h][k][n] + bias[n])``. Lane ``l``
+computes output channel ``n = g * P + l`` of group ``g``; the broadcast operand ``A`` is one element of a
+flat buffer, ``B`` one wide word (P weights of the weight ROM, or P elements of the wide K/V copy).
+Finished groups are drained through one shared requantizer, one element per cycle, while the next group
+accumulates; a new group starts no sooner than max(K, lanes of the previous group) cycles after the
+previous one, so the drain never falls behind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from hwgen.hw.mac import MacArray
+from hwgen.hw.requant import Requantizer
+
+
+@dataclass(frozen=True)
+class MatmulProgram:
+    """Loop bounds and address strides of one product node (see the module docstring).
+
+    Loops run o < outer, u < inner, g < groups, k < k_len; (h, i) is (o, u) if the head loop is outer.
+    A address = o * a_o + u * a_u + k; B address = b_base + o * b_o + u * b_u + k * b_k + g.
+    """
+
+    name: str
+    outer: int
+    inner: int
+    groups: int
+    k_len: int
+    n_len: int
+    a_o: int
+    a_u: int
+    b_base: int
+    b_o: int
+    b_u: int
+    b_k: int
+    per_channel: bool  # linear: bias/m0/shift from the parameter ROM at p_base + n
+    p_base: int
+    m0: int
+    shift: int
+    zp: int
+    qmin: int
+    qmax: int
+    relu: bool
+
+    @property
+    def outputs(self) -> int:
+        return self.outer * self.inner * self.n_len
+
+
+class MatmulUnit(wiring.Component):
+    """Runs the product node ``sel`` of ``programs`` on ``start``; pulses ``done`` after its last write.
+
+    Reads: ``a_addr`` (with ``a_en``) returns the element in ``a_data`` one cycle later; ``b_addr`` the
+    wide word in ``b_data``; ``p_addr`` the per-channel parameter word ``p_data`` ({shift, m0, bias}).
+    Writes: ``w_valid``/``w_data`` emit the output elements in row-major order.
+    """
+
+    def __init__(self, programs: list[MatmulProgram], lanes: int, a_width: int, b_width: int,
+                 acc_width: int, m0_width: int, bias_width: int, out_width: int, addr_width: int):
+        if not programs:
+            raise ValueError("a MatmulUnit needs at least one program, not an empty list")
+        if not isinstance(lanes, int) or lanes < 1:
+            raise ValueError(f"lanes must be a positive integer, not {lanes!r}")
+        self.programs, self.lanes = programs, lanes
+        self.acc_width, self.m0_width, self.bias_width = acc_width, m0_width, bias_width
+        self.out_width = out_width
+        self.p_width = bias_width + m0_width + 8
+        super().__init__({
+            "start": In(1), "sel": In(range(len(programs))), "done": Out(1),
+            "a_addr": Out(addr_width), "a_en": Out(1), "a_data": In(signed(a_width)),
+            "b_addr": Out(addr_width), "b_data": In(data.ArrayLayout(signed(b_width), lanes)),
+            "p_addr": Out(addr_width), "p_data": In(unsigned(self.p_width)),
+            "w_valid": Out(1), "w_data": Out(signed(out_width + 1)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        P = self.lanes
+        big = max(max(p.outputs, p.outer * max(p.a_o, p.b_o), p.b_base + p.outer * p.b_o + p.inner * p.b_u
+                      + p.k_len * p.b_k + p.groups, P * p.groups) for p in self.programs) + P + 64
+        cnt = lambda: Signal(range(big + 1))  # noqa: E731
+        names = ("outer", "inner", "groups", "k_len", "n_len", "a_o", "a_u", "b_base", "b_o", "b_u", "b_k",
+                 "per_channel", "p_base", "m0", "shift", "zp", "qmin", "qmax", "relu", "outputs")
+        cfg = {n: Signal(signed(max(64, 2)) if n in ("m0", "zp", "qmin", "qmax") else range(big + 1),
+                         name=f"cfg_{n}") for n in names}
+        cfg["m0"] = Signal(signed(self.m0_width + 1), name="cfg_m0")
+        for n in ("zp", "qmin", "qmax"):
+            cfg[n] = Signal(signed(self.out_width + 1), name=f"cfg_{n}")
+        with m.If(self.start):
+            with m.Switch(self.sel):
+                for idx, prog in enumerate(self.programs):
+                    with m.Case(idx):
+                        m.d.sync += [cfg[n].eq(int(getattr(prog, n))) for n in names]
+        m.submodules.mac = mac = MacArray(P, len(self.a_data), len(self.b_data[0]), self.acc_width,
+                                          tag_width=2 * len(cnt()))
+        m.submodules.rq = rq = Requantizer(self.acc_width + 1, self.m0_width + 1, 8, self.out_width)
+
+        # ---- issue: one beat per cycle over (o, u, g, k) --------------------------------------------------
+        o, u, g, k, oa, ua, ob, ub, kb, gp, rem_n, cool = (cnt() for _ in range(12))
+        running = Signal()
+        nv = Signal.like(rem_n)
+        m.d.comb += [rem_n.eq(cfg["n_len"] - gp), nv.eq(Mux(rem_n < P, rem_n, P))]
+        span = Mux(cfg["k_len"] > nv, cfg["k_len"], nv)
+        issue = running & ((k != 0) | (cool == 0))
+        last_k = k == cfg["k_len"] - 1
+        m.d.comb += [self.a_addr.eq(oa + ua + k), self.a_en.eq(issue),
+                     self.b_addr.eq(cfg["b_base"] + ob + ub + kb + g)]
+        with m.If(cool != 0):
+            m.d.sync += cool.eq(cool - 1)
+        with m.If(self.start):
+            m.d.sync += [x.eq(0) for x in (o, u, g, k, oa, ua, ob, ub, kb, gp, cool)]
+            m.d.sync += running.eq(1)
+        with m.If(issue):
+            with m.If(k == 0):
+                m.d.sync += cool.eq(span - 1)
+            m.d.sync += [k.eq(k + 1), kb.eq(kb + cfg["b_k"])]
+            with m.If(last_k):
+                m.d.sync += [k.eq(0), kb.eq(0), g.eq(g + 1), gp.eq(gp + P)]
+                with m.If(g == cfg["groups"] - 1):
+                    m.d.sync += [g.eq(0), gp.eq(0), u.eq(u + 1), ua.eq(ua + cfg["a_u"]), ub.eq(ub + cfg["b_u"])]
+                    with m.If(u == cfg["inner"] - 1):
+                        m.d.sync += [u.eq(0), ua.eq(0), ub.eq(0), o.eq(o + 1), oa.eq(oa + cfg["a_o"]),
+                                     ob.eq(ob + cfg["b_o"])]
+                        with m.If(o == cfg["outer"] - 1):
+                            m.d.sync += running.eq(0)
+        # Memory data arrives one cycle after the address: delay the beat's control to meet it.
+        beat_v, beat_f, beat_l, beat_tag = Signal(), Signal(), Signal(), Signal.like(mac.tag)
+        m.d.sync += [beat_v.eq(issue), beat_f.eq(k == 0), beat_l.eq(last_k), beat_tag.eq(Cat(nv, gp))]
+        m.d.comb += [mac.valid.eq(beat_v), mac.first.eq(beat_f), mac.last.eq(beat_l), mac.tag.eq(beat_tag),
+                     mac.a.eq(self.a_data), mac.b.eq(self.b_data)]
+
+        # ---- drain: one finished lane per cycle into the requantizer --------------------------------------
+        d_left, d_lane, d_base = cnt(), Signal(range(P)), cnt()
+        wn = len(cnt())
+        with m.If(mac.hold_valid):
+            m.d.sync += [d_left.eq(mac.hold_tag[:wn]), d_base.eq(mac.hold_tag[wn:]), d_lane.eq(0)]
+        with m.Elif(d_left != 0):
+            m.d.sync += [d_left.eq(d_left - 1), d_lane.eq(d_lane + 1)]
+        draining = (d_left != 0) & ~mac.hold_valid
+        m.d.comb += self.p_addr.eq(cfg["p_base"] + d_base + d_lane)
+        sel_acc = Signal(signed(self.acc_width))
+        dv1, dv2 = Signal(), Signal()
+        m.d.sync += [sel_acc.eq(mac.hold[d_lane]), dv1.eq(draining)]
+        bias = self.p_data[:self.bias_width].as_signed()
+        m0 = self.p_data[self.bias_width:self.bias_width + self.m0_width].as_signed()
+        shift = self.p_data[self.bias_width + self.m0_width:]
+        pc = cfg["per_channel"][0]
+        m.d.sync += [rq.acc.eq(sel_acc + Mux(pc, bias, 0)), rq.m0.eq(Mux(pc, m0, cfg["m0"])),
+                     rq.shift.eq(Mux(pc, shift, cfg["shift"])), dv2.eq(dv1)]
+        m.d.comb += [rq.i_valid.eq(dv2), rq.zp.eq(cfg["zp"]), rq.qmin.eq(cfg["qmin"]), rq.qmax.eq(cfg["qmax"]),
+                     rq.relu.eq(cfg["relu"][0]), self.w_valid.eq(rq.o_valid), self.w_data.eq(rq.y)]
+
+        # ---- completion: count the writes -----------------------------------------------------------------
+        written = cnt()
+        m.d.sync += self.done.eq(0)
+        with m.If(self.start):
+            m.d.sync += written.eq(0)
+        with m.Elif(rq.o_valid):
+            m.d.sync += written.eq(written + 1)
+            with m.If(written == cfg["outputs"] - 1):
+                m.d.sync += self.done.eq(1)
+        return m
+

