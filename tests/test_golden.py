@@ -12,7 +12,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from hwgen.errors import HwgenError
@@ -32,7 +32,8 @@ FAST = settings(deadline=None, max_examples=60, suppress_health_check=[HealthChe
 
 def int_types(min_bits: int = 2, max_bits: int = 12):
     """Strategy: signed or unsigned IntType (signed ones have at least 2 bits)."""
-    return st.builds(lambda b, s: IntType(max(b, 2) if s else b, s), st.integers(min_bits, max_bits), st.booleans())
+    return st.builds(lambda b, s: IntType(max(b, 2) if s else b, s),
+                     st.integers(min_bits, max_bits), st.booleans())
 
 
 def exact_requant(acc: int, m0: int, shift: int, dtype: IntType, zp: int = 0) -> int:
@@ -54,7 +55,7 @@ def test_round_shift_ties_round_half_up():
 def test_round_shift_shift_zero_has_no_rounding_term_and_shift_is_per_element():
     values = np.array([-3, -1, 0, 1, 3, 2**40 + 1])
     assert ops.round_shift(values, 0).tolist() == values.tolist()
-    # 5 >> 0 = 5; (5 + 1) >> 1 = 3 (2.5 -> 3); (5 + 2) >> 2 = 1; (5 + 4) >> 3 = 1 (0.625 -> 1); (5 + 8) >> 4 = 0
+    # 5 >> 0 = 5; (5+1) >> 1 = 3 (2.5 -> 3); (5+2) >> 2 = 1; (5+4) >> 3 = 1 (0.625 -> 1); (5+8) >> 4 = 0
     assert ops.round_shift(np.array([5, 5, 5, 5, 5]), np.array([0, 1, 2, 3, 4])).tolist() == [5, 3, 1, 1, 0]
     with pytest.raises(ValueError):
         ops.round_shift(np.array([1]), -1)
@@ -176,8 +177,8 @@ def ref_attn_scores(q, k, heads):
 def ref_attn_apply(p, v):
     heads, lq, lk = p.shape
     d = v.shape[1] // heads
-    return [[sum(int(p[h, i, j]) * int(v[j, h * d + t]) for j in range(lk)) for h in range(heads) for t in range(d)]
-            for i in range(lq)]
+    return [[sum(int(p[h, i, j]) * int(v[j, h * d + t]) for j in range(lk))
+             for h in range(heads) for t in range(d)] for i in range(lq)]
 
 
 def test_attention_hand_example_two_heads():
@@ -219,11 +220,12 @@ def test_add_affine_avgpool_hand_examples():
     assert ops.add_acc(a, b, 3, 2, 1).tolist() == [0, 8, 7]
     assert ops.add(a, b, 3, 2, 1, 2, I8).tolist() == [0, 2, 2]
     assert ops.add(a, b, 3, 2, 1, 2, I8, zp=-1).tolist() == [-1, 1, 1]
-    # affine: [2*5 + 1, -3*7 + 0] = [11, -21]; shifts [1, 2]: (11+1)>>1 = 6 (5.5 -> 6), (-21+2)>>2 = -5 (-5.25)
+    # affine: [2*5 + 1, -3*7 + 0] = [11, -21]; shifts [1, 2]: (11+1)>>1 = 6 (5.5), (-21+2)>>2 = -5 (-5.25)
     x = np.array([[2, -3]])
     assert ops.affine_acc(x, np.array([5, 7]), np.array([1, 0])).tolist() == [[11, -21]]
     assert ops.affine(x, np.array([5, 7]), np.array([1, 0]), np.array([1, 2]), I8).tolist() == [[6, -5]]
-    # avgpool over L=3: sums [8, -7] + bias 1 = [9, -6]; * 11 / 32 (~1/3): 99/32 = 3.09 -> 3, -66/32 = -2.06 -> -2
+    # avgpool over L=3: sums [8, -7] + bias 1 = [9, -6]; * 11/32 (~1/3): 99/32 = 3.09 -> 3,
+    # -66/32 = -2.06 -> -2
     x = np.array([[1, -2], [3, -2], [4, -3]])
     assert ops.avgpool_acc(x, 1).tolist() == [[9, -6]]
     assert ops.avgpool(x, 11, 5, 1, I8).tolist() == [[3, -2]]
@@ -314,7 +316,8 @@ def test_softmax_saturates_at_255():
 #    i.e. <= (1 + p_i (L-1)) / 256 LSB;
 #  * reciprocal floor: 2**31/s - 1 < r <= 2**31/s costs < e_i / 2**23 <= 2**15 / 2**23 = 1/256 LSB;
 #  * final rounding (half up): <= 1/2 LSB; the clamp to 255 only moves y towards min(256 p, 255).
-# Total: 1/2 + (2 + p_i (L-1)) / 256 LSB (<= 1/2 + (L+1)/256). Measured maximum over the rows below: 0.512.
+# Total: 1/2 + (2 + p_i (L-1)) / 256 LSB (<= 1/2 + (L+1)/256). Measured maximum over the rows below: 0.578
+# (0.512 for random rows alone).
 def softmax_bound(p: np.ndarray, length: int) -> np.ndarray:
     return 0.5 + (2 + p * (length - 1)) / 256
 
@@ -338,8 +341,8 @@ def test_softmax_against_float_within_derived_bound(bits):
             assert np.all(err <= softmax_bound(p, length) + 1e-9), (scale, length, err.max())
             worst = max(worst, float(err.max()))
             assert y.max() <= 255 and y.min() >= 0
-            # row sums: sum(e*r)/2**23 = s*r/2**23 in (256 - L/256, 256]; each rounding moves it by [-1/2, 1/2);
-            # the clamp removes at most 1
+            # row sums: sum(e*r)/2**23 = s*r/2**23 in (256 - L/256, 256]; each rounding moves it by
+            # [-1/2, 1/2);            # the clamp removes at most 1
             sums = y.sum(axis=-1)
             assert np.all(np.abs(sums - 256) <= length / 2 + length / 256 + 1)
     assert worst > 0.4  # the comparison is not vacuous: rounding errors near 1/2 LSB do occur
@@ -350,21 +353,23 @@ def test_softmax_rows_sum_to_about_256_at_window_24():
     lut = softmax_lut(0.05, 8)
     y = ops.softmax(rng.integers(-128, 128, size=(2000, 24)), lut, 31, U8)
     sums = y.sum(axis=-1)
-    assert sums.max() <= 256 + 12 and sums.min() >= 256 - 12
-    assert abs(sums.mean() - 256) < 2
+    # derived above: |sum - 256| <= L/2 + L/256 + 1 = 13.09 for L = 24 (measured: 11)
+    assert np.all(np.abs(sums - 256) <= 12 + 24 / 256 + 1)
+    assert abs(sums.mean() - 256) < 2  # the rounding errors mostly cancel
 
 
 # ---- layernorm -----------------------------------------------------------------------------------------
 
 
 def test_layernorm_hand_example():
-    # x = [1, 3], C = 2: xc = 2x - 4 = [-2, 2]; q = 8; sd = isqrt(8 // 2) = 2; recip_bits 8: r = 256 // 2 = 128;
+    # x = [1, 3], C = 2: xc = 2x - 4 = [-2, 2]; q = 8; sd = isqrt(8 // 2) = 2; recip_bits 8: r = 256//2 = 128
     # n = round_shift(xc * 128, 8 - 4) = [-16, 16] = +-1.0 with 4 fraction bits; (x - mean)/std = [-1, 1]
     xc, q, sd, r, n = ops.layernorm_parts(np.array([[1, 3]]), 4, 8)
-    assert (xc.tolist(), q.tolist(), sd.tolist(), r.tolist(), n.tolist()) == ([[-2, 2]], [[8]], [[2]], [[128]],
-                                                                              [[-16, 16]])
+    assert (xc.tolist(), q.tolist(), sd.tolist()) == ([[-2, 2]], [[8]], [[2]])
+    assert (r.tolist(), n.tolist()) == ([[128]], [[-16, 16]])
     # y = requantize(n * gamma + beta, 1, shift): [-16*3 + 5, 16*2 - 1] / 4 = [-10.75, 7.75] -> [-11, 8]
-    assert ops.layernorm(np.array([[1, 3]]), np.array([3, 2]), np.array([5, -1]), 2, 4, 8, I8).tolist() == [[-11, 8]]
+    y = ops.layernorm(np.array([[1, 3]]), np.array([3, 2]), np.array([5, -1]), 2, 4, 8, I8)
+    assert y.tolist() == [[-11, 8]]
 
 
 def test_layernorm_constant_row_gives_beta_without_division_by_zero():
@@ -385,7 +390,7 @@ def test_layernorm_constant_row_gives_beta_without_division_by_zero():
 #  * r = floor(2**rb / sd):                          |xc r/2**rb - xc/sd| < |xc| / 2**rb
 #  * sd = floor(u), u - sd < 1:                      |xc/sd - xc/u| = |z| (u - sd)/sd < |z| / sd
 # so |n/2**nb - z| < 2**-(nb+1) + |xc|/2**rb + |z|/sd (checked per element). For random 8-bit rows with C=16,
-# nb=8, rb=24 the measured maximum is about 0.0032 (the stated bound there is at most about 0.006).
+# nb=8, rb=24 the measured maximum is about 0.0048 (the stated bound there is at most about 0.0066).
 def test_layernorm_against_float_within_derived_bound():
     rng = np.random.default_rng(3)
     for c, bits, nb, rb in ((16, 8, 8, 24), (4, 4, 6, 20), (64, 6, 10, 30), (3, 8, 8, 16)):
@@ -447,7 +452,8 @@ def _expect_one_bit_less_fails(case, name: str):
 #  * add, affine, avgpool: extremes fit; the slack is at most 4, 3 and 2 bits respectively (the bias bit is
 #    added even for a zero bias, and a multiplier m takes signed_bits_for(m) bits for |m| < 2**(bits-1)).
 @FAST
-@given(tx=int_types(2, 12), tw=int_types(2, 12), k=st.integers(1, 40), bias_bits=st.none() | st.integers(2, 24))
+@given(tx=int_types(2, 12), tw=int_types(2, 12), k=st.integers(1, 40),
+       bias_bits=st.none() | st.integers(2, 24))
 def test_linear_acc_width_holds_on_extremes_and_is_tight(tx, tw, k, bias_bits):
     cases = []
     biases = [None] if bias_bits is None else [IntType(bias_bits).qmin, IntType(bias_bits).qmax]
@@ -522,7 +528,7 @@ def test_add_acc_width_holds_on_extremes(ta, tb, ma, mb, bias):
 
 
 def test_add_acc_width_slack_is_the_bias_bit_for_extreme_multipliers():
-    # a, b i8 = -128, ma = mb = -2**15: 2 * 2**22 = 2**23 needs 25 bits; declared max(8+16, 8+16)+1, then +1 = 26
+    # a, b i8 = -128, ma = mb = -2**15: 2 * 2**22 = 2**23 needs 25 bits; declared max(8+16, 8+16)+1, +1 = 26
     b = GraphBuilder("a", (1,), I8)
     b.add("s", "a", b.const("b", np.array([-128]), I8), -(2**15), -(2**15), 0, 0, IntType(16))
     graph = b.finish("s")
@@ -559,8 +565,9 @@ def test_avgpool_acc_width_holds_on_extremes(tx, length, bias):
 def test_unsigned_bias_constant_gets_its_sign_bit_in_the_accumulator_width():
     # x i2 = -2, w i2 = -2, K = 1: product 4; bias u8 = 255: acc 259, which needs 10 signed bits
     t2 = IntType(2)
-    consts = {"w": Const(np.array([[-2]]), t2), "b": Const(np.array([255]), U8), "m0": Const(np.array([1]), t2),
-              "sh": Const(np.array([0]), U8), "mul": Const(np.array([-2]), t2)}
+    consts = {"w": Const(np.array([[-2]]), t2), "b": Const(np.array([255]), U8),
+              "m0": Const(np.array([1]), t2), "sh": Const(np.array([0]), U8),
+              "mul": Const(np.array([-2]), t2)}
     lin = Node("linear", "lin", ("x",), {"weight": "w", "bias": "b", "m0": "m0", "shift": "sh", "zp": 0,
                                          "relu": False}, TensorType((1, 1), IntType(16)))
     aff = Node("affine", "aff", ("x",), {"mul": "mul", "bias": "b", "shift": "sh", "zp": 0},
@@ -601,8 +608,7 @@ def _adversarial_rows(c: int, t: IntType, rng: np.random.Generator) -> np.ndarra
 @given(c=st.integers(2, 70), t=int_types(2, 10), norm_bits=st.integers(0, 12), recip_bits=st.integers(12, 30),
        seed=st.integers(0, 2**16))
 def test_layernorm_widths_hold_on_adversarial_rows(c, t, norm_bits, recip_bits, seed):
-    if norm_bits > recip_bits:
-        return
+    assume(norm_bits <= recip_bits)
     graph = _layernorm_graph(c, t, norm_bits, recip_bits, gamma=-(2**11), beta=2**14)
     rows = _adversarial_rows(c, t, np.random.default_rng(seed))
     with warnings.catch_warnings(), np.errstate(all="raise"):
@@ -621,8 +627,8 @@ def test_layernorm_widths_hold_on_adversarial_rows(c, t, norm_bits, recip_bits, 
 def _small_graph() -> Graph:
     rng = np.random.default_rng(5)
     b = GraphBuilder("x", (4, 3), I8)
-    b.linear("lin", "x", rng.integers(-128, 128, (6, 3)), rng.integers(-500, 500, 6), rng.integers(1 << 14, 1 << 15, 6),
-             15, I8, I8, relu=True)
+    b.linear("lin", "x", rng.integers(-128, 128, (6, 3)), rng.integers(-500, 500, 6),
+             rng.integers(1 << 14, 1 << 15, 6), 15, I8, I8, relu=True)
     b.avgpool("pool", "lin", 8192, 15, 0, I8)
     return b.finish("pool")
 
@@ -632,8 +638,8 @@ def test_interpreter_equals_composed_ops():
     rng = np.random.default_rng(6)
     x = rng.integers(-128, 128, size=(10, 4, 3))
     c = graph.consts
-    lin = ops.linear(x, c["lin.weight"].value, c["lin.bias"].value, c["lin.m0"].value, c["lin.shift"].value, I8,
-                     relu=True)
+    lin = ops.linear(x, c["lin.weight"].value, c["lin.bias"].value, c["lin.m0"].value,
+                     c["lin.shift"].value, I8, relu=True)
     want = ops.avgpool(lin, 8192, 15, 0, I8)
     env = run(graph, x, return_all=True)
     assert np.array_equal(env["lin"], lin) and np.array_equal(env["pool"], want)
@@ -689,7 +695,8 @@ SYNTHETIC = [
 ]
 
 
-@pytest.mark.parametrize("cfg", SYNTHETIC, ids=lambda c: f"h{c.heads}l{c.layers}{c.norm[0]}w{c.bits_w}a{c.bits_a}")
+@pytest.mark.parametrize("cfg", SYNTHETIC,
+                         ids=lambda c: f"h{c.heads}l{c.layers}{c.norm[0]}w{c.bits_w}a{c.bits_a}L{c.window}")
 def test_synthetic_graph_builds_verifies_and_runs(cfg):
     graph, x = random_graph(cfg, seed=11, batch=32)
     verify(graph)

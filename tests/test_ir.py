@@ -1,4 +1,5 @@
-"""Tests for hwgen.ir: integer types, constants, graph (de)serialisation, verifier, widths, builder, dyadic."""
+"""Tests for hwgen.ir: integer types, constants, graph (de)serialisation, verifier, widths, builder and
+dyadic rescales."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ from hypothesis import strategies as st
 
 from hwgen.errors import HwgenError
 from hwgen.golden import run
-from hwgen.ir import Const, Graph, IntType, Node, TensorType, clog2, infer_widths, macs, signed_bits_for, verify
-from hwgen.ir import widths
+from hwgen.ir import (Const, Graph, IntType, Node, TensorType, clog2, infer_widths, macs, signed_bits_for,
+                      verify, widths)
 from hwgen.ir.builder import GraphBuilder
 from hwgen.ir.dyadic import MAX_SHIFT, M0_BITS, common_dyadic, dyadic, dyadic_array, softmax_lut
 from hwgen.ir.synthetic import SyntheticConfig, random_graph
@@ -48,14 +49,16 @@ def test_inttype_parse_rejects_non_types(bad):
         IntType.parse(bad)
 
 
-@pytest.mark.parametrize("bits, signed", [(0, True), (0, False), (65, False), (1, True), (-3, True), (8.0, True)])
+@pytest.mark.parametrize("bits, signed",
+                         [(0, True), (0, False), (65, False), (1, True), (-3, True), (8.0, True)])
 def test_inttype_rejects_impossible_widths(bits, signed):
     with pytest.raises(ValueError):
         IntType(bits, signed)
 
 
 def test_clog2_values():
-    assert [clog2(n) for n in (1, 2, 3, 4, 5, 8, 9, 16, 17, 24, 1024, 1025)] == [0, 1, 2, 2, 3, 3, 4, 4, 5, 5, 10, 11]
+    ns = (1, 2, 3, 4, 5, 8, 9, 16, 17, 24, 1024, 1025)
+    assert [clog2(n) for n in ns] == [0, 1, 2, 2, 3, 3, 4, 4, 5, 5, 10, 11]
     with pytest.raises(ValueError):
         clog2(0)
 
@@ -64,7 +67,8 @@ def test_signed_bits_for_hand_values():
     cases = {0: 2, 1: 2, -1: 2, -2: 2, 2: 3, -3: 3, 127: 8, -128: 8, 128: 9, -129: 9, 2**15: 17, -(2**15): 16}
     assert {v: signed_bits_for(v) for v in cases} == cases
     assert signed_bits_for(np.array([3, -100])) == 8
-    assert signed_bits_for(np.array([], dtype=np.int64)) == 2 and signed_bits_for(np.array([]), minimum=5) == 5
+    assert signed_bits_for(np.array([], dtype=np.int64)) == 2
+    assert signed_bits_for(np.array([], dtype=np.int64), minimum=5) == 5
     assert signed_bits_for(1, minimum=6) == 6
 
 
@@ -142,7 +146,8 @@ def test_save_load_round_trip(synth, tmp_path):
     assert sorted(p.name for p in (tmp_path / "g").iterdir()) == ["consts.npz", "graph.json"]
     loaded = Graph.load(tmp_path / "g")
     assert_same_graph(graph, loaded)
-    assert loaded.meta["synthetic"]["heads"] == 2 and loaded.input_name == "x" and loaded.output_name == "head"
+    assert loaded.meta["synthetic"]["heads"] == 2
+    assert (loaded.input_name, loaded.output_name) == ("x", "head")
     ref, got = run(graph, x, return_all=True), run(loaded, x, return_all=True)
     assert ref.keys() == got.keys() and all(np.array_equal(ref[k], got[k]) for k in ref)
     # and a second round trip is a fixed point
@@ -228,9 +233,12 @@ LOAD_ERRORS = {
     "constant missing from npz": (lambda f: _replace_npz(f, pos=None), r"constant 'pos' is missing"),
     "constant shape differs": (lambda f: _replace_npz(f, pos=np.zeros((8, 9), np.int64)),
                                r"constant 'pos' has shape \(8, 9\), graph.json says \(8, 8\)"),
-    "constant out of its type": (_edit_json(["consts", "pos", "dtype"], "i2"), r"constant 'pos'.*do not fit its type i2"),
-    "constant float in npz": (lambda f: _replace_npz(f, pos=np.zeros((8, 8))), r"constant 'pos'.*not integer"),
-    "constant type unparsable": (_edit_json(["consts", "pos", "dtype"], "f32"), r"not an integer type: 'f32'"),
+    "constant out of its type": (_edit_json(["consts", "pos", "dtype"], "i2"),
+                                 r"constant 'pos'.*do not fit its type i2"),
+    "constant float in npz": (lambda f: _replace_npz(f, pos=np.zeros((8, 8))),
+                              r"constant 'pos'.*not integer"),
+    "constant type unparsable": (_edit_json(["consts", "pos", "dtype"], "f32"),
+                                 r"not an integer type: 'f32'"),
     "consts not a mapping": (_edit_json(["consts"], [1, 2]), r"corrupt graph"),
     "node field missing": (_edit_json(["nodes", EMBED, "out"], delete=True), r"corrupt graph \(KeyError"),
     "unknown op": (_edit_json(["nodes", ADD, "op"], "gelu"), r"node 'pos_add': unsupported op 'gelu'"),
@@ -242,7 +250,8 @@ LOAD_ERRORS = {
     "wrong input rank": (_edit_json(["input", "shape"], [8]), r"node 'embed'"),
     "tampered widths": (_edit_json(["nodes", EMBED, "attrs", "widths", "acc"], 5),
                         r"node 'embed': declared widths .*'acc': 5.* differ from inferred"),
-    "widths not a mapping": (_edit_json(["nodes", EMBED, "attrs", "widths"], [3]), r"node 'embed' \(linear\)"),
+    "widths not a mapping": (_edit_json(["nodes", EMBED, "attrs", "widths"], [3]),
+                             r"node 'embed' \(linear\): malformed"),
     "missing constant attribute": (_edit_json(["nodes", EMBED, "attrs", "weight"], delete=True),
                                    r"node 'embed': attribute 'weight' must name a constant"),
     "zero heads": (_edit_json(["nodes", SCORES, "attrs", "heads"], 0), r"node 'l0.scores'.*heads=0"),
@@ -274,9 +283,10 @@ def test_load_missing_folder(tmp_path):
 
 
 def _pool_graph(**node_changes) -> Graph:
-    fields = {"op": "avgpool", "name": "p", "inputs": ("x",), "attrs": {"m0": 1, "shift": 0, "bias": 0, "zp": 0},
-              "out": TensorType((1, 2), I8), **node_changes}
-    return Graph("x", TensorType((3, 2), I8), (Node(**fields),), {"c": Const(np.zeros((3, 2)).astype(int), I8)}, "p")
+    fields = {"op": "avgpool", "name": "p", "inputs": ("x",), "out": TensorType((1, 2), I8),
+              "attrs": {"m0": 1, "shift": 0, "bias": 0, "zp": 0}, **node_changes}
+    consts = {"c": Const(np.zeros((3, 2), dtype=np.int64), I8)}
+    return Graph("x", TensorType((3, 2), I8), (Node(**fields),), consts, "p")
 
 
 def test_verify_accepts_a_good_graph_and_names_problems():
@@ -284,7 +294,8 @@ def test_verify_accepts_a_good_graph_and_names_problems():
     problems = {
         "name used twice": _pool_graph(name="x"),
         "takes 1 inputs, not 2": _pool_graph(inputs=("x", "x")),
-        "attribute 'bias' must be an integer": _pool_graph(attrs={"m0": 1, "shift": 0, "bias": True, "zp": 0}),
+        "attribute 'bias' must be an integer": _pool_graph(attrs={"m0": 1, "shift": 0, "bias": True,
+                                                                  "zp": 0}),
         "attribute 'zp' must be an integer": _pool_graph(attrs={"m0": 1, "shift": 0, "bias": 0}),
         r"declared shape \(2,\) but computes \(1, 2\)": _pool_graph(out=TensorType((2,), I8)),
     }
@@ -379,8 +390,8 @@ def test_infer_widths_is_idempotent_and_verify_checks_declared_widths(synth):
     stripped = graph.replace_nodes([n.with_attrs(widths=None) for n in graph.nodes])
     verify(stripped)  # widths are optional ...
     assert infer_widths(stripped).to_json() == graph.to_json()  # ... and inferred from the types
-    wrong = graph.replace_nodes([n.with_attrs(widths={**n.attrs["widths"], "acc": n.attrs["widths"]["acc"] + 1})
-                                 if n.op == "linear" else n for n in graph.nodes])
+    wider = {**graph.node("embed").attrs["widths"], "acc": graph.node("embed").attrs["widths"]["acc"] + 1}
+    wrong = graph.replace_nodes([n.with_attrs(widths=wider) if n.name == "embed" else n for n in graph.nodes])
     with pytest.raises(HwgenError, match="node 'embed': declared widths"):
         verify(wrong)
 
@@ -443,7 +454,7 @@ def test_dyadic_edges():
     assert dyadic(1e6) == (1_000_000, 0)  # too large for shift >= 0: wider m0
     m0, shift = dyadic(1e-17)  # too small for shift <= 62: narrower m0 (1e-17 * 2**62 = 46.1)
     assert (m0, shift) == (46, MAX_SHIFT)
-    # just below a power of two: 2**15 - 2**-5 rounds up to 2**15, which must renormalise to (2**14, shift - 1)
+    # just below a power of two: 2**15 - 2**-5 rounds up to 2**15, which renormalises to (2**14, shift - 1)
     assert dyadic(2.0**-20 * (1 - 2**-20)) == (2**14, 34)
     for bad in (float("nan"), float("inf"), -float("inf")):
         with pytest.raises(ValueError):
@@ -472,7 +483,8 @@ def test_common_dyadic_edges():
 
 
 def test_synthetic_reference_graph_round_trips_through_disk(tmp_path):
-    graph, x = random_graph(SyntheticConfig(heads=4, layers=1, norm="batch", bits_w=4, bits_a=4), seed=9, batch=8)
+    cfg = SyntheticConfig(heads=4, layers=1, norm="batch", bits_w=4, bits_a=4)
+    graph, x = random_graph(cfg, seed=9, batch=8)
     loaded = Graph.load(graph.save(tmp_path / "ref"))
     assert_same_graph(graph, loaded)
     assert np.array_equal(run(graph, x), run(loaded, x))

@@ -16,11 +16,29 @@ from hwgen.hw.requant import Requantizer, clamp, round_shift
 
 def _ports(n_nodes: int, addr_width: int, in_width: int, out_width: int, reads: int) -> dict:
     ports = {"start": In(1), "sel": In(range(n_nodes)), "done": Out(1),
-             "w_valid": Out(1), "w_data": Out(signed(out_width + 1))}
+             "w_valid": Out(1), "w_data": Out(signed(out_width + 1)),
+             "in_valid": In(1), "in_data": In(signed(in_width))}
     for r in range(reads):
         ports[f"rd{r}_addr"] = Out(addr_width)
         ports[f"rd{r}_data"] = In(signed(in_width))
     return ports
+
+
+def _issue(m, unit, cfg, total, extra_reset=(), extra_step=()):
+    """The element loop. A chained node (program field ``chained``) takes its first operand from the
+    producing unit's output stream (``in_valid``/``in_data``) instead of memory, so it runs concurrently
+    with its producer; otherwise one element is read per cycle. Returns (go, index, first operand)."""
+    idx, running, go = Signal.like(total), Signal(), Signal()
+    in_reg = Signal.like(unit.in_data)
+    m.d.comb += go.eq(Mux(cfg["chained"], unit.in_valid, running))
+    m.d.sync += in_reg.eq(unit.in_data)  # aligns with the other operand's one-cycle memory read
+    with m.If(unit.start):
+        m.d.sync += [idx.eq(0), running.eq(1), *extra_reset]
+    with m.Elif(go):
+        m.d.sync += [idx.eq(idx + 1), *extra_step]
+        with m.If(idx == total - 1):
+            m.d.sync += running.eq(0)
+    return go, idx, Mux(cfg["chained"], in_reg, unit.rd0_data)
 
 
 def _count_writes(m, unit, total):
@@ -43,7 +61,8 @@ def _out_stage(m, unit, value, valid, cfg):
 class AddUnit(wiring.Component):
     """``y = clamp(round_shift(a * ma + b * mb + bias, shift) + zp)`` over ``numel`` elements.
 
-    ``programs`` holds per node: numel, ma, mb, bias, shift, zp, qmin, qmax. Latency 6 cycles.
+    ``programs`` holds per node: numel, ma, mb, bias, shift, zp, qmin, qmax, chained (``a`` arrives on the
+    ``in_valid``/``in_data`` stream from the producing unit). Latency 6 cycles.
     """
 
     def __init__(self, programs: list[dict], in_width: int, acc_width: int, out_width: int, addr_width: int):
@@ -58,20 +77,15 @@ class AddUnit(wiring.Component):
         cfg = config_registers(m, self.start, self.sel, ps, {
             "numel": unsigned(n.bit_length() + 1), "ma": signed(mw), "mb": signed(mw),
             "bias": signed(signed_width(*[p["bias"] for p in ps])), "shift": unsigned(8),
-            "zp": signed(self.out_width + 1), "qmin": signed(self.out_width + 1), "qmax": signed(self.out_width + 1)})
-        idx, running = Signal(range(n + 1)), Signal()
-        with m.If(self.start):
-            m.d.sync += [idx.eq(0), running.eq(1)]
-        with m.Elif(running):
-            m.d.sync += idx.eq(idx + 1)
-            with m.If(idx == cfg["numel"] - 1):
-                m.d.sync += running.eq(0)
+            "zp": signed(self.out_width + 1), "qmin": signed(self.out_width + 1), "qmax": signed(self.out_width + 1),
+            "chained": unsigned(1)})
+        go, idx, a = _issue(m, self, cfg, cfg["numel"])
         m.d.comb += [self.rd0_addr.eq(idx), self.rd1_addr.eq(idx)]
         v = [Signal(name=f"v{i}") for i in range(4)]
         pa, pb = Signal(signed(self.acc_width)), Signal(signed(self.acc_width))
         acc, rnd = Signal(signed(self.acc_width + 1)), Signal(signed(self.acc_width + 1))
-        m.d.sync += [v[0].eq(running), v[1].eq(v[0]), v[2].eq(v[1]), v[3].eq(v[2])]
-        m.d.sync += [pa.eq(self.rd0_data * cfg["ma"]), pb.eq(self.rd1_data * cfg["mb"])]
+        m.d.sync += [v[0].eq(go), v[1].eq(v[0]), v[2].eq(v[1]), v[3].eq(v[2])]
+        m.d.sync += [pa.eq(a * cfg["ma"]), pb.eq(self.rd1_data * cfg["mb"])]
         m.d.sync += [acc.eq(pa + pb + cfg["bias"]), rnd.eq(round_shift(acc, cfg["shift"]))]
         _out_stage(m, self, rnd, v[3], cfg)
         _count_writes(m, self, cfg["numel"])
@@ -82,7 +96,8 @@ class AffineUnit(wiring.Component):
     """``y[r, c] = clamp(round_shift(x * mul[c] + bias[c], shift[c]) + zp)`` (a folded BatchNorm).
 
     Per node: numel, channels, p_base (where its {shift, bias, mul} words start in the parameter ROM,
-    read through ``p_addr``/``p_data``), zp, qmin, qmax. Latency 6 cycles.
+    read through ``p_addr``/``p_data``), zp, qmin, qmax, chained (``x`` arrives on ``in_valid``/``in_data``).
+    Latency 6 cycles.
     """
 
     def __init__(self, programs: list[dict], in_width: int, mul_width: int, bias_width: int, acc_width: int,
@@ -100,14 +115,10 @@ class AffineUnit(wiring.Component):
         cfg = config_registers(m, self.start, self.sel, ps, {
             "numel": unsigned(n.bit_length() + 1), "channels": unsigned(n.bit_length() + 1),
             "p_base": unsigned(len(self.p_addr)), "zp": signed(self.out_width + 1),
-            "qmin": signed(self.out_width + 1), "qmax": signed(self.out_width + 1)})
-        idx, c, running = Signal(range(n + 1)), Signal(range(n + 1)), Signal()
-        with m.If(self.start):
-            m.d.sync += [idx.eq(0), c.eq(0), running.eq(1)]
-        with m.Elif(running):
-            m.d.sync += [idx.eq(idx + 1), c.eq(Mux(c == cfg["channels"] - 1, 0, c + 1))]
-            with m.If(idx == cfg["numel"] - 1):
-                m.d.sync += running.eq(0)
+            "qmin": signed(self.out_width + 1), "qmax": signed(self.out_width + 1), "chained": unsigned(1)})
+        c = Signal(range(n + 1))
+        go, idx, x = _issue(m, self, cfg, cfg["numel"], [c.eq(0)],
+                            [c.eq(Mux(c == cfg["channels"] - 1, 0, c + 1))])
         m.d.comb += [self.rd0_addr.eq(idx), self.p_addr.eq(cfg["p_base"] + c)]
         mul = self.p_data[:self.mul_width].as_signed()
         bias = self.p_data[self.mul_width:self.mul_width + self.bias_width].as_signed()
@@ -115,8 +126,8 @@ class AffineUnit(wiring.Component):
         v = [Signal(name=f"v{i}") for i in range(4)]
         prod, acc, rnd = (Signal(signed(self.acc_width + 1)) for _ in range(3))
         bias_d, shift_d, shift_dd = Signal.like(bias), Signal(8), Signal(8)
-        m.d.sync += [v[0].eq(running), v[1].eq(v[0]), v[2].eq(v[1]), v[3].eq(v[2])]
-        m.d.sync += [prod.eq(self.rd0_data * mul), bias_d.eq(bias), shift_d.eq(shift)]
+        m.d.sync += [v[0].eq(go), v[1].eq(v[0]), v[2].eq(v[1]), v[3].eq(v[2])]
+        m.d.sync += [prod.eq(x * mul), bias_d.eq(bias), shift_d.eq(shift)]
         m.d.sync += [acc.eq(prod + bias_d), shift_dd.eq(shift_d)]
         m.d.sync += rnd.eq(round_shift(acc, shift_dd))
         _out_stage(m, self, rnd, v[3], cfg)

@@ -28,6 +28,8 @@ class Design:
     programs: dict[str, list] = field(default_factory=dict)
     roms: dict[str, tuple[int, list[int]]] = field(default_factory=dict)  # name -> (word bits, words)
     widths: dict[str, dict[str, int]] = field(default_factory=dict)
+    head: list[int] = field(default_factory=list)  # per node: the first node of its chain
+    streamed: dict[int, int] = field(default_factory=dict)  # chained node -> which input is streamed
 
     def sbits_of(self, name: str) -> int:
         return sbits(self.graph.value_type(name).dtype)
@@ -50,7 +52,9 @@ def build_design(graph: Graph, lanes: int) -> Design:
     for node in graph.nodes:
         if node.op not in UNIT_OF or node.op not in OPS:
             raise HwgenError(f"node {node.name!r}: op {node.op!r} has no hardware unit")
-    d = Design(graph, lanes, plan_memory(graph, lanes))
+    d = Design(graph, lanes, None)
+    _find_chains(d)
+    d.plan = plan_memory(graph, lanes, d.head)
     weights: list[int] = []
     lin_params: list[tuple[int, int, int]] = []
     aff_params: list[tuple[int, int, int]] = []
@@ -71,12 +75,14 @@ def build_design(graph: Graph, lanes: int) -> Design:
         if unit == "matmul":
             progs.append(_matmul_program(d, node, weights, lin_params, q))
         elif unit == "add":
-            progs.append({"numel": math.prod(view(node.out)), "ma": a["ma"], "mb": a["mb"], "bias": a["bias"],
-                          "shift": a["shift"], **q})
+            ma, mb = (a["mb"], a["ma"]) if d.streamed.get(len(d.node_unit) - 1) == 1 else (a["ma"], a["mb"])
+            progs.append({"numel": math.prod(view(node.out)), "ma": ma, "mb": mb, "bias": a["bias"],
+                          "shift": a["shift"], "chained": int(len(d.node_unit) - 1 in d.streamed), **q})
         elif unit == "affine":
             rows, cols = view(node.out)
             mul, bias, sh = (consts[a[k]].value.reshape(-1) for k in ("mul", "bias", "shift"))
-            progs.append({"numel": rows * cols, "channels": cols, "p_base": len(aff_params), **q})
+            progs.append({"numel": rows * cols, "channels": cols, "p_base": len(aff_params),
+                          "chained": int(len(d.node_unit) - 1 in d.streamed), **q})
             aff_params += [(int(mul[c % mul.size]), int(bias[c % bias.size]), int(sh[c % sh.size]))
                            for c in range(cols)]
         elif unit == "avgpool":
@@ -106,6 +112,31 @@ def build_design(graph: Graph, lanes: int) -> Design:
             _wmax(d, unit, "recip_bits", a["recip_bits"])
     _pack_roms(d, weights, lin_params, aff_params, ln_params, luts)
     return d
+
+
+def _find_chains(d: Design) -> None:
+    """Chain an add or affine node onto the node just before it when it consumes that node's output: it
+    then takes the elements from the producer's output stream and runs concurrently with it.
+
+    Allowed only when the chain's units are distinct and the chained node's other operand is neither
+    written nor read by the chain (each flat memory has one read port)."""
+    nodes = d.graph.nodes
+    for j, node in enumerate(nodes):
+        d.head.append(j)
+        if j == 0 or node.op not in ("add", "affine"):
+            continue
+        prev = nodes[j - 1]
+        pos = [p for p, name in enumerate(node.inputs) if name == prev.name]
+        if len(pos) != 1 or (node.op == "affine" and pos != [0]):
+            continue
+        members = range(d.head[j - 1], j)
+        if UNIT_OF[node.op] in {UNIT_OF[nodes[k].op] for k in members}:
+            continue
+        busy = {name for k in members for name in (*nodes[k].inputs, nodes[k].name)}
+        if any(name in busy for p, name in enumerate(node.inputs) if p != pos[0]):
+            continue
+        d.head[j] = d.head[j - 1]
+        d.streamed[j] = pos[0]
 
 
 def _matmul_program(d: Design, node, weights: list[int], lin_params: list, q: dict) -> MatmulProgram:

@@ -139,15 +139,18 @@ class MatmulUnit(wiring.Component):
         # ---- drain: one finished lane per cycle into the requantizer --------------------------------------
         d_left, d_lane, d_base = cnt(), Signal(range(P)), cnt()
         wn = len(cnt())
-        with m.If(mac.hold_valid):
-            m.d.sync += [d_left.eq(mac.hold_tag[:wn]), d_base.eq(mac.hold_tag[wn:]), d_lane.eq(0)]
-        with m.Elif(d_left != 0):
-            m.d.sync += [d_left.eq(d_left - 1), d_lane.eq(d_lane + 1)]
-        draining = (d_left != 0) & ~mac.hold_valid
-        m.d.comb += self.p_addr.eq(cfg["p_base"] + d_base + d_lane)
+        # The drain starts in the cycle the sums appear, so it ends before the next group's sums can.
+        cur_left, cur_lane, cur_base = cnt(), Signal(range(P)), cnt()
+        m.d.comb += [cur_left.eq(Mux(mac.hold_valid, mac.hold_tag[:wn], d_left)),
+                     cur_lane.eq(Mux(mac.hold_valid, 0, d_lane)),
+                     cur_base.eq(Mux(mac.hold_valid, mac.hold_tag[wn:], d_base))]
+        draining = cur_left != 0
+        with m.If(draining):
+            m.d.sync += [d_left.eq(cur_left - 1), d_lane.eq(cur_lane + 1), d_base.eq(cur_base)]
+        m.d.comb += self.p_addr.eq(cfg["p_base"] + cur_base + cur_lane)
         sel_acc = Signal(signed(self.acc_width))
         dv1, dv2 = Signal(), Signal()
-        m.d.sync += [sel_acc.eq(mac.hold[d_lane]), dv1.eq(draining)]
+        m.d.sync += [sel_acc.eq(mac.hold[cur_lane]), dv1.eq(draining)]
         bias = self.p_data[:self.bias_width].as_signed()
         m0 = self.p_data[self.bias_width:self.bias_width + self.m0_width].as_signed()
         shift = self.p_data[self.bias_width + self.m0_width:]

@@ -96,12 +96,14 @@ class MemoryPlan:
         return None
 
 
-def plan_memory(graph: Graph, lanes: int) -> MemoryPlan:
+def plan_memory(graph: Graph, lanes: int, head: list[int] | None = None) -> MemoryPlan:
     """Assign every value a flat buffer (sharing buffers between values whose lifetimes do not overlap)
-    and create the wide copies the attention products read."""
+    and create the wide copies the attention products read. ``head[i]`` is the node whose step node ``i``
+    runs in (a chained node is written while its chain's first node still reads its inputs)."""
     plan = MemoryPlan(lanes)
+    head = head or list(range(len(graph.nodes)))
     types = {graph.input_name: graph.input_type, **{n.name: n.out for n in graph.nodes}}
-    produced = {graph.input_name: -1, **{n.name: i for i, n in enumerate(graph.nodes)}}
+    produced = {graph.input_name: -1, **{n.name: head[i] for i, n in enumerate(graph.nodes)}}
     last_use = dict.fromkeys(types, -1)
     last_use[graph.output_name] = len(graph.nodes)  # read once more while the output is sent
     for i, node in enumerate(graph.nodes):

@@ -44,7 +44,7 @@ class LayerNormUnit(wiring.Component):
             "p_base": unsigned(len(self.p_addr)), "recip_bits": unsigned(8), "n_shift": unsigned(8),
             "shift": unsigned(8), "zp": signed(ow), "qmin": signed(ow), "qmax": signed(ow), "q1_bits": unsigned(8)})
         qw = max(w["sumsq"], rb + 2)
-        m.submodules.div = div = Divider(qw, max(w["sumsq"], len(cfg["cols"])), max(w["sumsq"], rb + 1))
+        m.submodules.div = div = Divider(qw, max(w["sumsq"] + rb, len(cfg["cols"])), max(w["sumsq"], rb + 1))
         m.submodules.sqrt = sqrt = Isqrt(w["sumsq"])
         j, row, base, c = (Signal(range(2 * n + 1)) for _ in range(4))
         phase, wait = Signal(2), Signal(3)
@@ -83,7 +83,7 @@ class LayerNormUnit(wiring.Component):
             with m.State("SQRT"):
                 with m.If(sqrt.done):
                     m.d.sync += [div.start.eq(1), div.num.eq(1 << rb), div.q_bits.eq(cfg["recip_bits"] + 1),
-                                 div.den.eq(Mux(sqrt.root == 0, 1, sqrt.root) << (rb - cfg["recip_bits"]))]
+                                 div.den.eq(Mux(sqrt.root == 0, 1, sqrt.root) << (rb - cfg["recip_bits"])[:8])]
                     m.next = "DIV2"
             with m.State("DIV2"):
                 with m.If(div.done):

@@ -61,7 +61,7 @@ class Top(wiring.Component):
         depths = [b[0] for b in plan.buffers] + [len(w) for _, w in d.roms.values()]
         depths += [lay.depth for lay in plan.wide.values()] + [len(v) for v in plan.const_flat.values()]
         self.addr_width = max(max(depths), 2).bit_length() + 1
-        units = self._units(d)
+        units = self.units = self._units(d)
         for kind, unit in units.items():
             m.submodules[f"u_{kind}"] = unit
         sb = d.sbits_of
@@ -109,7 +109,7 @@ class Top(wiring.Component):
 
         # ---- routing: for each step (node), which memory port each unit port reaches -----------------------
         n = len(nodes)
-        step = Signal(range(n + 2))  # 0: load input, 1..n: node, n+1: send output
+        step = self.step = Signal(range(n + 2))  # 0: load input, 1..n: node, n+1: send output
         addr_of = {}  # read port -> list of (step, addr)
         data_of = {}  # (unit port) -> list of (step, value)
 
@@ -122,8 +122,9 @@ class Top(wiring.Component):
             data_of.setdefault(id(data_sig), (data_sig, []))[1].append((st, value))
 
         for i, node in enumerate(nodes):
-            st, (kind, _) = i + 1, d.node_unit[i]
+            st, (kind, _) = d.head[i] + 1, d.node_unit[i]  # chained nodes run in their head's step
             u = units[kind]
+            streamed = d.streamed.get(i)
             if kind == "matmul":
                 port, bits = source(node.inputs[0])
                 route(st, port, u.a_addr, u.a_data, bits)
@@ -136,11 +137,17 @@ class Top(wiring.Component):
                 addr_of.setdefault(id(route_raw), (route_raw, []))[1].append((st, u.p_addr))
                 data_of.setdefault(id(u.p_data), (u.p_data, []))[1].append((st, route_raw.data))
             else:
-                port, bits = source(node.inputs[0])
-                route(st, port, u.rd0_addr, u.rd0_data, bits)
+                if streamed is None:
+                    port, bits = source(node.inputs[0])
+                    route(st, port, u.rd0_addr, u.rd0_data, bits)
+                else:
+                    producer = units[d.node_unit[i - 1][0]]
+                    with m.If(step == st):
+                        m.d.comb += [u.in_valid.eq(producer.w_valid), u.in_data.eq(producer.w_data)]
                 if kind == "add":
-                    same = node.inputs[1] == node.inputs[0]
-                    port, bits = source(node.inputs[1], port_index=1 if same else 0)
+                    other = node.inputs[0] if streamed == 1 else node.inputs[1]
+                    same = streamed is None and node.inputs[1] == node.inputs[0]
+                    port, bits = source(other, port_index=1 if same else 0)
                     route(st, port, u.rd1_addr, u.rd1_data, bits)
                 extra = {"affine": ("aff_params", "p"), "layernorm": ("ln_params", "p"), "softmax": ("lut", "lut")}
                 if kind in extra:
@@ -166,21 +173,21 @@ class Top(wiring.Component):
                             m.d.comb += sig.eq(value)
 
         # ---- writes: the active unit's output elements, in row-major order ----------------------------------
-        w_valid, w_data = Signal(), Signal(signed(64))
-        w_addr = Signal(self.addr_width)
         node_start = Signal()
+        w_addr = {kind: Signal(self.addr_width, name=f"w_addr_{kind}") for kind in units}
+        for kind, unit in units.items():
+            with m.If(node_start):
+                m.d.sync += w_addr[kind].eq(0)
+            with m.Elif(unit.w_valid):
+                m.d.sync += w_addr[kind].eq(w_addr[kind] + 1)
         for i, node in enumerate(nodes):
-            u = units[d.node_unit[i][0]]
-            with m.If(step == i + 1):
-                m.d.comb += [w_valid.eq(u.w_valid), w_data.eq(u.w_data)]
+            kind = d.node_unit[i][0]
+            u = units[kind]
+            with m.If(step == d.head[i] + 1):
                 wp = flat_wr[plan.flat[node.name]]
-                m.d.comb += [wp.addr.eq(w_addr), wp.data.eq(w_data), wp.en.eq(w_valid)]
+                m.d.comb += [wp.addr.eq(w_addr[kind]), wp.data.eq(u.w_data), wp.en.eq(u.w_valid)]
                 for wr in writers.get(node.name, []):
-                    m.d.comb += [wr.start.eq(node_start), wr.valid.eq(w_valid), wr.data.eq(w_data)]
-        with m.If(node_start):
-            m.d.sync += w_addr.eq(0)
-        with m.Elif(w_valid):
-            m.d.sync += w_addr.eq(w_addr + 1)
+                    m.d.comb += [wr.start.eq(node_start), wr.valid.eq(u.w_valid), wr.data.eq(u.w_data)]
 
         # ---- controller --------------------------------------------------------------------------------------
         n_in, n_out = (view(t)[0] * view(t)[1] for t in (g.input_type, g.output_type))
@@ -199,14 +206,17 @@ class Top(wiring.Component):
                     with m.If(idx == n_in - 1):
                         m.d.sync += [idx.eq(0), node_start.eq(1)]
                         m.next = "N0"
-            for i, node in enumerate(nodes):
-                kind, sel = d.node_unit[i]
-                u = units[kind]
-                with m.State(f"N{i}"):
-                    m.d.comb += [step.eq(i + 1), u.sel.eq(sel), u.start.eq(node_start)]
-                    with m.If(u.done):
+            heads = sorted(set(d.head))
+            for h_i, head in enumerate(heads):
+                members = [i for i in range(n) if d.head[i] == head]
+                with m.State(f"N{head}"):
+                    m.d.comb += step.eq(head + 1)
+                    for i in members:
+                        kind, sel = d.node_unit[i]
+                        m.d.comb += [units[kind].sel.eq(sel), units[kind].start.eq(node_start)]
+                    with m.If(units[d.node_unit[members[-1]][0]].done):
                         m.d.sync += node_start.eq(1)
-                        m.next = f"N{i + 1}" if i + 1 < n else "SEND"
+                        m.next = f"N{heads[h_i + 1]}" if h_i + 1 < len(heads) else "SEND"
             with m.State("SEND"):
                 m.d.comb += step.eq(n + 1)
                 y = self.y

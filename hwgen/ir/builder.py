@@ -28,8 +28,9 @@ class GraphBuilder:
         value = np.asarray(value)
         if name in self.consts:
             raise ValueError(f"constant {name!r} added twice")
-        if value.dtype.kind not in "iu":  # checked before astype below, which would truncate floats silently
-            raise HwgenError(f"constant {name!r} of type {value.dtype} is not integer: the IR holds integers only")
+        if value.dtype.kind not in "iu":  # checked here: astype below would truncate floats silently
+            raise HwgenError(f"constant {name!r} of type {value.dtype} is not integer: "
+                             "the IR holds integers only")
         self.consts[name] = Const(value.astype(np.int64), dtype or IntType(signed_bits_for(value)))
         return name
 

@@ -52,7 +52,8 @@ class Const:
             raise HwgenError(f"constant of type {arr.dtype} is not integer: the IR holds integers only")
         if arr.dtype.kind == "u" and arr.size and int(arr.max()) > np.iinfo(np.int64).max:
             # astype(int64) would wrap these around to negative values that may then fit the type
-            raise HwgenError(f"constant value {int(arr.max())} does not fit int64 (nor its type {self.dtype})")
+            raise HwgenError(f"constant value {int(arr.max())} does not fit int64 (nor its type "
+                             f"{self.dtype})")
         arr = arr.astype(np.int64)
         arr.setflags(write=False)
         object.__setattr__(self, "value", arr)
@@ -217,7 +218,8 @@ class Graph:
             )
         except HwgenError:
             raise
-        except (KeyError, TypeError, ValueError, AttributeError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, OSError, EOFError,
+                zipfile.BadZipFile) as exc:
             raise HwgenError(f"{directory}: corrupt graph ({type(exc).__name__}: {exc})") from None
         from hwgen.ir.verify import verify
 

@@ -40,7 +40,8 @@ def verify(graph) -> None:
                                  f"inferred {widths(graph, node)}")
         except (KeyError, IndexError, TypeError, ValueError, ZeroDivisionError) as exc:
             # e.g. an input of the wrong rank, or a 'widths' attribute that is not a mapping
-            raise HwgenError(f"node {node.name!r} ({node.op}): malformed ({type(exc).__name__}: {exc})") from None
+            raise HwgenError(f"node {node.name!r} ({node.op}): malformed "
+                             f"({type(exc).__name__}: {exc})") from None
         defined.add(node.name)
     if graph.output_name not in defined:
         raise HwgenError(f"graph output {graph.output_name!r} is not computed by any node")

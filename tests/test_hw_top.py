@@ -1,0 +1,194 @@
+"""The whole accelerator in Amaranth's simulator against the golden interpreter (outputs compared with ==)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from amaranth.hdl import ClockDomain, Module
+from amaranth.sim import Simulator
+
+from hwgen.errors import HwgenError
+from hwgen.golden import run
+from hwgen.hw import emit_verilog, lower
+from hwgen.hw.latency import estimate
+from hwgen.ir.synthetic import SyntheticConfig, random_graph
+
+
+def simulate(top, windows, stall_seed=None, max_cycles=2_000_000):
+    """Stream ``windows`` through ``top``; returns (outputs per window, cycles per window from the first
+    accepted input beat to the last output beat). With ``stall_seed``, valid and ready toggle randomly."""
+    rng = np.random.default_rng(stall_seed)
+    stall = (lambda: rng.random() < 0.3) if stall_seed is not None else (lambda: False)
+    flat_in = [int(v) for w in windows for v in np.asarray(w).reshape(-1)]
+    per_window = np.asarray(windows[0]).size
+    outputs, first_in, last_out = [], {}, {}
+    n_out = top.design.graph.output_type.shape
+    n_out = int(np.prod(n_out))
+
+    async def producer(ctx):
+        cycle = 0
+        for i, v in enumerate(flat_in):
+            while stall():
+                ctx.set(top.x.valid, 0)
+                await ctx.tick()
+                cycle += 1
+            ctx.set(top.x.payload, v)
+            ctx.set(top.x.valid, 1)
+            while True:
+                ready = ctx.get(top.x.ready)
+                await ctx.tick()
+                cycle += 1
+                if ready:
+                    break
+            if i % per_window == 0:
+                first_in[i // per_window] = cycle - 1
+        ctx.set(top.x.valid, 0)
+
+    async def consumer(ctx):
+        cycle = 0
+        while len(outputs) < n_out * len(windows):
+            r = not stall()
+            ctx.set(top.y.ready, int(r))
+            valid, payload = ctx.get(top.y.valid), ctx.get(top.y.payload)
+            await ctx.tick()
+            cycle += 1
+            if valid and r:
+                outputs.append(payload)
+                if len(outputs) % n_out == 0:
+                    last_out[len(outputs) // n_out - 1] = cycle - 1
+            if cycle > max_cycles:
+                raise AssertionError(f"no output after {max_cycles} cycles ({len(outputs)} received)")
+
+    sim = Simulator(top)
+    sim.add_clock(1e-8)
+    sim.add_testbench(producer)
+    sim.add_testbench(consumer)
+    sim.run()
+    got = np.array(outputs, dtype=np.int64).reshape(len(windows), -1)
+    cycles = [last_out[w] - first_in[w] + 1 for w in range(len(windows))]
+    return got, cycles
+
+
+def check_graph(graph, x, parallel, windows=2, stall_seed=None):
+    """Simulate ``windows`` back-to-back windows and require == against the golden interpreter; returns the
+    measured cycles per window."""
+    expected = run(graph, x[:windows]).reshape(windows, -1)
+    got, cycles = simulate(lower(graph, parallel), x[:windows], stall_seed=stall_seed)
+    assert got.shape == expected.shape
+    assert (got == expected).all(), f"mismatch:\n{got}\n!=\n{expected}"
+    return cycles
+
+
+def within_5_percent(measured, graph, parallel):
+    predicted = estimate(graph, parallel)["total"]
+    assert abs(measured - predicted) <= 0.05 * measured, f"measured {measured}, model {predicted}"
+
+
+def test_default_config_with_stalls_back_to_back():
+    graph, x = random_graph(SyntheticConfig(), seed=3)
+    check_graph(graph, x, parallel=4, windows=3, stall_seed=11)
+
+
+def test_default_config_latency_model():
+    graph, x = random_graph(SyntheticConfig(), seed=4)
+    cycles = check_graph(graph, x, parallel=5, windows=2)
+    assert cycles[0] == cycles[1]
+    within_5_percent(cycles[0], graph, 5)
+
+
+def test_heads2_layers2_layernorm_4bit():
+    cfg = SyntheticConfig(window=5, features=2, d_model=8, heads=2, layers=2, ffn=8, norm="layer",
+                          bits_w=4, bits_a=4)
+    graph, x = random_graph(cfg, seed=5)
+    cycles = check_graph(graph, x, parallel=3, windows=2, stall_seed=7)
+    graph, x = random_graph(cfg, seed=6)
+    cycles = check_graph(graph, x, parallel=3, windows=1)
+    within_5_percent(cycles[0], graph, 3)
+
+
+def test_heads4_odd_sizes_p1():
+    cfg = SyntheticConfig(window=3, features=1, d_model=4, heads=4, ffn=4, outputs=2, bits_w=3, bits_a=6)
+    graph, x = random_graph(cfg, seed=8)
+    cycles = check_graph(graph, x, parallel=1, windows=2, stall_seed=2)
+    check_graph(graph, x, parallel=7, windows=1)
+    assert cycles
+
+
+@pytest.mark.parametrize("beats_before_reset, wait", [(5, 0), (16, 60)])
+def test_reset_returns_to_idle(beats_before_reset, wait):
+    """Reset during the input load or during the computation: the next window is then computed exactly."""
+    graph, x = random_graph(SyntheticConfig(window=4, features=4, d_model=4, ffn=4), seed=9)
+    top = lower(graph, 2)
+    expected = run(graph, x[1]).reshape(-1)
+    got = []
+    m = Module()
+    m.submodules.top = top
+    m.domains.sync = cd = ClockDomain("sync")
+
+    async def bench(ctx):
+        for v in x[0].reshape(-1)[:beats_before_reset]:
+            ctx.set(top.x.payload, int(v))
+            ctx.set(top.x.valid, 1)
+            await ctx.tick()
+        ctx.set(top.x.valid, 0)
+        await ctx.tick().repeat(wait + 1)
+        ctx.set(cd.rst, 1)
+        await ctx.tick()
+        ctx.set(cd.rst, 0)
+        for v in x[1].reshape(-1):
+            ctx.set(top.x.payload, int(v))
+            ctx.set(top.x.valid, 1)
+            await ctx.tick().until(top.x.ready)
+        ctx.set(top.x.valid, 0)
+        ctx.set(top.y.ready, 1)
+        for _ in range(20_000):
+            if len(got) == expected.size:
+                break
+            if ctx.get(top.y.valid):
+                got.append(ctx.get(top.y.payload))
+            await ctx.tick()
+
+    sim = Simulator(m)
+    sim.add_clock(1e-8, domain="sync")
+    sim.add_testbench(bench)
+    sim.run()
+    assert got == list(expected)
+
+
+def test_bad_parallelism_and_unsupported_op():
+    graph, _ = random_graph(SyntheticConfig(window=2, features=1, d_model=2, ffn=2), seed=0)
+    for bad in (0, -3, 1.5, True):
+        with pytest.raises(HwgenError, match="parallelism"):
+            lower(graph, bad)
+    node = graph.nodes[0]
+    broken = graph.replace_nodes([type(node)("conv", node.name, node.inputs, node.attrs, node.out),
+                                  *graph.nodes[1:]])
+    with pytest.raises(HwgenError, match="conv"):
+        lower(broken, 2)
+
+
+def test_emit_verilog_deterministic_small():
+    graph, _ = random_graph(SyntheticConfig(window=3, features=2, d_model=4, ffn=4), seed=1)
+    text = emit_verilog(lower(graph, 2))
+    assert text == emit_verilog(lower(graph, 2))
+    for port in ("clk", "rst", "x__payload", "x__valid", "x__ready", "y__payload", "y__valid", "y__ready"):
+        assert port in text
+    assert "module hwgen_top" in text
+
+
+REFERENCE = SyntheticConfig(window=24, features=7, d_model=16, heads=1, layers=1, ffn=64, norm="batch")
+
+
+@pytest.mark.slow
+def test_reference_p20_exact_and_latency():
+    graph, x = random_graph(REFERENCE, seed=0)
+    cycles = check_graph(graph, x, parallel=20, windows=1)
+    within_5_percent(cycles[0], graph, 20)
+
+
+@pytest.mark.slow
+def test_reference_emit_verilog():
+    graph, _ = random_graph(REFERENCE, seed=0)
+    text = emit_verilog(lower(graph, 20), name="hwgen_top")
+    assert "module hwgen_top" in text and "y__payload" in text
+    assert text == emit_verilog(lower(graph, 20), name="hwgen_top")

@@ -1,0 +1,197 @@
+"""Each hardware unit on its own against the matching golden function: arithmetic blocks directly, and every
+op kind through a one- or two-node graph with random shapes and edge values (compared with ==)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hwgen.golden import ops, run
+from hwgen.hw import lower
+from hwgen.hw.mac import MacArray
+from hwgen.hw.requant import Divider, Isqrt, Requantizer
+from hwgen.ir.builder import GraphBuilder
+from hwgen.ir.dyadic import softmax_lut
+from hwgen.ir.types import IntType
+from tests.test_hw_top import simulate
+
+I8, U8 = IntType(8), IntType(8, False)
+
+
+def _run(dut, bench):
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+# ---- arithmetic blocks ---------------------------------------------------------------------------------------
+def test_requantizer_edges_and_random():
+    """Rounding ties, negative values, shift 0, saturation at both ends, ReLU, zero point."""
+    rq = Requantizer(acc_width=24, m0_width=17, shift_width=8, out_width=8)
+    rng = np.random.default_rng(0)
+    cases = [(-(1 << 23), 65535, 30), ((1 << 23) - 1, 65535, 30), (3, 1, 1), (-3, 1, 1), (5, 1, 1), (-5, 1, 1),
+             (1, 1, 0), (-1, 1, 0), (127, 1, 0), (-129, 1, 0), (1000, -65536, 8), (0, 7, 62)]
+    cases += [(int(rng.integers(-(1 << 23), 1 << 23)), int(rng.integers(-(1 << 16), 1 << 16)),
+               int(rng.integers(0, 40))) for _ in range(60)]
+    settings_list = [(0, I8, False), (5, I8, True), (-3, U8, False), (0, U8, True)]
+
+    async def bench(ctx):
+        for zp, dt, relu in settings_list:
+            ctx.set(rq.zp, zp)
+            ctx.set(rq.qmin, dt.qmin)
+            ctx.set(rq.qmax, dt.qmax)
+            ctx.set(rq.relu, relu)
+            for acc, m0, sh in cases:
+                ctx.set(rq.acc, acc)
+                ctx.set(rq.m0, m0)
+                ctx.set(rq.shift, sh)
+                ctx.set(rq.i_valid, 1)
+                await ctx.tick()
+                ctx.set(rq.i_valid, 0)
+                await ctx.tick().repeat(2)
+                assert ctx.get(rq.o_valid)
+                want = int(ops.requantize(np.int64(acc), m0, sh, dt, zp))
+                want = max(want, zp) if relu else want
+                assert ctx.get(rq.y) == want, (acc, m0, sh, zp, dt, relu)
+
+    _run(rq, bench)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, (1 << 20) - 1), st.integers(1, 4095)), min_size=1, max_size=8))
+def test_divider_matches_floor_division(pairs):
+    div = Divider(num_width=24, den_width=12, max_q_bits=21)
+
+    async def bench(ctx):
+        for num, den in pairs:
+            q_bits = max(1, (num // den).bit_length())
+            ctx.set(div.num, num)
+            ctx.set(div.den, den)
+            ctx.set(div.q_bits, q_bits)
+            ctx.set(div.start, 1)
+            await ctx.tick()
+            ctx.set(div.start, 0)
+            await ctx.tick().until(div.done)
+            assert ctx.get(div.quotient) == num // den
+
+    _run(div, bench)
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.lists(st.integers(0, (1 << 30) - 1), min_size=1, max_size=6))
+def test_isqrt_matches_golden(values):
+    sq = Isqrt(30)
+    values = values + [0, 1, 2, 3, 4, (1 << 30) - 1, (1 << 14) ** 2, (1 << 15) ** 2 - 1]
+
+    async def bench(ctx):
+        for v in values:
+            ctx.set(sq.n, v)
+            ctx.set(sq.start, 1)
+            await ctx.tick()
+            ctx.set(sq.start, 0)
+            await ctx.tick().until(sq.done)
+            assert ctx.get(sq.root) == int(ops.isqrt(np.int64(v)))
+
+    _run(sq, bench)
+
+
+def test_mac_array_sums_and_holds():
+    lanes, k = 5, 7
+    mac = MacArray(lanes, 9, 9, 24, tag_width=4)
+    rng = np.random.default_rng(1)
+    a = rng.integers(-256, 256, size=(3, k))
+    a[0, :] = -256  # most negative operands: the largest product
+    b = rng.integers(-256, 256, size=(3, k, lanes))
+    b[0, :, :] = -256
+
+    async def bench(ctx):
+        for grp in range(3):
+            for i in range(k):
+                ctx.set(mac.valid, 1)
+                ctx.set(mac.first, i == 0)
+                ctx.set(mac.last, i == k - 1)
+                ctx.set(mac.tag, grp)
+                ctx.set(mac.a, int(a[grp, i]))
+                ctx.set(mac.b, [int(v) for v in b[grp, i]])
+                await ctx.tick()
+            ctx.set(mac.valid, 0)
+            await ctx.tick().until(mac.hold_valid)
+            assert ctx.get(mac.hold_tag) == grp
+            assert list(ctx.get(mac.hold)) == [int(v) for v in a[grp] @ b[grp]]
+
+    _run(mac, bench)
+
+
+# ---- every op kind through a small graph -------------------------------------------------------------------
+def _check(builder, output, x, parallel):
+    graph = builder.finish(output)
+    expected = run(graph, x).reshape(len(x), -1)
+    got, _ = simulate(lower(graph, parallel), x)
+    assert (got == expected).all(), f"{got}\n!=\n{expected}"
+
+
+def _edge_inputs(rng, shape, dtype, n=2):
+    x = rng.integers(dtype.qmin, dtype.qmax + 1, size=(n, *shape))
+    x[0].flat[0], x[0].flat[-1] = dtype.qmin, dtype.qmax
+    x[1][...] = dtype.qmin  # an all-most-negative window
+    return x
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_linear_relu_zp_saturation(seed):
+    rng = np.random.default_rng(seed)
+    rows, k, n = (int(v) for v in rng.integers(1, 6, size=3))
+    k, n = k + 1, n * 3
+    b = GraphBuilder("x", (rows, k), I8)
+    w = rng.integers(-128, 128, size=(n, k))
+    w[0, :] = -128
+    bias = None if seed == 1 else rng.integers(-3000, 3000, size=n)
+    m0 = rng.integers(1 << 14, 1 << 15, size=n) * rng.choice([-1, 1], size=n)
+    shift = rng.integers(8, 20, size=n)  # small shifts saturate often
+    out = U8 if seed == 2 else I8
+    b.linear("lin", "x", w, bias, m0, shift, out, I8, zp=int(rng.integers(-5, 6)) if seed != 2 else 3,
+             relu=seed != 1)
+    _check(b, "lin", _edge_inputs(rng, (rows, k), I8), parallel=int(rng.integers(1, 6)))
+
+
+@pytest.mark.parametrize("heads, parallel", [(1, 4), (2, 3), (4, 2)])
+def test_attention_scores_softmax_apply(heads, parallel):
+    """q = k = v = the input itself (one value read on both operands), softmax rows with ties."""
+    rng = np.random.default_rng(heads)
+    length, width = 5, 8
+    b = GraphBuilder("x", (length, width), I8)
+    b.attn_scores("s", "x", "x", heads, 20000, 22, I8)
+    b.softmax("p", "s", softmax_lut(0.07, 8), 31, U8)
+    b.attn_apply("o", "p", "x", 31000, 16, I8, zp=-2)
+    x = _edge_inputs(rng, (length, width), I8)
+    x[0, 1] = x[0, 0]  # equal rows: ties in the scores
+    _check(b, "o", x, parallel)
+
+
+def test_add_with_constant_affine_and_avgpool():
+    rng = np.random.default_rng(5)
+    rows, c = 4, 3
+    b = GraphBuilder("x", (rows, c), I8)
+    pos = b.const("pos", rng.integers(-128, 128, size=(rows, c)), I8)
+    b.add("a", "x", pos, 23000, -17000, 5, 15, I8, zp=1)
+    b.affine("n", "a", np.array([9000, -16000, 12000]), np.array([-70000, 5, 65000]), np.array([9, 12, 14]), I8)
+    b.avgpool("pool", "n", 31000, 17, -3, I8, zp=-1)
+    b.add("twice", "pool", "pool", 16000, 16000, 0, 15, I8)  # one value on both operands
+    _check(b, "twice", _edge_inputs(rng, (rows, c), I8), parallel=2)
+
+
+def test_layernorm_edges():
+    """Constant rows (standard deviation 0), extreme rows, random rows."""
+    rng = np.random.default_rng(6)
+    rows, c = 4, 6
+    b = GraphBuilder("x", (rows, c), I8)
+    gamma = rng.integers(1 << 10, 1 << 12, size=c) * rng.choice([-1, 1], size=c)
+    b.layernorm("ln", "x", gamma, rng.integers(-(1 << 14), 1 << 14, size=c), 6, 8, 24, I8, zp=2)
+    x = _edge_inputs(rng, (rows, c), I8)
+    x[0, 1, :] = 7  # constant row
+    x[0, 2, :] = [-128, 127, -128, 127, -128, 127]
+    _check(b, "ln", x, parallel=1)
