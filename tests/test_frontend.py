@@ -154,7 +154,7 @@ def test_export_matches_fake_quant(cfg):
     (relative error <= 2**-15), which moves a value across a rounding boundary now and then; the
     LayerNorm affine is also rounded to integers. Measured on random calibrated models: the first layer
     differs on < 0.2% of elements by 1 LSB; such flips propagate, and one LSB of a 4-bit pooled value is
-    thousands of LSB of the 16-bit output, so end to end we only require that most windows agree exactly.
+    thousands of LSB of the 16-bit output, so end to end we bound the output drift relative to the output's variance.
     The trained checkpoints are measured by 'hwgen eval' (fake_quant_vs_integer).
     """
     m = _calibrated(cfg)
@@ -163,7 +163,8 @@ def test_export_matches_fake_quant(cfg):
     env = run(g, quantize_input(x, g.meta["input_scale"], cfg.bits_in), return_all=True)
     yi = env[g.output_name].reshape(len(x), -1)
     yf = np.floor(predict(m, x, double=True) / g.meta["output_scale"] + 0.5)
-    assert np.median(np.abs(yi - yf)) == 0
+    drift = np.mean((yi - yf) ** 2) / np.var(yf)  # measured: 0.000-0.02 on these configs
+    assert drift < 0.05
     # first layer: fake-quant embedding integers vs golden
     with torch.no_grad():
         xq = m.q_in(torch.as_tensor(x, dtype=torch.float64))

@@ -192,3 +192,22 @@ def test_reference_emit_verilog():
     text = emit_verilog(lower(graph, 20), name="hwgen_top")
     assert "module hwgen_top" in text and "y__payload" in text
     assert text == emit_verilog(lower(graph, 20), name="hwgen_top")
+
+
+@pytest.mark.parametrize("parallel", [1, 2, 6])
+def test_latency_model_matches_simulation(parallel):
+    graph, x = random_graph(SyntheticConfig(window=4, features=2, d_model=6, heads=2, ffn=8), seed=10)
+    cycles = check_graph(graph, x, parallel=parallel, windows=1)
+    within_5_percent(cycles[0], graph, parallel)
+
+
+def test_latency_model_reference_sanity():
+    """Per-node cycles add up; products never beat the multiplier bound; more lanes never cost cycles."""
+    graph, _ = random_graph(REFERENCE, seed=0)
+    previous = None
+    for p in (1, 4, 8, 16, 20):
+        e = estimate(graph, p)
+        assert e["total"] == e["load"] + sum(e["nodes"].values()) + e["send"]
+        assert e["mac_cycles"] >= e["macs"] / p
+        assert previous is None or e["total"] <= previous
+        previous = e["total"]

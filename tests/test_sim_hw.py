@@ -68,6 +68,7 @@ def test_small_synthetic_graph_on_icarus_with_stalls_matches_golden(small, build
 
 
 @pytest.mark.sim
+@pytest.mark.slow
 def test_small_synthetic_graph_same_schedule_on_both_simulators(small, build_dir):
     graph, x, v = small
     runs = [simulate(v, graph, x[:2], simulator=s, build_dir=build_dir, seed=9, stall_in=0.2, stall_out=0.2)

@@ -280,6 +280,36 @@ def test_port_width_that_differs_from_the_graph_is_reported(standin, build_dir, 
     graph, x, _ = standin
     v = tmp_path / "wide.v"
     v.write_text(SILENT_TOP.format(ybits=15))
-    res = simulate(v, graph, x[:1], simulator="icarus", build_dir=build_dir)
-    assert res.error == "port y__payload is 16 bits wide, the graph's type needs 8"
-    assert not res.passed
+    with pytest.raises(HwgenError, match=r"wide\.v: port y__payload is 16 bits wide, the graph's type needs 8"):
+        simulate(v, graph, x[:1], simulator="icarus", build_dir=build_dir)
+
+
+@pytest.mark.sim
+def test_a_missing_port_is_named(standin, build_dir, tmp_path):
+    graph, x, _ = standin
+    v = tmp_path / "noready.v"
+    v.write_text(SILENT_TOP.format(ybits=7).replace(", input y__ready", "").replace("input clk", "input clk"))
+    with pytest.raises(HwgenError, match=r"noready\.v: the design has no port y__ready \(the hwgen_top contract"):
+        simulate(v, graph, x[:1], simulator="icarus", build_dir=build_dir)
+
+
+@pytest.mark.sim
+def test_waves_are_kept_and_named(standin, build_dir):
+    graph, x, v = standin
+    res = simulate(v, graph, x[:1], simulator="icarus", build_dir=build_dir, waves=True)
+    assert res.mismatches == 0
+    assert res.waves is not None and res.waves.name == "hwgen_top.fst" and res.waves.stat().st_size > 0
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("simulator", ["verilator", "icarus"])
+def test_a_failing_build_names_the_error_and_leaves_no_half_written_build(standin, tmp_path, simulator):
+    graph, x, _ = standin
+    v = tmp_path / "broken.v"
+    v.write_text("module hwgen_top(input clk);\n  wire [3:0] a = ;\nendmodule\n")
+    build_dir = tmp_path / "build"
+    with pytest.raises(HwgenError, match=rf"{simulator} build of .*broken\.v failed \(.*\): see .*\.failed\.log$") as e:
+        simulate(v, graph, x[:1], simulator=simulator, build_dir=build_dir)
+    assert "\n" not in str(e.value)
+    left = sorted(p.name for p in build_dir.iterdir())
+    assert len(left) == 1 and left[0].startswith(f"{simulator}-") and left[0].endswith(".failed.log"), left

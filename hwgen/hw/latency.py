@@ -9,6 +9,7 @@ from __future__ import annotations
 from hwgen.hw.lower import build_design
 from hwgen.hw.memory import view
 from hwgen.ir.graph import Graph
+from hwgen.ir.ops import macs
 
 MATMUL_TAIL = 11  # start, MAC pipeline (5), drain and requantizer (5), done
 ELTWISE_TAIL = 7  # start, read, 4 arithmetic stages, done
@@ -21,7 +22,7 @@ def _matmul(p, lanes: int) -> int:
     spans = []
     for _ in range(p.outer * p.inner):
         for g in range(p.groups):
-            nv = min(lanes, p.n_len - g * lanes)
+            nv = min(p.group, p.n_len - g * p.group)
             spans.append((max(p.k_len, nv), nv))
     return sum(s for s, _ in spans[:-1]) + p.k_len + spans[-1][1] + MATMUL_TAIL
 
@@ -58,9 +59,7 @@ def estimate(graph: Graph, parallel: int) -> dict:
     for i, (node, (kind, idx)) in enumerate(zip(graph.nodes, design.node_unit)):
         chained = design.head[i] != i
         nodes[node.name] = CHAINED if chained else _node_cycles(design, kind, design.programs[kind][idx])
-    from hwgen.ir.ops import macs
-
     total_macs = sum(macs(graph, n) for n in graph.nodes)
-    mac_cycles = sum(nodes[n.name] for n in graph.nodes if design.node_unit[graph.nodes.index(n)][0] == "matmul")
+    mac_cycles = sum(nodes[n.name] for n, (kind, _) in zip(graph.nodes, design.node_unit) if kind == "matmul")
     return {"load": n_in, "nodes": nodes, "send": n_out + 1, "total": n_in + sum(nodes.values()) + n_out + 1,
             "macs": total_macs, "mac_cycles": mac_cycles, "parallel": parallel}

@@ -10,7 +10,7 @@ from hwgen.ir.graph import Graph
 from hwgen.ir.ops import OPS, sbits, widths
 from hwgen.ir.verify import verify
 from hwgen.hw.matmul import MatmulProgram
-from hwgen.hw.memory import MemoryPlan, plan_memory, raw, view
+from hwgen.hw.memory import MemoryPlan, balanced, plan_memory, raw, view
 from hwgen.hw.program import signed_width
 
 UNIT_OF = {"linear": "matmul", "attn_scores": "matmul", "attn_apply": "matmul", "add": "add",
@@ -146,17 +146,19 @@ def _matmul_program(d: Design, node, weights: list[int], lin_params: list, q: di
         rows, k_len = view(graph.value_type(node.inputs[0]))
         w = graph.consts[a["weight"]].value
         n_len = w.shape[0]
-        groups = -(-n_len // P)
+        group = balanced(n_len, P)
+        groups = -(-n_len // group)
         base = len(weights)
         for k in range(k_len):
             for g in range(groups):
-                weights.append([int(w[n, k]) if n < n_len else 0 for n in range(g * P, g * P + P)])
+                ns = range(g * group, min(g * group + group, n_len))
+                weights.append([int(w[n, k]) for n in ns] + [0] * (P - len(ns)))
         _wmax(d, "matmul", "b", sbits(graph.consts[a["weight"]].dtype))
         bias = graph.consts[a["bias"]].value.reshape(-1) if a.get("bias") else [0]
         m0, sh = (graph.consts[a[k]].value.reshape(-1) for k in ("m0", "shift"))
         p_base = len(lin_params)
         lin_params += [(int(bias[n % len(bias)]), int(m0[n % m0.size]), int(sh[n % sh.size])) for n in range(n_len)]
-        return MatmulProgram(outer=rows, inner=1, groups=groups, k_len=k_len, n_len=n_len, a_o=k_len, a_u=0,
+        return MatmulProgram(group=group, outer=rows, inner=1, groups=groups, k_len=k_len, n_len=n_len, a_o=k_len, a_u=0,
                              b_base=base, b_o=0, b_u=0, b_k=groups, per_channel=True, p_base=p_base, m0=0,
                              shift=0, **common)
     lay = d.plan.wide[d.plan.wide_key(graph, node)]
@@ -166,12 +168,12 @@ def _matmul_program(d: Design, node, weights: list[int], lin_params: list, q: di
     if node.op == "attn_scores":
         (lq, c), heads = graph.value_type(node.inputs[0]).shape, a["heads"]
         dh, wt = c // heads, lay.words_per_row
-        return MatmulProgram(outer=heads, inner=lq, groups=wt, k_len=dh, n_len=lay.rows, a_o=dh, a_u=c,
+        return MatmulProgram(group=lay.lanes, outer=heads, inner=lq, groups=wt, k_len=dh, n_len=lay.rows, a_o=dh, a_u=c,
                              b_base=0, b_o=dh * wt, b_u=0, b_k=wt, **scalar, **common)
     heads, lq, lk = graph.value_type(node.inputs[0]).shape
     dh = lay.cols // heads
-    gd = -(-dh // P)
-    return MatmulProgram(outer=lq, inner=heads, groups=gd, k_len=lk, n_len=dh, a_o=lk, a_u=lq * lk,
+    gd = -(-dh // lay.lanes)
+    return MatmulProgram(group=lay.lanes, outer=lq, inner=heads, groups=gd, k_len=lk, n_len=dh, a_o=lk, a_u=lq * lk,
                          b_base=0, b_o=0, b_u=gd, b_k=lay.words_per_row, **scalar, **common)
 
 

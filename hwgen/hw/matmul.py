@@ -1,7 +1,8 @@
 """The matrix-product unit: linear, attn_scores and attn_apply on one shared MAC array.
 
 Every product is ``out[h][i][n] = requantize(sum_k A[h][i][k] * B[h][k][n] + bias[n])``. Lane ``l``
-computes output channel ``n = g * P + l`` of group ``g``; the broadcast operand ``A`` is one element of a
+computes output channel ``n = g * group + l`` of group ``g`` (``group`` <= P lanes, the outputs split
+evenly over the groups); the broadcast operand ``A`` is one element of a
 flat buffer, ``B`` one wide word (P weights of the weight ROM, or P elements of the wide K/V copy).
 Finished groups are drained through one shared requantizer, one element per cycle, while the next group
 accumulates; a new group starts no sooner than max(K, lanes of the previous group) cycles after the
@@ -17,6 +18,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from hwgen.hw.mac import MacArray
+from hwgen.hw.program import config_registers
 from hwgen.hw.requant import Requantizer
 
 
@@ -29,6 +31,7 @@ class MatmulProgram:
     """
 
     name: str
+    group: int  # lanes used per group (<= P): outputs n = g * group + lane
     outer: int
     inner: int
     groups: int
@@ -86,18 +89,13 @@ class MatmulUnit(wiring.Component):
         big = max(max(p.outputs, p.outer * max(p.a_o, p.b_o), p.b_base + p.outer * p.b_o + p.inner * p.b_u
                       + p.k_len * p.b_k + p.groups, P * p.groups) for p in self.programs) + P + 64
         cnt = lambda: Signal(range(big + 1))  # noqa: E731
-        names = ("outer", "inner", "groups", "k_len", "n_len", "a_o", "a_u", "b_base", "b_o", "b_u", "b_k",
-                 "per_channel", "p_base", "m0", "shift", "zp", "qmin", "qmax", "relu", "outputs")
-        cfg = {n: Signal(signed(max(64, 2)) if n in ("m0", "zp", "qmin", "qmax") else range(big + 1),
-                         name=f"cfg_{n}") for n in names}
-        cfg["m0"] = Signal(signed(self.m0_width + 1), name="cfg_m0")
-        for n in ("zp", "qmin", "qmax"):
-            cfg[n] = Signal(signed(self.out_width + 1), name=f"cfg_{n}")
-        with m.If(self.start):
-            with m.Switch(self.sel):
-                for idx, prog in enumerate(self.programs):
-                    with m.Case(idx):
-                        m.d.sync += [cfg[n].eq(int(getattr(prog, n))) for n in names]
+        names = ("group", "outer", "inner", "groups", "k_len", "n_len", "a_o", "a_u", "b_base", "b_o", "b_u",
+                 "b_k", "per_channel", "p_base", "shift", "relu", "outputs")
+        shapes = {n: unsigned(len(cnt())) for n in names}
+        shapes.update({"m0": signed(self.m0_width + 1), "zp": signed(self.out_width + 1),
+                       "qmin": signed(self.out_width + 1), "qmax": signed(self.out_width + 1)})
+        table = [{n: int(getattr(prog, n)) for n in shapes} for prog in self.programs]
+        cfg = config_registers(m, self.start, self.sel, table, shapes)
         m.submodules.mac = mac = MacArray(P, len(self.a_data), len(self.b_data[0]), self.acc_width,
                                           tag_width=2 * len(cnt()))
         m.submodules.rq = rq = Requantizer(self.acc_width + 1, self.m0_width + 1, 8, self.out_width)
@@ -106,7 +104,7 @@ class MatmulUnit(wiring.Component):
         o, u, g, k, oa, ua, ob, ub, kb, gp, rem_n, cool = (cnt() for _ in range(12))
         running = Signal()
         nv = Signal.like(rem_n)
-        m.d.comb += [rem_n.eq(cfg["n_len"] - gp), nv.eq(Mux(rem_n < P, rem_n, P))]
+        m.d.comb += [rem_n.eq(cfg["n_len"] - gp), nv.eq(Mux(rem_n < cfg["group"], rem_n, cfg["group"]))]
         span = Mux(cfg["k_len"] > nv, cfg["k_len"], nv)
         issue = running & ((k != 0) | (cool == 0))
         last_k = k == cfg["k_len"] - 1
@@ -122,7 +120,7 @@ class MatmulUnit(wiring.Component):
                 m.d.sync += cool.eq(span - 1)
             m.d.sync += [k.eq(k + 1), kb.eq(kb + cfg["b_k"])]
             with m.If(last_k):
-                m.d.sync += [k.eq(0), kb.eq(0), g.eq(g + 1), gp.eq(gp + P)]
+                m.d.sync += [k.eq(0), kb.eq(0), g.eq(g + 1), gp.eq(gp + cfg["group"])]
                 with m.If(g == cfg["groups"] - 1):
                     m.d.sync += [g.eq(0), gp.eq(0), u.eq(u + 1), ua.eq(ua + cfg["a_u"]), ub.eq(ub + cfg["b_u"])]
                     with m.If(u == cfg["inner"] - 1):

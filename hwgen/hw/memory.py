@@ -31,6 +31,12 @@ def view(t: TensorType) -> tuple[int, int]:
     return (math.prod(t.shape[:-1]) if len(t.shape) > 1 else 1, t.shape[-1] if t.shape else 1)
 
 
+def balanced(n: int, lanes: int) -> int:
+    """Lanes per group when n outputs are split over ceil(n / lanes) equal groups (e.g. 24 over 20 lanes:
+    two groups of 12, not 20 + 4), so no group is much shorter than the others."""
+    return -(-n // -(-n // lanes))
+
+
 def raw(value: int, bits: int) -> int:
     """Two's-complement bit pattern of ``value`` in ``bits`` bits (what a buffer stores)."""
     return int(value) & ((1 << bits) - 1)
@@ -115,7 +121,8 @@ def plan_memory(graph: Graph, lanes: int, head: list[int] | None = None) -> Memo
             rows, cols = view(graph.value_type(key[0]))
             if key[1] == "N" and (cols % key[2]):
                 raise HwgenError(f"node {node.name!r} (attn_apply): width {cols} does not divide by {key[2]} heads")
-            plan.wide[key] = WideLayout(key[1], rows, cols, key[2], lanes)
+            n_len = rows if key[1] == "T" else cols // key[2]  # the consumer's output channels
+            plan.wide[key] = WideLayout(key[1], rows, cols, key[2], balanced(n_len, lanes))
     for name in graph.consts:
         if any(name in n.inputs for n in graph.nodes):
             c = graph.consts[name]

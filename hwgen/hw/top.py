@@ -113,9 +113,11 @@ class Top(wiring.Component):
         addr_of = {}  # read port -> list of (step, addr)
         data_of = {}  # (unit port) -> list of (step, value)
 
-        def route(st, port, addr, data_sig, bits, lanes=1):
+        def route(st, port, addr, data_sig, bits, lanes=None):
+            """In step ``st``, ``addr`` drives ``port`` and ``data_sig`` takes its (sign-extended) data:
+            one element, or ``lanes`` elements of a wide word."""
             addr_of.setdefault(id(port), (port, []))[1].append((st, addr))
-            if lanes == 1:
+            if lanes is None:
                 value = port.data[:bits].as_signed()
             else:
                 value = [port.data[i * bits:(i + 1) * bits].as_signed() for i in range(lanes)]
@@ -132,7 +134,7 @@ class Top(wiring.Component):
                     route(st, rom_rd["weights"], u.b_addr, u.b_data, d.widths["matmul"]["b"], d.lanes)
                 else:
                     key = plan.wide_key(g, node)
-                    route(st, wide_rd[key], u.b_addr, u.b_data, sb(key[0]), d.lanes)
+                    route(st, wide_rd[key], u.b_addr, u.b_data, sb(key[0]), plan.wide[key].lanes)
                 route_raw = rom_rd["lin_params"]
                 addr_of.setdefault(id(route_raw), (route_raw, []))[1].append((st, u.p_addr))
                 data_of.setdefault(id(u.p_data), (u.p_data, []))[1].append((st, route_raw.data))

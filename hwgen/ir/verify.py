@@ -34,8 +34,17 @@ def verify(graph) -> None:
             shape = out_shape(graph, node)
             if tuple(shape) != tuple(node.out.shape):
                 raise HwgenError(f"node {node.name!r}: declared shape {node.out.shape} but computes {shape}")
+            inferred = widths(graph, node)
+            if max(inferred.values()) > 63:
+                raise HwgenError(f"node {node.name!r}: an intermediate needs {max(inferred.values())} bits, "
+                                 "more than the 63 the integer datapaths (and the golden int64 arithmetic) hold")
+            shifts = [node.attrs[k] for k in ("shift",) if isinstance(node.attrs.get(k), int)]
+            if "shift" in spec.consts:
+                shifts += [int(v) for v in graph.consts[node.attrs["shift"]].value.ravel()]
+            if shifts and not 0 <= min(shifts) <= max(shifts) <= 62:
+                raise HwgenError(f"node {node.name!r}: shifts must lie in 0..62, not {min(shifts)}..{max(shifts)}")
             declared = node.attrs.get("widths")
-            if declared is not None and dict(declared) != widths(graph, node):
+            if declared is not None and dict(declared) != inferred:
                 raise HwgenError(f"node {node.name!r}: declared widths {dict(declared)} differ from "
                                  f"inferred {widths(graph, node)}")
         except (KeyError, IndexError, TypeError, ValueError, ZeroDivisionError) as exc:

@@ -64,8 +64,9 @@ class SimResult:
     build_cached: bool = False
     sim_cycles: int = 0
     timed_out: bool = False
-    error: str | None = None  # why the testbench stopped early (timeout, port widths), else None
-    waves: Path | None = None
+    error: str | None = None  # why the testbench stopped early (the design stopped answering), else None
+    waves: Path | None = None  # the wave file when waves=True
+    run_dir: Path | None = None  # case, log and results of a failing run (or one with waves); else removed
 
     @property
     def passed(self) -> bool:
@@ -90,7 +91,9 @@ def simulate(
     ``stall_in``/``stall_out`` are per-cycle probabilities of an idle input cycle / a back-pressure cycle;
     ``seed`` makes them reproducible. Returns a :class:`SimResult` (mismatches are reported, not raised).
     Raises HwgenError for an unknown or missing simulator, a missing Verilog file, a design without module
-    ``hwgen_top``, or a build/simulator failure (naming the log).
+    ``hwgen_top`` or whose ports differ from the contract or the graph's types, or a build/simulator
+    failure (naming the log). A design that stops answering is reported in ``error``/``timed_out``, its
+    missing outputs counted as mismatches.
     """
     from hwgen.golden import run as golden_run
 
@@ -134,9 +137,11 @@ def simulate(
     )
     _run(simulator, sim_build, run_dir, case_path, results_path, seed, waves)
     if not results_path.is_file():
-        raise HwgenError(f"{simulator} run wrote no results: see {run_dir / 'sim.log'}\n"
-                         f"{_tail(run_dir / 'sim.log')}")
+        log = run_dir / "sim.log"
+        raise HwgenError(f"{simulator} run of {verilog_path} wrote no results ({_first_error(log)}): see {log}")
     res = json.loads(results_path.read_text())
+    if res.get("config_error"):
+        raise HwgenError(f"{verilog_path}: {res['config_error']}")
     cpi = res.get("cycles_per_inference") or {}
     wave_file = None
     if waves:
@@ -144,10 +149,11 @@ def simulate(
         wave_file = found[0] if found else None
     elif res.get("error") is None and res.get("mismatches") == 0:
         shutil.rmtree(run_dir, ignore_errors=True)  # keep the logs of failing runs only
+        run_dir = None
     return SimResult(
         simulator=simulator,
         windows=int(res["windows"]),
-        mismatches=int(res.get("mismatches", 0)) if res.get("mismatches") is not None else -1,
+        mismatches=int(res["mismatches"]),
         first_mismatch=res.get("first_mismatch"),
         cycles_per_inference=(cpi["mean"], cpi["min"], cpi["max"]) if cpi.get("mean") is not None else None,
         sim_cycles_per_s=res.get("sim_cycles_per_s"),
@@ -158,6 +164,7 @@ def simulate(
         timed_out=bool(res.get("timed_out", False)),
         error=res.get("error"),
         waves=wave_file,
+        run_dir=run_dir,
     )
 
 
@@ -245,9 +252,10 @@ def _build(simulator: str, verilog_path: Path, text: str, build_dir: Path, waves
                              always=True)
             except (RuntimeError, SystemExit) as exc:
                 kept = build_dir / f"{final.name}.failed.log"
-                shutil.copyfile(log, kept) if log.is_file() else None
-                raise HwgenError(f"{simulator} build of {verilog_path} failed ({exc}): see {kept}\n"
-                                 f"{_tail(kept)}") from None
+                if log.is_file():
+                    shutil.copyfile(log, kept)
+                first = _first_error(kept).replace(str(source), str(verilog_path)) or str(exc)
+                raise HwgenError(f"{simulator} build of {verilog_path} failed ({first}): see {kept}") from None
         (tmp / ".complete").write_text(f"{verilog_path}\n")
         try:
             os.replace(tmp, final)
@@ -284,17 +292,23 @@ def _run(simulator: str, sim_build: Path, run_dir: Path, case: Path, results: Pa
                         build_dir=sim_build, test_dir=run_dir, results_xml=str(run_dir / "results.xml"),
                         seed=seed, waves=waves, log_file=run_dir / "sim.log",
                         extra_env={"HWGEN_SIM_CASE": str(case), "HWGEN_SIM_RESULTS": str(results)})
-        except SystemExit:
-            # cocotb exits on a failing test (under pytest) or a crashing simulator; the results JSON says
-            # which: the caller reports mismatches and raises only when no results were written.
+        except (SystemExit, RuntimeError):
+            # cocotb exits on a failing test (under pytest) and raises on a simulator's nonzero exit; the
+            # results JSON says what happened: the caller raises only when none was written.
             pass
-        except RuntimeError as exc:
-            raise HwgenError(f"{simulator} run failed ({exc}): see {run_dir / 'sim.log'}\n"
-                             f"{_tail(run_dir / 'sim.log')}") from None
 
 
-def _tail(path: Path, lines: int = 15) -> str:
+def _first_error(log: Path) -> str:
+    """The first line of ``log`` that names an error (a Verilator %Error, a Python exception), or ''."""
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        lines = log.read_text(errors="replace").splitlines()
     except OSError:
         return ""
+    markers = ("%Error", "error:", "Error:", "Error ", "Traceback")
+    for i, line in enumerate(lines):
+        if any(m in line for m in markers):
+            if line.startswith("Traceback"):  # the exception line ends the traceback
+                rest = [ln for ln in lines[i + 1:] if ln and not ln.startswith(" ")]
+                line = rest[0] if rest else line
+            return line.strip()[:300]
+    return ""

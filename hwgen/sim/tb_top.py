@@ -28,6 +28,7 @@ from cocotb.utils import get_sim_steps
 
 CLOCK_NS = 10
 RESET_CYCLES = 4
+PORTS = ("clk", "rst", "x__payload", "x__valid", "x__ready", "y__payload", "y__valid", "y__ready")
 
 
 def stall_run(rng: np.random.Generator, p: float) -> int:
@@ -163,6 +164,18 @@ def score(expected: np.ndarray, got: list[int]) -> tuple[int, dict | None]:
     return mismatches, first
 
 
+def check_ports(dut, widths: dict[str, int]) -> str | None:
+    """None when the design has every port of the contract and the payload widths of the graph's types."""
+    missing = [p for p in PORTS if not hasattr(dut, p)]
+    if missing:
+        return f"the design has no port {', '.join(missing)} (the hwgen_top contract needs {', '.join(PORTS)})"
+    for port, bits in widths.items():
+        have = len(getattr(dut, port))
+        if have != bits:
+            return f"port {port} is {have} bits wide, the graph's type needs {bits}"
+    return None
+
+
 @cocotb.test()
 async def stream_all_windows(dut) -> None:
     """Send all windows back to back under the case's stall patterns; every output must equal the golden one."""
@@ -173,14 +186,11 @@ async def stream_all_windows(dut) -> None:
     n_out = expected.shape[1]
     result: dict = {"windows": int(windows), "error": None}
 
-    widths = {"x__payload": int(case["in_bits"]), "y__payload": int(case["out_bits"])}
-    for port, bits in widths.items():
-        have = len(getattr(dut, port))
-        if have != bits:
-            result["error"] = f"port {port} is {have} bits wide, the graph's type needs {bits}"
-    if result["error"]:
+    problem = check_ports(dut, {"x__payload": int(case["in_bits"]), "y__payload": int(case["out_bits"])})
+    if problem:
+        result["config_error"] = problem
         results_path.write_text(json.dumps(result, indent=1))
-        raise AssertionError(result["error"])
+        raise AssertionError(problem)
 
     tb = TB(dut, case)
     await tb.reset()

@@ -1,0 +1,37 @@
+"""`make bench`: run the benchmarks and write their JSON into bench/results/."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+from pathlib import Path
+
+from hwgen.flow import write_json
+
+SECTIONS = ["accuracy"]
+RESULTS = Path("bench/results")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--only", help=f"comma-separated sections ({', '.join(SECTIONS)})")
+    args = parser.parse_args(argv)
+    sections = args.only.split(",") if args.only else SECTIONS
+    for name in sections:
+        if name not in SECTIONS:
+            print(f"bench: error: unknown section {name!r} (known: {', '.join(SECTIONS)})", file=sys.stderr)
+            return 1
+        start = time.perf_counter()
+        print(f"bench: {name} ...", file=sys.stderr, flush=True)
+        result = importlib.import_module(f"bench.{name}").run()
+        result["bench_seconds"] = round(time.perf_counter() - start, 1)
+        write_json(RESULTS / f"{name}.json", result)
+        print(json.dumps(result, indent=2)[:4000])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""The command line end to end on a small CSV, and its one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from hwgen.cli import main
+
+
+@pytest.fixture(scope="module")
+def csv_file(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    t = np.arange(600)
+    level = np.sin(t / 12.0) + 0.1 * rng.normal(size=t.size)
+    other = np.cos(t / 7.0)
+    path = tmp_path_factory.mktemp("data") / "series.csv"
+    lines = ["level,other,label"] + [f"{a:.4f},{b:.4f},x" for a, b in zip(level, other)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+SMALL = ["--window", "8", "--d-model", "8", "--ffn", "8", "--epochs", "30", "--qat-epochs", "4", "--lr", "5e-3",
+         "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def trained(csv_file, tmp_path_factory):
+    out = tmp_path_factory.mktemp("models") / "m8.pt"
+    rc = main(["train", "--csv", str(csv_file), "--target", "level", "--features", "level,other", "--bits", "8",
+               "--out", str(out), *SMALL])
+    assert rc == 0 and out.is_file()
+    return out
+
+
+def test_train_eval_export_on_csv(trained, tmp_path, capsys):
+    capsys.readouterr()
+    assert main(["eval", str(trained), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["split"] == "test"
+    for key in ("fp32", "fake_quant", "integer"):
+        assert set(result[key]) == {"mse", "mae", "mse_units", "mae_units"}
+        assert result[key]["mse"] > 0
+    # a sine is easy: the deployed integer model must beat predicting the mean (MSE 1 in scaled units)
+    assert result["integer"]["mse"] < 0.5
+    assert main(["export", str(trained), "--out", str(tmp_path / "ir")]) == 0
+    graph = json.loads((tmp_path / "ir" / "graph.json").read_text())
+    assert graph["input"]["shape"] == [8, 2] and graph["nodes"][0]["op"] == "linear"
+
+
+def test_fp32_checkpoint_eval_and_export_error(csv_file, tmp_path, capsys):
+    out = tmp_path / "f.pt"
+    assert main(["train", "--csv", str(csv_file), "--target", "level", "--fp32", "--out", str(out), *SMALL]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(out), "--json"]) == 0
+    assert set(json.loads(capsys.readouterr().out)) == {"model", "split", "windows", "fp32"}
+    assert main(["export", str(out), "--out", str(tmp_path / "ir")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hwgen: error:") and "FP32" in err and "\n" not in err
+    assert not (tmp_path / "ir").exists()
+
+
+@pytest.mark.parametrize("args,culprit", [
+    (["--target", "nope"], "nope"),
+    (["--target", "level", "--features", "level,label"], "label"),
+    (["--target", "level", "--window", "400"], "rows"),
+    ([], "--target"),
+    (["--target", "level", "--fp32", "--bits", "4"], "exactly one"),
+])
+def test_train_bad_input(csv_file, tmp_path, capsys, args, culprit):
+    extra = [] if "--fp32" in args else ["--fp32"]
+    rc = main(["train", "--csv", str(csv_file), *args, *extra, "--out", str(tmp_path / "x.pt"), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1 and err[0].startswith("hwgen: error:") and culprit in err[0]
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_missing_files(tmp_path, capsys):
+    assert main(["eval", str(tmp_path / "none.pt")]) == 1
+    assert "none.pt" in capsys.readouterr().err
+    assert main(["train", "--csv", str(tmp_path / "none.csv"), "--target", "a", "--fp32", "--out",
+                 str(tmp_path / "x.pt")]) == 1
+    assert "none.csv" in capsys.readouterr().err
