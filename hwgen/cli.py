@@ -75,6 +75,32 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_build(args: argparse.Namespace) -> int:
+    from hwgen.build import build
+
+    report = build(args.model, args.out, args.board, args.parallel, with_accuracy=not args.no_eval)
+    hw = report["hardware"]
+    print(f"{args.out}: {hw['parallel']} multipliers, {hw['latency_cycles']} cycles per inference "
+          f"({hw['latency_us']:.1f} us at {hw['clock_mhz']:g} MHz; DSP bound {hw['dsp_bound_cycles']} cycles)")
+    return 0
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    from hwgen.build import simulate_build
+
+    sim = simulate_build(args.build_dir, args.simulator, args.windows, args.stall, args.seed)
+    print(f"{args.build_dir}: bit-exact on {sim['windows']} windows ({sim['simulator']}), "
+          f"{sim['cycles_per_inference']:.0f} cycles per inference, {sim['sim_cycles_per_s']:.0f} simulated cycles/s")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from hwgen.summary import summary_markdown
+
+    print(summary_markdown(args.build_dir))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hwgen", description=__doc__.splitlines()[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -111,6 +137,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=("train", "val", "test"), default="test")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("build", help="lower a QAT checkpoint (or an exported graph folder) to Verilog")
+    p.add_argument("model", help="QAT checkpoint (.pt) or a folder with graph.json")
+    p.add_argument("--board", default="xc7s15", help="board or part (see 'hwgen boards'; default xc7s15)")
+    p.add_argument("--parallel", default="auto", help="multipliers working each cycle, or 'auto' (default)")
+    p.add_argument("--out", required=True, help="build folder (replaced whole when the build succeeds)")
+    p.add_argument("--no-eval", action="store_true", help="skip scoring the model on the test split")
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("sim", help="simulate a build's Verilog on real test windows; == against golden")
+    p.add_argument("build_dir")
+    p.add_argument("--simulator", default="verilator", help="verilator (default) or icarus")
+    p.add_argument("--windows", type=_positive, default=256, help="test windows to simulate (default 256)")
+    p.add_argument("--stall", type=float, default=0.0, help="probability of an idle/back-pressure cycle")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_sim)
+
+    p = sub.add_parser("report", help="summarise a build folder (Markdown on the terminal)")
+    p.add_argument("build_dir")
+    p.set_defaults(func=cmd_report)
 
     for register in _EXTRA_COMMANDS:
         register(sub)

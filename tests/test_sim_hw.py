@@ -62,7 +62,8 @@ def test_synthetic_graph_on_verilator_with_stalls_matches_golden(build_dir, tmp_
 @pytest.mark.sim
 def test_small_synthetic_graph_on_icarus_with_stalls_matches_golden(small, build_dir):
     graph, x, v = small
-    res = simulate(v, graph, x[:3], simulator="icarus", build_dir=build_dir, seed=2, stall_in=0.4, stall_out=0.4)
+    res = simulate(v, graph, x[:3], simulator="icarus", build_dir=build_dir, seed=2, stall_in=0.4,
+                   stall_out=0.4)
     assert res.error is None, res.error
     assert (res.simulator, res.windows, res.mismatches) == ("icarus", 3, 0)
 

@@ -52,7 +52,8 @@ class LinearStandIn(wiring.Component):
     def __init__(self, graph) -> None:
         node = graph.nodes[0]
         if len(graph.nodes) != 1 or node.op != "linear" or node.attrs.get("relu") or node.attrs.get("zp"):
-            raise ValueError(f"the stand-in implements one plain linear node, not {[n.op for n in graph.nodes]!r}")
+            ops = [n.op for n in graph.nodes]
+            raise ValueError(f"the stand-in implements one plain linear node, not {ops!r}")
         c = {k: graph.consts[node.attrs[k]].value for k in ("weight", "bias", "m0", "shift")}
         self.weight, self.bias, self.m0, self.shift = c["weight"], c["bias"], c["m0"], c["shift"]
         self.window, self.features = graph.input_type.shape
@@ -156,7 +157,8 @@ def test_missing_verilog_is_named(standin, tmp_path):
 def test_simulator_not_installed_says_how_to_install(standin, tmp_path, monkeypatch, simulator, tool, hint):
     graph, x, v = standin
     monkeypatch.setattr(sim_runner, "_tool_path", lambda: str(tmp_path))  # an empty PATH
-    with pytest.raises(HwgenError, match=rf"simulator '{simulator}' is not installed \('{tool}' not found") as e:
+    message = rf"simulator '{simulator}' is not installed \('{tool}' not found"
+    with pytest.raises(HwgenError, match=message) as e:
         simulate(v, graph, x[:1], simulator=simulator, build_dir=tmp_path)
     assert hint in str(e.value) and "\n" not in str(e.value)
 
@@ -181,7 +183,8 @@ def test_bad_stall_probability_is_refused(standin, tmp_path):
 @pytest.mark.sim
 def test_standin_verilator_with_stalls_matches_golden(standin, build_dir):
     graph, x, v = standin
-    res = simulate(v, graph, x, simulator="verilator", build_dir=build_dir, seed=3, stall_in=0.3, stall_out=0.4)
+    res = simulate(v, graph, x, simulator="verilator", build_dir=build_dir, seed=3, stall_in=0.3,
+                   stall_out=0.4)
     assert res.error is None and not res.timed_out
     assert (res.windows, res.mismatches, res.first_mismatch) == (32, 0, None)
     mean, lo, hi = res.cycles_per_inference
@@ -210,7 +213,8 @@ def test_standin_runs_are_deterministic_and_reuse_the_build(standin, build_dir):
 @pytest.mark.sim
 def test_standin_icarus_small(standin, build_dir):
     graph, x, v = standin
-    res = simulate(v, graph, x[:6], simulator="icarus", build_dir=build_dir, seed=2, stall_in=0.3, stall_out=0.3)
+    res = simulate(v, graph, x[:6], simulator="icarus", build_dir=build_dir, seed=2, stall_in=0.3,
+                   stall_out=0.3)
     assert (res.simulator, res.windows, res.mismatches, res.error) == ("icarus", 6, 0, None)
     ref = simulate(v, graph, x[:6], simulator="verilator", build_dir=build_dir, seed=2, stall_in=0.3,
                    stall_out=0.3)
@@ -280,7 +284,8 @@ def test_port_width_that_differs_from_the_graph_is_reported(standin, build_dir, 
     graph, x, _ = standin
     v = tmp_path / "wide.v"
     v.write_text(SILENT_TOP.format(ybits=15))
-    with pytest.raises(HwgenError, match=r"wide\.v: port y__payload is 16 bits wide, the graph's type needs 8"):
+    message = r"wide\.v: port y__payload is 16 bits wide, the graph's type needs 8$"
+    with pytest.raises(HwgenError, match=message):
         simulate(v, graph, x[:1], simulator="icarus", build_dir=build_dir)
 
 
@@ -289,7 +294,7 @@ def test_a_missing_port_is_named(standin, build_dir, tmp_path):
     graph, x, _ = standin
     v = tmp_path / "noready.v"
     v.write_text(SILENT_TOP.format(ybits=7).replace(", input y__ready", "").replace("input clk", "input clk"))
-    with pytest.raises(HwgenError, match=r"noready\.v: the design has no port y__ready \(the hwgen_top contract"):
+    with pytest.raises(HwgenError, match=r"noready\.v: the design has no port y__ready \(the hwgen_top"):
         simulate(v, graph, x[:1], simulator="icarus", build_dir=build_dir)
 
 
@@ -308,8 +313,58 @@ def test_a_failing_build_names_the_error_and_leaves_no_half_written_build(standi
     v = tmp_path / "broken.v"
     v.write_text("module hwgen_top(input clk);\n  wire [3:0] a = ;\nendmodule\n")
     build_dir = tmp_path / "build"
-    with pytest.raises(HwgenError, match=rf"{simulator} build of .*broken\.v failed \(.*\): see .*\.failed\.log$") as e:
+    message = rf"{simulator} build of .*broken\.v failed \(.*\): see .*\.failed\.log$"
+    with pytest.raises(HwgenError, match=message) as e:
         simulate(v, graph, x[:1], simulator=simulator, build_dir=build_dir)
     assert "\n" not in str(e.value)
     left = sorted(p.name for p in build_dir.iterdir())
     assert len(left) == 1 and left[0].startswith(f"{simulator}-") and left[0].endswith(".failed.log"), left
+
+
+WIRE_TOP = """
+module hwgen_top(input clk, input rst, input signed [7:0] x__payload, input x__valid, output x__ready,
+                 output signed [7:0] y__payload, output y__valid, input y__ready);
+  assign y__payload = x__payload;
+  assign y__valid = x__valid;
+  assign x__ready = y__ready;
+endmodule
+"""
+
+
+def identity_graph(window: int = 5, features: int = 3):
+    """A graph whose output equals its input: linear with the identity matrix, m0 = 1, shift = 0."""
+    b = GraphBuilder("x", (window, features), IntType(8))
+    b.linear("id", "x", np.eye(features, dtype=np.int64), None, 1, 0, IntType(8), IntType(8))
+    return b.finish("id")
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("simulator", ["icarus", "verilator"])
+def test_combinational_paths_between_the_streams_lose_and_duplicate_nothing(build_dir, tmp_path, simulator):
+    """Wires from x to y: y__valid follows x__valid and x__ready follows y__ready within the same cycle, the
+    hardest case for a testbench that drives and samples at falling edges."""
+    graph = identity_graph()
+    x = np.random.default_rng(0).integers(-128, 128, size=(20, 5, 3))
+    v = tmp_path / "wire.v"
+    v.write_text(WIRE_TOP)
+    for stall_in, stall_out in ((0.0, 0.0), (0.5, 0.0), (0.0, 0.5), (0.4, 0.6)):
+        res = simulate(v, graph, x, simulator=simulator, build_dir=build_dir, seed=11, stall_in=stall_in,
+                       stall_out=stall_out)
+        assert (res.mismatches, res.error) == (0, None), (stall_in, stall_out, res.first_mismatch)
+    # no stalls: one beat per cycle, so a window of 15 beats passes in 14 cycles after its first
+    free = simulate(v, graph, x, simulator=simulator, build_dir=build_dir)
+    assert free.cycles_per_inference == (14, 14, 14)
+
+
+@pytest.mark.sim
+def test_outputs_beyond_the_expected_ones_are_reported(build_dir, tmp_path):
+    """Wires from x to y give 15 outputs per window where the graph has 10: the scoreboard must not end empty."""
+    b = GraphBuilder("x", (5, 3), IntType(8))
+    b.linear("lin", "x", np.array([[1, 0, 0], [0, 1, 0]]), None, 1, 0, IntType(8), IntType(8))
+    graph = b.finish("lin")
+    v = tmp_path / "wire.v"
+    v.write_text(WIRE_TOP)
+    x = np.random.default_rng(1).integers(-128, 128, size=(1, 5, 3))
+    res = simulate(v, graph, x, simulator="icarus", build_dir=build_dir)
+    assert res.error == "an output beat followed the last expected one (10 outputs)"
+    assert not res.passed

@@ -36,6 +36,7 @@ def save_checkpoint(path: str | os.PathLike, model: TimeSeriesTransformer, data:
     os.close(fd)
     try:
         torch.save(obj, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a checkpoint is a shareable artefact
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -6,12 +6,13 @@ constant ROMs) and emits its output elements in row-major order, pipelined at on
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from hwgen.hw.program import config_registers, signed_width
 from hwgen.hw.requant import Requantizer, clamp, round_shift
+from hwgen.hw.vendor import rescale_product_attrs
 
 
 def _ports(n_nodes: int, addr_width: int, in_width: int, out_width: int, reads: int) -> dict:
@@ -82,7 +83,7 @@ class AddUnit(wiring.Component):
         go, idx, a = _issue(m, self, cfg, cfg["numel"])
         m.d.comb += [self.rd0_addr.eq(idx), self.rd1_addr.eq(idx)]
         v = [Signal(name=f"v{i}") for i in range(4)]
-        pa, pb = Signal(signed(self.acc_width)), Signal(signed(self.acc_width))
+        pa, pb = (Signal(signed(self.acc_width), attrs=rescale_product_attrs()) for _ in range(2))
         acc, rnd = Signal(signed(self.acc_width + 1)), Signal(signed(self.acc_width + 1))
         m.d.sync += [v[0].eq(go), v[1].eq(v[0]), v[2].eq(v[1]), v[3].eq(v[2])]
         m.d.sync += [pa.eq(a * cfg["ma"]), pb.eq(self.rd1_data * cfg["mb"])]
@@ -124,7 +125,8 @@ class AffineUnit(wiring.Component):
         bias = self.p_data[self.mul_width:self.mul_width + self.bias_width].as_signed()
         shift = self.p_data[self.mul_width + self.bias_width:]
         v = [Signal(name=f"v{i}") for i in range(4)]
-        prod, acc, rnd = (Signal(signed(self.acc_width + 1)) for _ in range(3))
+        prod = Signal(signed(self.acc_width + 1), attrs=rescale_product_attrs())
+        acc, rnd = (Signal(signed(self.acc_width + 1)) for _ in range(2))
         bias_d, shift_d, shift_dd = Signal.like(bias), Signal(8), Signal(8)
         m.d.sync += [v[0].eq(go), v[1].eq(v[0]), v[2].eq(v[1]), v[3].eq(v[2])]
         m.d.sync += [prod.eq(x * mul), bias_d.eq(bias), shift_d.eq(shift)]
@@ -136,9 +138,11 @@ class AffineUnit(wiring.Component):
 
 
 class AvgpoolUnit(wiring.Component):
-    """``y[0, c] = requantize(sum_r x[r, c] + bias, m0, shift) + zp``: reads column by column.
+    """``y[0, c] = requantize(sum_r x[r, c] + bias, m0, shift) + zp``, reading row-major into one
+    accumulator per channel, so it can also be chained onto its producer (program field ``chained``).
 
-    Per node: rows, channels, m0, shift, bias, zp, qmin, qmax. ``done`` follows the last channel.
+    Per node: numel, rows, channels, m0, shift, bias, zp, qmin, qmax, chained. Each channel is requantized
+    as its last row arrives; ``done`` follows the last channel.
     """
 
     def __init__(self, programs: list[dict], in_width: int, acc_width: int, out_width: int, addr_width: int):
@@ -148,31 +152,28 @@ class AvgpoolUnit(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         ps = self.programs
-        n = max(p["rows"] * p["channels"] for p in ps)
+        n = max(p["numel"] for p in ps)
         mw = signed_width(*[p["m0"] for p in ps])
         cfg = config_registers(m, self.start, self.sel, ps, {
-            "rows": unsigned(n.bit_length() + 1), "channels": unsigned(n.bit_length() + 1),
-            "m0": signed(mw), "shift": unsigned(8), "bias": signed(signed_width(*[p["bias"] for p in ps])),
-            "zp": signed(self.out_width + 1), "qmin": signed(self.out_width + 1),
-            "qmax": signed(self.out_width + 1)})
-        r, c, base, running = Signal(range(n + 1)), Signal(range(n + 1)), Signal(range(2 * n + 1)), Signal()
-        last = r == cfg["rows"] - 1
-        with m.If(self.start):
-            m.d.sync += [r.eq(0), c.eq(0), base.eq(0), running.eq(1)]
-        with m.Elif(running):
-            m.d.sync += [r.eq(r + 1), base.eq(base + cfg["channels"])]
-            with m.If(last):
-                m.d.sync += [r.eq(0), c.eq(c + 1), base.eq(0)]
-                with m.If(c == cfg["channels"] - 1):
-                    m.d.sync += running.eq(0)
-        m.d.comb += self.rd0_addr.eq(base + c)
-        v1, f1, l1, l2 = Signal(), Signal(), Signal(), Signal()
-        acc = Signal(signed(self.acc_width + 1))
-        m.d.sync += [v1.eq(running), f1.eq(r == 0), l1.eq(running & last), l2.eq(l1)]
+            "numel": unsigned(n.bit_length() + 1), "rows": unsigned(n.bit_length() + 1),
+            "channels": unsigned(n.bit_length() + 1), "m0": signed(mw), "shift": unsigned(8),
+            "bias": signed(signed_width(*[p["bias"] for p in ps])), "zp": signed(self.out_width + 1),
+            "qmin": signed(self.out_width + 1), "qmax": signed(self.out_width + 1), "chained": unsigned(1)})
+        r, c = Signal(range(n + 1)), Signal(range(n + 1))
+        last_c = c == cfg["channels"] - 1
+        go, idx, x = _issue(m, self, cfg, cfg["numel"], [r.eq(0), c.eq(0)],
+                            [c.eq(Mux(last_c, 0, c + 1)), r.eq(Mux(last_c, r + 1, r))])
+        m.d.comb += self.rd0_addr.eq(idx)
+        accs = Array(Signal(signed(self.acc_width + 1), name=f"acc{i}")
+                     for i in range(max(p["channels"] for p in ps)))
+        v1, f1, l1, c1 = Signal(), Signal(), Signal(), Signal.like(c)
+        m.d.sync += [v1.eq(go), f1.eq(r == 0), l1.eq(r == cfg["rows"] - 1), c1.eq(c)]
+        total = Signal(signed(self.acc_width + 1))
+        m.d.comb += total.eq(Mux(f1, x, accs[c1] + x))
         with m.If(v1):
-            m.d.sync += acc.eq(Mux(f1, self.rd0_data, acc + self.rd0_data))
+            m.d.sync += accs[c1].eq(total)
         m.submodules.rq = rq = Requantizer(self.acc_width + 1, mw, 8, self.out_width)
-        m.d.comb += [rq.i_valid.eq(l2), rq.acc.eq(acc + cfg["bias"]), rq.m0.eq(cfg["m0"]),
+        m.d.comb += [rq.i_valid.eq(v1 & l1), rq.acc.eq(total + cfg["bias"]), rq.m0.eq(cfg["m0"]),
                      rq.shift.eq(cfg["shift"]), rq.zp.eq(cfg["zp"]), rq.qmin.eq(cfg["qmin"]),
                      rq.qmax.eq(cfg["qmax"]), rq.relu.eq(0), self.w_valid.eq(rq.o_valid), self.w_data.eq(rq.y)]
         _count_writes(m, self, cfg["channels"])

@@ -15,7 +15,7 @@ MATMUL_TAIL = 11  # start, MAC pipeline (5), drain and requantizer (5), done
 ELTWISE_TAIL = 7  # start, read, 4 arithmetic stages, done
 SOFTMAX_ROW = 2  # sum -> divider wait
 NORM_ROW = 10  # square->divider wait (4) and three handshakes (2 each)
-CHAINED = 5  # a node chained onto its producer finishes this many cycles after the producer
+CHAINED = {"add": 5, "affine": 5, "avgpool": 4}  # a chained node ends this many cycles after its producer
 
 
 def _matmul(p, lanes: int) -> int:
@@ -33,7 +33,7 @@ def _node_cycles(design, kind: str, prog) -> int:
     if kind in ("add", "affine"):
         return prog["numel"] + ELTWISE_TAIL
     if kind == "avgpool":
-        return prog["rows"] * prog["channels"] + ELTWISE_TAIL
+        return prog["numel"] + ELTWISE_TAIL - 1
     if kind == "softmax":
         # First max pass, then per row: sum pass, wait, divider (overlapped with the next row's max pass),
         # output pass.
@@ -58,7 +58,7 @@ def estimate(graph: Graph, parallel: int) -> dict:
     nodes = {}
     for i, (node, (kind, idx)) in enumerate(zip(graph.nodes, design.node_unit)):
         chained = design.head[i] != i
-        nodes[node.name] = CHAINED if chained else _node_cycles(design, kind, design.programs[kind][idx])
+        nodes[node.name] = CHAINED[kind] if chained else _node_cycles(design, kind, design.programs[kind][idx])
     total_macs = sum(macs(graph, n) for n in graph.nodes)
     mac_cycles = sum(nodes[n.name] for n, (kind, _) in zip(graph.nodes, design.node_unit) if kind == "matmul")
     return {"load": n_in, "nodes": nodes, "send": n_out + 1, "total": n_in + sum(nodes.values()) + n_out + 1,

@@ -87,11 +87,17 @@ def build_design(graph: Graph, lanes: int) -> Design:
                            for c in range(cols)]
         elif unit == "avgpool":
             rows, cols = view(graph.value_type(node.inputs[0]))
-            progs.append({"rows": rows, "channels": cols, "m0": a["m0"], "shift": a["shift"], "bias": a["bias"], **q})
+            progs.append({"numel": rows * cols, "rows": rows, "channels": cols, "m0": a["m0"], "shift": a["shift"],
+                          "bias": a["bias"], "chained": int(len(d.node_unit) - 1 in d.streamed), **q})
             _wmax(d, unit, "m0", signed_width(a["m0"]))
         elif unit == "softmax":
             rows, cols = view(node.out)
             lut = [int(v) for v in consts[a["lut"]].value.reshape(-1)]
+            in_t = graph.value_type(node.inputs[0]).dtype
+            if len(lut) < in_t.qmax - in_t.qmin + 1:
+                # max(x) - x can reach qmax - qmin; a shorter table would be read past its end.
+                raise HwgenError(f"node {node.name!r} (softmax): exp table has {len(lut)} entries, the {in_t} "
+                                 f"input needs {in_t.qmax - in_t.qmin + 1}")
             out_shift = a["recip_bits"] - out.bits
             if out_shift < 0 or a["recip_bits"] > 62:
                 raise HwgenError(f"node {node.name!r} (softmax): recip_bits {a['recip_bits']} must lie in "
@@ -115,7 +121,7 @@ def build_design(graph: Graph, lanes: int) -> Design:
 
 
 def _find_chains(d: Design) -> None:
-    """Chain an add or affine node onto the node just before it when it consumes that node's output: it
+    """Chain an add, affine or avgpool node onto the node just before it when it consumes that node's output: it
     then takes the elements from the producer's output stream and runs concurrently with it.
 
     Allowed only when the chain's units are distinct and the chained node's other operand is neither
@@ -123,11 +129,11 @@ def _find_chains(d: Design) -> None:
     nodes = d.graph.nodes
     for j, node in enumerate(nodes):
         d.head.append(j)
-        if j == 0 or node.op not in ("add", "affine"):
+        if j == 0 or node.op not in ("add", "affine", "avgpool"):
             continue
         prev = nodes[j - 1]
         pos = [p for p, name in enumerate(node.inputs) if name == prev.name]
-        if len(pos) != 1 or (node.op == "affine" and pos != [0]):
+        if len(pos) != 1 or (node.op != "add" and pos != [0]):
             continue
         members = range(d.head[j - 1], j)
         if UNIT_OF[node.op] in {UNIT_OF[nodes[k].op] for k in members}:

@@ -6,6 +6,8 @@ from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from hwgen.hw.vendor import mac_product_attrs
+
 
 class MacArray(wiring.Component):
     """``lanes`` multiply-accumulators: ``acc[l] += a * b[l]`` for one beat per cycle.
@@ -48,7 +50,7 @@ class MacArray(wiring.Component):
         with m.If(l3):
             m.d.sync += [self.hold.eq(acc), self.hold_tag.eq(t3)]
         for lane in range(self.lanes):
-            prod = Signal(signed(len(a_r) + len(self.b[lane])), name=f"prod{lane}")
+            prod = Signal(signed(len(a_r) + len(self.b[lane])), name=f"prod{lane}", attrs=mac_product_attrs())
             m.d.sync += prod.eq(a_r * b_r[lane])
             with m.If(v2):
                 m.d.sync += acc[lane].eq(Mux(f2, prod, acc[lane] + prod))

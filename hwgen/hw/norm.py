@@ -14,6 +14,7 @@ from amaranth.lib.wiring import In, Out
 
 from hwgen.hw.program import config_registers
 from hwgen.hw.requant import Divider, Isqrt, clamp, round_shift
+from hwgen.hw.vendor import rescale_product_attrs
 
 SUM, SQ, OUT = 1, 2, 3
 
@@ -98,10 +99,10 @@ class LayerNormUnit(wiring.Component):
         with m.If(ph[0] == SUM):
             m.d.sync += sx.eq(Mux(f[0], x, sx + x))
         xc = Signal(signed(w["xc"] + 1))
-        sq = Signal(unsigned(2 * w["xc"]))
-        prod = Signal(signed(w["prod"] + 1))
+        sq = Signal(unsigned(2 * w["xc"]), attrs=rescale_product_attrs())
+        prod = Signal(signed(w["prod"] + 1), attrs=rescale_product_attrs())
         nrm = Signal(signed(w["norm"] + 1))
-        acc = Signal(signed(w["acc"] + 1))
+        acc = Signal(signed(w["acc"] + 1), attrs=rescale_product_attrs())
         rnd = Signal(signed(w["acc"] + 1))
         gamma = self.p_data[:self.gamma_width].as_signed()
         beta = self.p_data[self.gamma_width:].as_signed()

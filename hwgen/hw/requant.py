@@ -7,9 +7,11 @@ with no rounding term when ``s == 0`` and ``>>`` arithmetic (Amaranth's ``>>`` o
 
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Shape, Signal, signed, unsigned
+from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
+
+from hwgen.hw.vendor import rescale_product_attrs
 
 
 def round_shift(value, shift):
@@ -48,7 +50,7 @@ class Requantizer(wiring.Component):
         m = Module()
         # The product gets its own register so the multiplier can be a DSP (or a LUT multiplier) with an
         # output register; the rounding shift and the clamp each get one stage.
-        prod = Signal(signed(self.prod_width))
+        prod = Signal(signed(self.prod_width), attrs=rescale_product_attrs())
         sh = Signal.like(self.shift)
         rnd = Signal(signed(self.prod_width + 1))
         v1, v2 = Signal(), Signal()

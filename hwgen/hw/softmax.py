@@ -14,6 +14,7 @@ from amaranth.lib.wiring import In, Out
 
 from hwgen.hw.program import config_registers
 from hwgen.hw.requant import Divider, clamp, round_shift
+from hwgen.hw.vendor import rescale_product_attrs
 
 MAX, SUM, OUT = 1, 2, 3
 
@@ -102,7 +103,7 @@ class SoftmaxUnit(wiring.Component):
         m.d.comb += self.lut_addr.eq(cfg["lut_base"] + (Mux(p1, mx[1], mx[0]) - x)[:len(self.lut_addr)])
         with m.If(ph2 == SUM):
             m.d.sync += s.eq(Mux(f2, self.lut_data, s + self.lut_data))
-        prod = Signal(unsigned(self.lut_width + self.recip_width))
+        prod = Signal(unsigned(self.lut_width + self.recip_width), attrs=rescale_product_attrs())
         rnd = Signal(signed(len(prod) + 2))
         m.d.sync += [prod.eq(self.lut_data * r), rnd.eq(round_shift(prod, cfg["out_shift"]))]
         m.d.sync += [self.w_data.eq(clamp(rnd, 0, cfg["qmax"])), self.w_valid.eq(ph4 == OUT)]

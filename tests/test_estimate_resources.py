@@ -1,0 +1,139 @@
+"""Resource estimate with Yosys synth_xilinx, and the fit decision."""
+
+import pytest
+
+from hwgen.errors import HwgenError
+from hwgen.estimate.boards import PartResources, load_board, load_part
+from hwgen.estimate.resources import count_cells, fit, parse_ltp, synthesize
+
+# A registered 8x8 multiplier (-> DSP48E1), a 512x16 synchronous memory (-> RAMB18E1), a 32x8
+# asynchronous-read memory (-> distributed RAM), a counter (-> CARRY4) and some LUT logic.
+SMALL_DESIGN = """
+module est_small (
+    input  wire              clk,
+    input  wire              rst,
+    input  wire signed [7:0] a,
+    input  wire signed [7:0] b,
+    input  wire              we,
+    input  wire [8:0]        waddr,
+    input  wire [8:0]        raddr,
+    input  wire [15:0]       wdata,
+    input  wire [4:0]        laddr,
+    output reg signed [15:0] p,
+    output reg [15:0]        q,
+    output wire [7:0]        l,
+    output wire [7:0]        x,
+    output reg [11:0]        count
+);
+    reg signed [7:0] a_r, b_r;
+    always @(posedge clk) begin
+        a_r <= a;
+        b_r <= b;
+        p <= a_r * b_r;
+    end
+    reg [15:0] bram [0:511];
+    always @(posedge clk) begin
+        if (we) bram[waddr] <= wdata;
+        q <= bram[raddr];
+    end
+    reg [7:0] lram [0:31];
+    always @(posedge clk) if (we) lram[laddr] <= wdata[7:0];
+    assign l = lram[laddr];
+    assign x = (a ^ b) | wdata[15:8];
+    always @(posedge clk) count <= rst ? 12'd0 : count + 12'd1;
+endmodule
+"""
+
+TINY = PartResources(lut=10, ff=8, dsp=0, bram36=0, lutram_luts=0, lutram_kbit=0)
+
+
+@pytest.fixture(scope="module")
+def small_estimate(tmp_path_factory):
+    d = tmp_path_factory.mktemp("est_small")
+    src = d / "est_small.v"
+    src.write_text(SMALL_DESIGN)
+    return synthesize([src], "est_small", d / "work")
+
+
+@pytest.mark.slow
+def test_small_design_counts(small_estimate):
+    r = small_estimate
+    assert r["dsp"] == 1
+    assert r["ramb18"] == 1 and r["ramb36"] == 0 and r["bram36"] == 0.5
+    assert r["lutram_luts"] > 0 and r["lutram_cells"]
+    assert r["carry4"] >= 3  # 12-bit counter: 3 CARRY4
+    # 12 counter bits; the multiplier's registers go into the DSP, the read register into the BRAM
+    assert r["ff"] == 12
+    assert r["lut_logic"] >= 8  # 8 x LUT3 for x
+    assert r["lut"] == r["lut_logic"] + r["lutram_luts"]
+    assert sum(r["lut_by_size"].values()) <= r["lut_logic"]
+    assert r["tool"].startswith("yosys synth_xilinx 0.")
+    assert isinstance(r["logic_levels"], int) and r["logic_levels"] >= 3  # through the carry chain
+
+
+@pytest.mark.slow
+def test_small_design_fits_xc7s15_but_not_a_tiny_part(small_estimate):
+    assert fit(small_estimate, load_board("elastic_node_v5")) == (True, [])
+    ok, problems = fit(small_estimate, TINY)
+    assert not ok
+    text = "\n".join(problems)
+    assert "dsp: 1 used, 0 available" in text
+    assert "bram36: 0.5 used, 0 available" in text
+
+
+def test_synthesis_error_is_a_clear_hwgen_error(tmp_path):
+    bad = tmp_path / "bad.v"
+    bad.write_text("module bad(input a, output b); assign b = a +; endmodule\n")
+    with pytest.raises(HwgenError, match="yosys synth_xilinx failed"):
+        synthesize([bad], "bad", tmp_path / "work", timing=False, quiet=True)
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(HwgenError, match="nothere.v"):
+        synthesize([tmp_path / "nothere.v"], "x", tmp_path)
+
+
+def test_count_cells_units():
+    r = count_cells({
+        "LUT2": 3, "LUT6": 2, "INV": 1, "FDRE": 5, "FDCE": 2, "DSP48E1": 4,
+        "RAMB36E1": 2, "RAMB18E1": 3, "RAM64M": 2, "RAM32X1D": 1, "CARRY4": 7, "MUXF7": 1,
+    })  # fmt: skip
+    assert r["lut_logic"] == 6
+    assert r["lutram_luts"] == 2 * 4 + 2
+    assert r["lut"] == 6 + 10
+    assert r["ff"] == 7 and r["dsp"] == 4 and r["carry4"] == 7
+    assert r["bram36"] == 3.5
+    assert r["other_cells"] == {"MUXF7": 1}
+
+
+def test_fit_names_every_resource_over_and_by_how_much():
+    used = {"lut": 7000, "ff": 100, "dsp": 31, "bram36": 12.5, "lutram_luts": 0, "carry4": 10}
+    ok, problems = fit(used, load_part("xc7s15"))
+    assert not ok
+    assert "dsp: 31 used, 20 available (+11, 155%)" in problems
+    assert "bram36: 12.5 used, 10 available (+2.5, 125%)" in problems
+    # 7000 LUTs exceed the 80 % routing margin of 8000
+    assert any(p.startswith("lut: 7000 used, 6400 usable (80% of 8000) (+600, 88%)") for p in problems)
+    assert not any(p.startswith("ff") for p in problems)
+
+
+def test_fit_margin_and_success():
+    used = {"lut": 7000, "ff": 100, "dsp": 20, "bram36": 10}
+    assert fit(used, load_part("xc7s15"), lut_margin=0.9) == (True, [])
+    assert fit(used, load_part("xc7s15"))[0] is False
+    with pytest.raises(HwgenError):
+        fit(used, load_part("xc7s15"), lut_margin=0)
+
+
+def test_parse_ltp():
+    text = """
+3. Executing LTP pass (find longest path).
+
+Longest topological path in add32 (length=3):
+    0: \\br [3]
+    1: $abc$o8 (via $abc$lut$o8)
+    2: $abc$i169 (via slice[0].carry4)
+    3: $abc$o139 (via $abc$lut$o139)
+"""
+    assert parse_ltp(text) == (3, ["$abc$lut$o8", "slice[0].carry4", "$abc$lut$o139"])
+    assert parse_ltp("nothing here") == (None, [])
