@@ -19,6 +19,7 @@ from hwgen.ir.graph import Graph
 from hwgen.ir.ops import macs
 
 TOP_NAME = "hwgen_top"
+SPI_TOP_NAME = "hwgen_spi_top"
 CLOCK_MHZ = 100.0
 
 
@@ -126,12 +127,14 @@ def build(source: str, out: str, board_name: str = "xc7s15", parallel: str | int
     ``parallel`` is the number of multipliers (an integer >= 1) or "auto" (the fastest that fits the part).
     Returns the report. Nothing is left in ``out`` if any step fails.
     """
-    from hwgen.estimate.boards import load_board
+    from hwgen.codegen.vivado import write_vivado_project
+    from hwgen.estimate.boards import resolve_target
     from hwgen.hw import emit_verilog, lower
+    from hwgen.hw.spi import SpiHostLink
     from hwgen.hw.latency import estimate as latency_estimate
 
     t0 = time.perf_counter()
-    board = load_board(board_name)
+    board = resolve_target(board_name)
     graph, origin = graph_from(source)
     p = choose_parallel(graph, board, parallel)
     say(f"build: lowering {len(graph.nodes)} nodes with {p} multipliers for {board.part}")
@@ -155,10 +158,15 @@ def build(source: str, out: str, board_name: str = "xc7s15", parallel: str | int
     if with_accuracy and "checkpoint" in origin:
         say("build: scoring the deployed integer model on the test split")
         report["accuracy"] = accuracy_section(origin["checkpoint"])
+    say("build: wrapping it in the SPI host link for the board's Vivado project")
+    spi_verilog = emit_verilog(SpiHostLink(lower(graph, parallel=p)), name=SPI_TOP_NAME)
     with staged_folder(Path(out)) as tmp:
         (tmp / "rtl").mkdir()
         (tmp / "rtl" / f"{TOP_NAME}.v").write_text(verilog)
+        (tmp / "rtl" / f"{SPI_TOP_NAME}.v").write_text(spi_verilog)
         graph.save(tmp)
+        write_vivado_project(tmp, [tmp / "rtl" / f"{SPI_TOP_NAME}.v"], board, top=SPI_TOP_NAME)
+        report["vivado"] = {"folder": "vivado", "top": SPI_TOP_NAME, "command": "cd vivado && ./build.sh"}
         write_report(tmp, report)
     say(f"build: wrote {out} in {time.perf_counter() - t0:.1f} s "
         f"({lat['total']} cycles = {lat['total'] / board.clock_mhz:.1f} us at {board.clock_mhz:g} MHz)")
@@ -237,3 +245,84 @@ def simulate_build(build_dir: str, simulator: str = "verilator", windows: int = 
             f"{fm.get('window')}, element {fm.get('element')}, expected {fm.get('expected')}, got {fm.get('got')}"
             + (f" ({res.error})" if res.error else ""))
     return section
+
+
+def _board_of(report: dict[str, Any], build_dir: Path):
+    from hwgen.estimate.boards import resolve_target
+
+    name = report.get("hardware", {}).get("board")
+    if not name:
+        raise HwgenError(f"{build_dir}: report.json names no board (rebuild with 'hwgen build')")
+    return resolve_target(name)
+
+
+def estimate_build(build_dir: str) -> dict[str, Any]:
+    """Yosys synth_xilinx of the build's Verilog: resources against the part, logic levels, energy.
+
+    Writes ``resources``, ``timing`` and ``energy`` into report.json and prints a table. Raises HwgenError
+    naming the resources that do not fit (after writing the report)."""
+    from hwgen.estimate.energy import estimate as energy_estimate
+    from hwgen.estimate.resources import fit, synthesize
+    from hwgen.estimate.vivado_reports import parse_build_dir
+
+    build_dir = Path(build_dir)
+    load_build(build_dir)
+    report = read_report(build_dir)
+    board = _board_of(report, build_dir)
+    verilog = build_dir / "rtl" / f"{TOP_NAME}.v"
+    if not verilog.is_file():
+        raise HwgenError(f"{verilog}: missing (rebuild with 'hwgen build')")
+    with tempfile.TemporaryDirectory(prefix="synth-", dir=build_dir) as work:
+        res = synthesize([verilog], TOP_NAME, work)
+    fits, problems = fit(res, board)
+    cap = board.device.resources
+    report["resources"] = {
+        "lut": res["lut"], "ff": res["ff"], "dsp": res["dsp"], "bram36": res["bram36"],
+        "lutram_luts": res.get("lutram_luts"), "carry4": res.get("carry4"),
+        "fits": fits, "problems": problems, "tool": res["tool"], "part": board.part,
+        "capacity": {"lut": cap.lut, "ff": cap.ff, "dsp": cap.dsp, "bram36": cap.bram36},
+    }
+    report["timing"] = {
+        "logic_levels": res.get("logic_levels"),
+        "method": "yosys ltp: longest register-to-register combinational path in cells after synth_xilinx "
+                  "(a proxy: no placement or routing delay; CARRY4 counted as one level)",
+    }
+    sim_cycles = (report.get("sim") or {}).get("cycles_per_inference")
+    cycles = sim_cycles or report["hardware"]["latency_cycles"]
+    vivado = parse_build_dir(build_dir / "vivado") if (build_dir / "vivado" / "reports").is_dir() else {}
+    energy = energy_estimate(res, int(round(cycles)), board.clock_mhz, part=board.device.name,
+                             vivado_power=vivado.get("power"))
+    energy["latency_cycles"] = cycles
+    energy["latency_source"] = "simulation" if sim_cycles else "analytic model"
+    report["energy"] = energy
+    write_report(build_dir, report)
+    print(f"{'resource':<10}{'used':>9}{'available':>11}{'use':>8}")
+    for key in ("lut", "ff", "dsp", "bram36"):
+        used, total = res[key], getattr(cap, key)
+        print(f"{key:<10}{used:>9g}{total:>11g}{100 * used / total:>7.1f}%")
+    print(f"logic levels (proxy): {res.get('logic_levels')}; energy {energy['uj_per_inference']:.3f} uJ per "
+          f"inference ({energy['method']})")
+    if not fits:
+        raise HwgenError(f"the design does not fit {board.part}: " + "; ".join(problems))
+    return report
+
+
+def vivado_build(build_dir: str) -> dict[str, Any]:
+    """Run the build's Vivado project when Vivado is installed (else print the command), then parse its
+    utilisation, timing and power reports into report.json."""
+    from hwgen.codegen.vivado import run_vivado
+
+    build_dir = Path(build_dir)
+    load_build(build_dir)
+    if not (build_dir / "vivado" / "build.tcl").is_file():
+        raise HwgenError(f"{build_dir}: no vivado/build.tcl (rebuild with 'hwgen build')")
+    result = run_vivado(build_dir / "vivado")
+    if not result.get("ran"):
+        return result
+    report = read_report(build_dir)
+    reports = result.get("reports") or {}
+    report["vivado_results"] = {"returncode": result.get("returncode"), **reports}
+    write_report(build_dir, report)
+    if result.get("returncode"):
+        raise HwgenError(f"Vivado failed (exit {result['returncode']}): see {build_dir / 'vivado' / 'vivado.log'}")
+    return result

@@ -94,6 +94,35 @@ def cmd_sim(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_estimate(args: argparse.Namespace) -> int:
+    from hwgen.build import estimate_build
+
+    estimate_build(args.build_dir)
+    return 0
+
+
+def cmd_boards(args: argparse.Namespace) -> int:
+    from hwgen.estimate.boards import list_boards, list_parts, load_board, load_part
+
+    print(f"{'name':<26}{'part':<20}{'LUT':>7}{'DSP':>5}{'BRAM36':>8}{'clock':>8}")
+    for name in list_parts():
+        p = load_part(name)
+        r = p.resources
+        print(f"{name:<26}{p.default_part:<20}{r.lut:>7}{r.dsp:>5}{r.bram36:>8}{'':>8}")
+    for name in list_boards():
+        b = load_board(name)
+        r = b.device.resources
+        print(f"{name:<26}{b.part:<20}{r.lut:>7}{r.dsp:>5}{r.bram36:>8}{b.clock_mhz:>5g} MHz")
+    return 0
+
+
+def cmd_vivado(args: argparse.Namespace) -> int:
+    from hwgen.build import vivado_build
+
+    vivado_build(args.build_dir)
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from hwgen.summary import summary_markdown
 
@@ -153,6 +182,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stall", type=float, default=0.0, help="probability of an idle/back-pressure cycle")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_sim)
+
+    p = sub.add_parser("estimate", help="Yosys synth_xilinx: resources vs the part, timing proxy, energy")
+    p.add_argument("build_dir")
+    p.set_defaults(func=cmd_estimate)
+
+    p = sub.add_parser("boards", help="list the parts and boards hwgen targets")
+    p.set_defaults(func=cmd_boards)
+
+    p = sub.add_parser("vivado", help="run the build's Vivado project (or print the command to run it)")
+    p.add_argument("build_dir")
+    p.set_defaults(func=cmd_vivado)
 
     p = sub.add_parser("report", help="summarise a build folder (Markdown on the terminal)")
     p.add_argument("build_dir")

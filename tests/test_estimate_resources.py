@@ -96,7 +96,7 @@ def test_missing_file_is_named(tmp_path):
 def test_count_cells_units():
     r = count_cells({
         "LUT2": 3, "LUT6": 2, "INV": 1, "FDRE": 5, "FDCE": 2, "DSP48E1": 4,
-        "RAMB36E1": 2, "RAMB18E1": 3, "RAM64M": 2, "RAM32X1D": 1, "CARRY4": 7, "MUXF7": 1,
+        "RAMB36E1": 2, "RAMB18E1": 3, "RAM64M": 2, "RAM32X1D": 1, "CARRY4": 7, "MUXF7": 1, "$scopeinfo": 3,
     })  # fmt: skip
     assert r["lut_logic"] == 6
     assert r["lutram_luts"] == 2 * 4 + 2

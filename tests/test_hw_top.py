@@ -211,3 +211,17 @@ def test_latency_model_reference_sanity():
         assert e["mac_cycles"] >= e["macs"] / p
         assert previous is None or e["total"] <= previous
         previous = e["total"]
+
+
+def test_reference_design_shares_units_and_chains_elementwise_nodes():
+    """One MAC array serves every product node; the element-wise nodes after a producer are chained."""
+    from hwgen.hw import build_design
+
+    graph, _ = random_graph(REFERENCE, seed=0)
+    design = build_design(graph, 20)
+    kinds = {kind for kind, _ in design.node_unit}
+    assert kinds == {"matmul", "add", "affine", "softmax", "avgpool"}
+    assert len(design.programs["matmul"]) == 10  # embed, q, k, v, scores, apply, out, ffn1, ffn2, head
+    chained = sorted(graph.nodes[i].name for i in design.streamed)
+    assert chained == sorted(["pos_add", "l0.res1", "l0.norm1", "l0.res2", "l0.norm2", "pool"])
+    assert len(design.plan.buffers) <= 6  # values share buffers by lifetime

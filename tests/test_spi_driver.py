@@ -142,3 +142,45 @@ def test_driver_errors():
         HwgenSpi(ScriptedDevice([0, 0], 16), 8, 16, 3, 2).check_info()  # device says 12-bit inputs
     with pytest.raises(HwgenSpiError, match="returned 1 bytes"):
         HwgenSpi(lambda tx: b"\0", 8, 16, 3, 1).status()
+
+
+MICROPYTHON_SMOKE = """
+print(encode_elements([-2, 2047, -2048], 12))
+print(decode_elements(encode_elements([-5, 100, -100000], 20), 20))
+for bad in ((lambda: encode_elements([128], 8)), (lambda: decode_elements(b"\\x08\\x00", 12))):
+    try:
+        bad()
+    except Exception as e:
+        print(type(e).__name__, e)
+print(describe_status(0xA9))
+left = [2]
+def transfer(tx):
+    if tx[0] == STATUS:
+        left[0] -= 1
+        return bytes((0, STATUS_MARK | (STATUS_BUSY if left[0] > 0 else STATUS_DONE)))
+    if tx[0] == READ_OUTPUT:
+        return bytes(1) + encode_elements([-300, 7], 16)
+    return bytes(len(tx))
+polls = []
+print(HwgenSpi(transfer, 12, 16, 3, 2, poll=lambda: polls.append(1)).infer([1, -2, 3]), len(polls))
+"""
+
+
+def test_driver_runs_the_same_on_micropython(tmp_path):
+    """Optional: set HWGEN_MICROPYTHON to a MicroPython command (e.g. ``micropython``, or ``node
+    .../micropython-webassembly-pyscript/micropython.mjs``); the driver must print what CPython prints."""
+    import os
+    import shlex
+    import subprocess
+    import sys
+
+    command = os.environ.get("HWGEN_MICROPYTHON")
+    if not command:
+        pytest.skip("HWGEN_MICROPYTHON is not set")
+    script = tmp_path / "smoke.py"
+    script.write_text(Path(driver.__file__).read_text() + MICROPYTHON_SMOKE)
+    runs = [subprocess.run([*cmd, str(script)], capture_output=True, text=True, timeout=120)
+            for cmd in (shlex.split(command), [sys.executable])]
+    assert [r.returncode for r in runs] == [0, 0], runs[0].stderr + runs[1].stderr
+    assert runs[0].stdout == runs[1].stdout
+    assert "[-300, 7] 1" in runs[0].stdout

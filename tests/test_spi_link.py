@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """SpiHostLink in Amaranth's simulator around a small stand-in core, driven through the host driver.
 
 The stand-in core has the real core's stream contract (take ``n_in`` elements, compute, send ``n_out``) with
@@ -134,7 +135,6 @@ def test_link_fails_at_sclk_faster_than_the_stated_limit():
         simulate_link(signed(8), signed(16), 2, 1, [[1, 2]], divider=4)
 
 
-@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_link_constructor_rejects_bad_arguments():
     core = SumCore(signed(8), signed(16), 2, 1)
     with pytest.raises(HwgenError, match="give n_in and n_out"):

@@ -13,7 +13,7 @@ hw = pytest.importorskip("hwgen.hw")
 if not hasattr(hw, "lower"):
     pytest.skip("hwgen.hw does not export lower yet", allow_module_level=True)
 
-from hwgen.sim.spi_runner import simulate_spi  # noqa: E402
+from hwgen.sim.spi_runner import simulate_spi
 
 CONFIG = SyntheticConfig(window=8, features=3, d_model=8, ffn=16)
 

@@ -1,6 +1,7 @@
 """Vivado hand-off: XDC/TCL rendering, board tops, atomic writing, run_vivado without Vivado."""
 
 import json
+import os
 import re
 
 import jinja2
@@ -200,3 +201,23 @@ def test_run_vivado_without_vivado_gives_the_command(tmp_path, spi_top, monkeypa
     assert result["command"] in capsys.readouterr().err
     with pytest.raises(HwgenError, match="build.tcl"):
         run_vivado(tmp_path / "empty")
+
+
+def test_run_vivado_runs_a_vivado_on_path_and_parses_its_reports(tmp_path, spi_top, monkeypatch):
+    out = write_vivado_project(tmp_path / "build", [spi_top], "elastic_node_v5")
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    fake = fake_bin / "vivado"
+    # Stands in for Vivado: checks its arguments and writes a power report where build.tcl would.
+    fake.write_text(
+        "#!/bin/sh\n"
+        'case "$*" in *"-source build.tcl"*) ;; *) exit 3;; esac\n'
+        "mkdir -p reports\n"
+        "printf '| Total On-Chip Power (W)  | 0.090 |\\n| Dynamic (W) | 0.058 |\\n' > reports/power.rpt\n"
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake_bin}{os.pathsep}{os.environ['PATH']}")
+    result = run_vivado(out)
+    assert result["ran"] is True and result["returncode"] == 0
+    assert result["reports"]["power"]["total_w"] == 0.09
+    assert result["reports"]["utilization"] is None

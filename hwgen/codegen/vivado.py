@@ -48,7 +48,7 @@ class Port:
         if not _IDENT.fullmatch(self.name):
             raise HwgenError(f"port name must be a plain Verilog identifier, not {self.name!r}")
         if self.direction not in ("input", "output"):
-            raise HwgenError(f"port {self.name!r}: direction must be 'input' or 'output', not {self.direction!r}")
+            raise HwgenError(f"port {self.name!r}: direction must be input or output, not {self.direction!r}")
         if self.width < 1:
             raise HwgenError(f"port {self.name!r}: width must be positive, not {self.width!r}")
 
@@ -111,7 +111,7 @@ def _environment() -> jinja2.Environment:
 
 
 def render_template(template: str, **context) -> str:
-    """Render ``rtl_templates/<template>`` with ``context``; jinja2.UndefinedError if a variable is missing."""
+    """``rtl_templates/<template>`` rendered with ``context``; jinja2.UndefinedError if one is missing."""
     return _environment().get_template(template).render(**context)
 
 
@@ -169,14 +169,16 @@ def plan_board_io(board: Board, ports: Sequence[Port], top: str) -> dict:
             constraints.append({"port": port.name, "pin": used[0], "iostandard": board.iostandard})
         else:
             for bit, pin in enumerate(used):
-                constraints.append({"port": f"{port.name}[{bit}]", "pin": pin, "iostandard": board.iostandard})
+                bit_port = f"{port.name}[{bit}]"
+                constraints.append({"port": bit_port, "pin": pin, "iostandard": board.iostandard})
         outer_ports.append(Port(port.name, port.direction, len(used)))
         if len(used) < port.width:
             full = f"{port.name}_full"
             wires.append({"name": full, "width": port.width})
             assigns.append(f"{port.name} = {full}[{len(used) - 1}:0]")
             connections.append({"port": port.name, "expr": full})
-            dropped.append(f"{port.name}[{port.width - 1}:{len(used)}]: no pins on {board.name}; left unconnected")
+            bits = f"{port.name}[{port.width - 1}:{len(used)}]"
+            dropped.append(f"{bits}: no pins on {board.name}; left unconnected")
         else:
             connections.append({"port": port.name, "expr": port.name})
     shim = por or bool(dropped)
@@ -266,10 +268,12 @@ def write_vivado_project(
     }
     if plan["shim"]:
         s = plan["shim"]
+        unconnected = bool(s["wires"]) or any(not c["expr"] for c in s["connections"])
         rendered[f"rtl/{BOARD_TOP}.v"] = render_template(
             "board_top.v.j2", board=board, top=top, module_name=s["name"], ports=s["ports"],
             connections=s["connections"], wires=s["wires"], assigns=s["assigns"], dropped=s["dropped"],
-            por=s["por"], unconnected=bool(s["wires"]) or any(not c["expr"] for c in s["connections"]), por_cycles=POR_CYCLES, por_bits=POR_CYCLES.bit_length(), clock_port="clk",
+            por=s["por"], unconnected=unconnected, por_cycles=POR_CYCLES, por_bits=POR_CYCLES.bit_length(),
+            clock_port="clk",
         )  # fmt: skip
     manifest = {
         "board": board.name,
@@ -277,7 +281,7 @@ def write_vivado_project(
         "top": top,
         "vivado_top": vivado_top,
         "clock_mhz": board.clock_mhz,
-        "pins": {c["port"]: c["pin"] for c in [{"port": "clk", "pin": board.clock_pin}, *plan["constraints"]]},
+        "pins": {"clk": board.clock_pin, **{c["port"]: c["pin"] for c in plan["constraints"]}},
         "board_top": plan["shim"]["dropped"] if plan["shim"] else None,
         "notes": board.notes,
         "command": "vivado -mode batch -source build.tcl",
@@ -325,4 +329,5 @@ def run_vivado(build_dir: str | Path) -> dict:
         return {"ran": False, "command": command}
     print(f"[hwgen] running Vivado in {folder} (log: vivado.log)", file=sys.stderr, flush=True)
     proc = subprocess.run([vivado, *args[1:]], cwd=folder)
-    return {"ran": True, "returncode": proc.returncode, "command": command, "reports": parse_build_dir(folder)}
+    reports = parse_build_dir(folder)
+    return {"ran": True, "returncode": proc.returncode, "command": command, "reports": reports}

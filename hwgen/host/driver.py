@@ -62,7 +62,7 @@ class HwgenSpiError(Exception):
 def element_bytes(bits):
     """Bytes per element on the link for ``bits``-bit elements."""
     if bits < 1:
-        raise ValueError("element width must be positive, not %r" % (bits,))
+        raise ValueError(f"element width must be positive, not {bits!r}")
     return (bits + 7) // 8
 
 
@@ -70,7 +70,7 @@ def _check_range(value, bits, signed):
     lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
     if not lo <= value <= hi:
         kind = "signed" if signed else "unsigned"
-        raise ValueError("%r does not fit a %d-bit %s element [%d, %d]" % (value, bits, kind, lo, hi))
+        raise ValueError(f"{value!r} does not fit a {bits}-bit {kind} element [{lo}, {hi}]")
 
 
 def to_unsigned(value, bits):
@@ -105,7 +105,7 @@ def decode_elements(data, bits, signed=True):
     length is not a whole number of elements or a value does not fit ``bits`` bits (a corrupted transfer)."""
     nbytes = element_bytes(bits)
     if len(data) % nbytes:
-        raise HwgenSpiError("%d bytes are not a whole number of %d-byte elements" % (len(data), nbytes))
+        raise HwgenSpiError(f"{len(data)} bytes are not a whole number of {nbytes}-byte elements")
     values = []
     for i in range(0, len(data), nbytes):
         pattern = 0
@@ -115,7 +115,7 @@ def decode_elements(data, bits, signed=True):
         try:
             _check_range(v, bits, signed)
         except ValueError as exc:
-            raise HwgenSpiError("element %d: %s" % (i // nbytes, exc))
+            raise HwgenSpiError(f"element {i // nbytes}: {exc}")
         values.append(v)
     return values
 
@@ -124,7 +124,7 @@ def describe_status(status):
     """A readable form of a status byte, e.g. ``'0xa9 (BUSY INPUT_READY)'``."""
     names = [n for bit, n in ((STATUS_BUSY, "BUSY"), (STATUS_DONE, "DONE"), (STATUS_ERROR, "ERROR"),
                               (STATUS_INPUT_READY, "INPUT_READY")) if status & bit]
-    return "0x%02x (%s)" % (status, " ".join(names) if names else "idle")
+    return f"0x{status:02x} ({' '.join(names) if names else 'idle'})"
 
 
 def _spin():
@@ -161,7 +161,7 @@ class HwgenSpi:
         for name, v in (("in_bits", in_bits), ("out_bits", out_bits), ("n_in", n_in), ("n_out", n_out),
                         ("max_polls", max_polls)):
             if not isinstance(v, int) or v < 1:
-                raise ValueError("%s must be a positive int, not %r" % (name, v))
+                raise ValueError(f"{name} must be a positive int, not {v!r}")
         if in_bits > 127 or out_bits > 127 or n_in > 0xFFFF or n_out > 0xFFFF:
             raise ValueError("the link carries elements of at most 127 bits, at most 65535 per tensor")
         self.transfer = transfer
@@ -177,7 +177,7 @@ class HwgenSpi:
         rx = yield bytes((STATUS, 0))
         status = rx[1]
         if status & STATUS_MARK_MASK != STATUS_MARK:
-            raise HwgenSpiError("no hwgen link: status byte 0x%02x (MISO stuck, or SPI not in mode 0?)" % status)
+            raise HwgenSpiError(f"no hwgen link: status byte 0x{status:02x} (MISO stuck, or SPI not in mode 0?)")
         return status
 
     def txn_info(self):
@@ -185,8 +185,8 @@ class HwgenSpi:
         rx = yield bytes((INFO,)) + bytes(8)
         r = rx[1:]
         if r[0] != INFO_MAGIC or r[1] != PROTOCOL_VERSION:
-            raise HwgenSpiError("no hwgen link of protocol version %d: INFO starts 0x%02x 0x%02x"
-                                % (PROTOCOL_VERSION, r[0], r[1]))
+            raise HwgenSpiError(f"no hwgen link of protocol version {PROTOCOL_VERSION}: INFO starts "
+                                f"0x{r[0]:02x} 0x{r[1]:02x}")
         return {"in_bits": r[2] & 0x7F, "in_signed": bool(r[2] & 0x80), "out_bits": r[3] & 0x7F,
                 "out_signed": bool(r[3] & 0x80), "n_in": (r[4] << 8) | r[5], "n_out": (r[6] << 8) | r[7]}
 
@@ -196,13 +196,13 @@ class HwgenSpi:
         want = {"in_bits": self.in_bits, "in_signed": self.in_signed, "out_bits": self.out_bits,
                 "out_signed": self.out_signed, "n_in": self.n_in, "n_out": self.n_out}
         if got != want:
-            raise HwgenSpiError("the accelerator is %r, the driver was configured for %r" % (got, want))
+            raise HwgenSpiError(f"the accelerator is {got!r}, the driver was configured for {want!r}")
         return got
 
     def txn_write_input(self, values):
         """Write one input window (``n_in`` values, row-major)."""
         if len(values) != self.n_in:
-            raise ValueError("an input window has %d elements, not %d" % (self.n_in, len(values)))
+            raise ValueError(f"an input window has {self.n_in} elements, not {len(values)}")
         yield bytes((WRITE_INPUT,)) + encode_elements(values, self.in_bits, self.in_signed)
 
     def txn_start(self):
@@ -225,14 +225,14 @@ class HwgenSpi:
         for _ in range(self.max_polls):
             status = yield from self.txn_status()
             if status & STATUS_ERROR:
-                raise HwgenSpiError("accelerator reports an error, status %s (RESET clears it)"
-                                    % describe_status(status))
+                raise HwgenSpiError(f"accelerator reports an error, status {describe_status(status)} "
+                                    "(RESET clears it)")
             if not status & STATUS_BUSY:
                 if not status & STATUS_DONE:
-                    raise HwgenSpiError("no inference ran: status %s" % describe_status(status))
+                    raise HwgenSpiError(f"no inference ran: status {describe_status(status)}")
                 return status
             yield WAIT
-        raise HwgenSpiError("still busy after %d status polls" % self.max_polls)
+        raise HwgenSpiError(f"still busy after {self.max_polls} status polls")
 
     def txn_infer(self, values):
         """Write ``values`` (one window), start, wait until done, read the result."""
@@ -259,7 +259,7 @@ class HwgenSpi:
             else:
                 reply = self.transfer(item)
                 if len(reply) != len(item):
-                    raise HwgenSpiError("transfer returned %d bytes for %d sent" % (len(reply), len(item)))
+                    raise HwgenSpiError(f"transfer returned {len(reply)} bytes for {len(item)} sent")
 
     def status(self):
         """The status byte (bits: STATUS_BUSY, STATUS_DONE, STATUS_ERROR, STATUS_INPUT_READY)."""

@@ -35,12 +35,11 @@ def _node_cycles(design, kind: str, prog) -> int:
     if kind == "avgpool":
         return prog["numel"] + ELTWISE_TAIL - 1
     if kind == "softmax":
-        # First max pass, then per row: sum pass, wait, divider (overlapped with the next row's max pass),
-        # output pass.
-        length, div = prog["cols"], prog["q_bits"] + 2
-        rows = [2 * length + SOFTMAX_ROW + (max(div, length) if r + 1 < prog["rows"] else div)
-                for r in range(prog["rows"])]
-        return length + sum(rows) + ELTWISE_TAIL
+        # Max and sum passes of row 0, then per row: divider (alongside the next row's max pass), output
+        # pass (alongside the next row's sum pass), wait for the last sum.
+        length, rows, div = prog["cols"], prog["rows"], prog["q_bits"] + 2
+        per_row = [(max(div, length) if r + 1 < rows else div) + length for r in range(rows)]
+        return 2 * length + SOFTMAX_ROW * rows + sum(per_row) + ELTWISE_TAIL
     if kind == "layernorm":
         w = design.widths["layernorm"]["sumsq"]
         sqrt_steps = (w + (w & 1)) // 2

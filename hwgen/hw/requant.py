@@ -15,9 +15,14 @@ from hwgen.hw.vendor import rescale_product_attrs
 
 
 def round_shift(value, shift):
-    """``(value + (1 << (shift - 1))) >> shift`` (no rounding term when shift == 0), value signed."""
-    half = (Const(1, 2) << shift) >> 1
-    return (value + half) >> shift
+    """``(value + (1 << (shift - 1))) >> shift`` (no rounding term when shift == 0), value signed.
+
+    Sized to the value, not to the largest shift: for shift > len(value) the exact result is 0 (|value| is
+    below half of 2**shift), so the rounding term never needs more than len(value) + 1 bits.
+    """
+    w = len(value)
+    half = (Const(1, w + 2) << shift)[1:w + 2]  # 1 << (shift - 1), or 0 when shift == 0
+    return Mux(shift > w, 0, (value + half) >> shift)
 
 
 def clamp(value, qmin, qmax):

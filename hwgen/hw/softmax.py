@@ -1,9 +1,11 @@
 """The softmax unit: row max, exp table and row sum, one reciprocal per row, multiply and round.
 
-Per row of ``cols`` elements (three passes over the row, one element per cycle):
+Per row of ``cols`` elements, one element per cycle per pass:
   max pass  m = max(x);   sum pass  s = sum(lut[m - x]);   r = 2**recip_bits // s (sequential divider);
   out pass  y = clamp(round_shift(lut[m - x] * r, recip_bits - bits)) -- exactly hwgen.golden.ops.softmax.
-The max pass of the next row runs while the divider works on this row (two max registers, by row parity).
+Two read pipelines overlap the rows: pipeline A runs the max and sum passes, pipeline B the output pass.
+While the divider works on row r, A runs the max pass of row r + 1; then B's output pass of row r runs
+alongside A's sum pass of row r + 1. The two row maxima live in two registers, chosen by row parity.
 """
 
 from __future__ import annotations
@@ -16,14 +18,15 @@ from hwgen.hw.program import config_registers
 from hwgen.hw.requant import Divider, clamp, round_shift
 from hwgen.hw.vendor import rescale_product_attrs
 
-MAX, SUM, OUT = 1, 2, 3
+MAX, SUM = 1, 2
 
 
 class SoftmaxUnit(wiring.Component):
     """Per node program: rows, cols, lut_base, recip_bits, out_shift, q_bits, qmax.
 
-    Reads ``rd0`` (the scores, flat) and ``lut_addr``/``lut_data`` (the exp tables of all softmax nodes,
-    concatenated). Emits the probabilities in row-major order on ``w_valid``/``w_data``.
+    Reads the scores (flat) through two ports, ``rd0`` (max and sum passes) and ``rd1`` (output pass), and
+    the exp tables of all softmax nodes, concatenated, through ``lut``/``lut1``. Emits the probabilities
+    in row-major order on ``w_valid``/``w_data``.
     """
 
     def __init__(self, programs: list[dict], in_width: int, lut_width: int, sum_width: int, recip_width: int,
@@ -33,7 +36,9 @@ class SoftmaxUnit(wiring.Component):
         super().__init__({
             "start": In(1), "sel": In(range(len(programs))), "done": Out(1),
             "rd0_addr": Out(addr_width), "rd0_data": In(signed(in_width)),
+            "rd1_addr": Out(addr_width), "rd1_data": In(signed(in_width)),
             "lut_addr": Out(addr_width), "lut_data": In(unsigned(lut_width)),
+            "lut1_addr": Out(addr_width), "lut1_data": In(unsigned(lut_width)),
             "w_valid": Out(1), "w_data": Out(signed(out_width + 1)),
         })
 
@@ -48,41 +53,38 @@ class SoftmaxUnit(wiring.Component):
             "q_bits": unsigned(8), "qmax": signed(self.out_width + 1)})
         m.submodules.div = div = Divider(rb + 1, self.sum_width, self.recip_width)
         j, row, base = Signal(range(n + 1)), Signal(range(n + 1)), Signal(range(2 * n + 1))
-        phase, wait, parity = Signal(2), Signal(2), Signal()
+        phase_a, par_a, out_b, wait = Signal(2), Signal(), Signal(), Signal(2)
         mx = [Signal(signed(self.in_width), name=f"mx{i}") for i in range(2)]  # by row parity
         s = Signal(unsigned(self.sum_width))
         r = Signal(unsigned(self.recip_width))
         have_r, max_done = Signal(), Signal()
         more = row != cfg["rows"] - 1
-        m.d.comb += [div.num.eq(1 << rb), div.den.eq(s), div.q_bits.eq(cfg["q_bits"])]
-        m.d.comb += [self.rd0_addr.eq(base + j), parity.eq(row[0])]
         last_j = j == cfg["cols"] - 1
+        m.d.comb += [div.num.eq(1 << rb), div.den.eq(s), div.q_bits.eq(cfg["q_bits"])]
+        # Pipeline A reads row `row` in the first passes, row `row + 1` once row `row` is being divided.
+        m.d.comb += [self.rd1_addr.eq(base + j), self.rd0_addr.eq(base + cfg["cols"] + j), par_a.eq(~row[0])]
         m.d.sync += div.start.eq(0)
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [j.eq(0), row.eq(0), base.eq(0)]
-                    m.next = "MAX"
-            for state, nxt in (("MAX", "SUM"), ("SUM", "WAIT"), ("OUT", "SUM")):
+                    m.next = "MAX0"
+            for state, nxt in (("MAX0", "SUM0"), ("SUM0", "WAIT")):
                 with m.State(state):
-                    m.d.comb += phase.eq({"MAX": MAX, "SUM": SUM, "OUT": OUT}[state])
+                    m.d.comb += [phase_a.eq(MAX if state == "MAX0" else SUM), self.rd0_addr.eq(base + j),
+                                 par_a.eq(row[0])]
                     m.d.sync += j.eq(j + 1)
                     with m.If(last_j):
                         m.d.sync += [j.eq(0), wait.eq(2)]
                         m.next = nxt
-                        if state == "OUT":
-                            m.d.sync += [row.eq(row + 1), base.eq(base + cfg["cols"])]
-                            with m.If(~more):
-                                m.next = "IDLE"
             with m.State("WAIT"):  # the last exp value reaches the sum two cycles after its read
                 m.d.sync += [wait.eq(wait - 1), have_r.eq(0), max_done.eq(~more)]
                 with m.If(wait == 1):
                     m.d.sync += div.start.eq(1)
                     m.next = "DIV"
             with m.State("DIV"):
-                # While the divider works, the max pass of the next row runs (into the other mx register).
                 with m.If(~max_done):
-                    m.d.comb += [phase.eq(MAX), self.rd0_addr.eq(base + cfg["cols"] + j), parity.eq(~row[0])]
+                    m.d.comb += phase_a.eq(MAX)
                     m.d.sync += j.eq(j + 1)
                     with m.If(last_j):
                         m.d.sync += [j.eq(0), max_done.eq(1)]
@@ -91,22 +93,35 @@ class SoftmaxUnit(wiring.Component):
                 with m.If((have_r | div.done) & (max_done | last_j)):
                     m.d.sync += j.eq(0)
                     m.next = "OUT"
-        # Datapath: the read's phase travels with it (d1: element, d2: exp value, d3..: output stages).
-        ph1, ph2, ph3, ph4, f1, f2, p1 = Signal(2), Signal(2), Signal(2), Signal(2), Signal(), Signal(), Signal()
-        m.d.sync += [ph1.eq(phase), ph2.eq(ph1), ph3.eq(ph2), ph4.eq(ph3), f1.eq(j == 0), f2.eq(f1), p1.eq(parity)]
-        x = self.rd0_data
+            with m.State("OUT"):
+                m.d.comb += [out_b.eq(1), phase_a.eq(Mux(more, SUM, 0))]
+                m.d.sync += j.eq(j + 1)
+                with m.If(last_j):
+                    m.d.sync += [j.eq(0), wait.eq(2), row.eq(row + 1), base.eq(base + cfg["cols"])]
+                    m.next = "WAIT"
+                    with m.If(~more):
+                        m.next = "IDLE"
+        # Pipeline A: d1 element -> max, or exp-table address; d2 exp value -> sum.
+        ph1, ph2, f1, f2, p1 = Signal(2), Signal(2), Signal(), Signal(), Signal()
+        m.d.sync += [ph1.eq(phase_a), ph2.eq(ph1), f1.eq(j == 0), f2.eq(f1), p1.eq(par_a)]
+        xa = self.rd0_data
         with m.If(ph1 == MAX):
             with m.Switch(p1):
                 for i in range(2):
                     with m.Case(i):
-                        m.d.sync += mx[i].eq(Mux(f1 | (x > mx[i]), x, mx[i]))
-        m.d.comb += self.lut_addr.eq(cfg["lut_base"] + (Mux(p1, mx[1], mx[0]) - x)[:len(self.lut_addr)])
+                        m.d.sync += mx[i].eq(Mux(f1 | (xa > mx[i]), xa, mx[i]))
+        m.d.comb += self.lut_addr.eq(cfg["lut_base"] + (Mux(p1, mx[1], mx[0]) - xa)[:len(self.lut_addr)])
         with m.If(ph2 == SUM):
             m.d.sync += s.eq(Mux(f2, self.lut_data, s + self.lut_data))
+        # Pipeline B: d1 element -> exp-table address; d2 exp value * r; d3 rounded; d4 saturated output.
+        b1, b2, b3, b4, q1 = Signal(), Signal(), Signal(), Signal(), Signal()
+        m.d.sync += [b1.eq(out_b), b2.eq(b1), b3.eq(b2), b4.eq(b3), q1.eq(row[0])]
+        xb = self.rd1_data
+        m.d.comb += self.lut1_addr.eq(cfg["lut_base"] + (Mux(q1, mx[1], mx[0]) - xb)[:len(self.lut1_addr)])
         prod = Signal(unsigned(self.lut_width + self.recip_width), attrs=rescale_product_attrs())
         rnd = Signal(signed(len(prod) + 2))
-        m.d.sync += [prod.eq(self.lut_data * r), rnd.eq(round_shift(prod, cfg["out_shift"]))]
-        m.d.sync += [self.w_data.eq(clamp(rnd, 0, cfg["qmax"])), self.w_valid.eq(ph4 == OUT)]
+        m.d.sync += [prod.eq(self.lut1_data * r), rnd.eq(round_shift(prod, cfg["out_shift"]))]
+        m.d.sync += [self.w_data.eq(clamp(rnd, 0, cfg["qmax"])), self.w_valid.eq(b4)]
         written = Signal(range(n + 1))
         m.d.sync += self.done.eq(0)
         with m.If(self.start):

@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import math
 
-from amaranth.hdl import Cat, Const, Module, ResetInserter, Signal
+from amaranth.hdl import Array, Cat, Const, Module, Mux, ResetInserter, Signal
 from amaranth.lib import wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.memory import Memory
@@ -194,13 +194,9 @@ class SpiHostLink(wiring.Component):
             with m.Case(STATUS):
                 m.d.comb += reply.eq(status)
             with m.Case(READ_OUTPUT):
-                with m.If(elem < n_out):
-                    m.d.comb += reply.eq(out_word.word_select(sub, 8))
-            with m.Case(INFO):
-                with m.Switch(elem):
-                    for i, byte in enumerate(self.info()):
-                        with m.Case(i):
-                            m.d.comb += reply.eq(byte)
+                m.d.comb += reply.eq(Mux(elem < n_out, out_word.word_select(sub, 8), 0))
+            with m.Case(INFO):  # elem stops at n_info during INFO: the 0 after the reply
+                m.d.comb += reply.eq(Array(Const(b, 8) for b in [*self.info(), 0])[elem])
 
         with m.If(cs_n):
             m.d.sync += [bit_cnt.eq(0), have_cmd.eq(0), cmd.eq(0), miso.eq(0), tx.eq(0), elem.eq(0),
@@ -234,8 +230,7 @@ class SpiHostLink(wiring.Component):
                     with m.Else():
                         m.d.sync += [busy.eq(1), done.eq(0), feed_idx.eq(0), cap_idx.eq(0)]
                 with m.Case(READ_OUTPUT):
-                    with m.If(busy):
-                        m.d.sync += error.eq(1)
+                    m.d.sync += error.eq(error | busy)
                 with m.Case(RESET):
                     m.d.comb += core_rst.eq(1)
                     m.d.sync += [busy.eq(0), done.eq(0), error.eq(0), in_count.eq(0), feed_idx.eq(n_in),

@@ -26,7 +26,15 @@ def _shape(dtype):
 
 
 class Top(wiring.Component):
-    """The accelerator for one graph: ``x`` in (input elements), ``y`` out (output elements)."""
+    """The accelerator for one graph: ``x`` in (input elements), ``y`` out (output elements).
+
+    One shared unit per op kind (MatmulUnit with the P MAC lanes for linear/attn_scores/attn_apply,
+    AddUnit, AffineUnit, AvgpoolUnit, SoftmaxUnit, LayerNormUnit); the controller steps through the nodes
+    in graph order, and in each step routes the active unit's read ports to the memories holding that
+    node's operands and its output stream to the buffer (and wide copies) of its output value. An add,
+    affine or avgpool node right after its producer is chained: it runs in the producer's step, fed by
+    the producer's output stream. ``step`` and ``units`` are kept as attributes for inspection in tests.
+    """
 
     def __init__(self, design: Design):
         self.design = design
@@ -78,12 +86,14 @@ class Top(wiring.Component):
             mem = Memory(shape=unsigned(bits), depth=max(len(words), 1), init=words)
             m.submodules[f"rom_{name}"] = mem
             rom_rd[name] = mem.read_port()
-        const_rd = {}
+            if name == "lut":  # the softmax reads its exp table in two pipelines
+                rom_rd["lut1"] = mem.read_port()
+        const_mem, const_rd = {}, {}
         for name, words in sorted(plan.const_flat.items()):
             bits = sb(name)
             mem = Memory(shape=unsigned(bits), depth=len(words), init=[w & ((1 << bits) - 1) for w in words])
             m.submodules[f"const_{name.replace('.', '_')}"] = mem
-            const_rd[name] = mem.read_port()
+            const_mem[name], const_rd[name] = mem, []
         wide_rd, writers = {}, {}
         for i, (key, lay) in enumerate(sorted(plan.wide.items())):
             bits = sb(key[0])
@@ -100,12 +110,11 @@ class Top(wiring.Component):
 
         def source(name, port_index=0):
             """(read port, element bits) of a value read one element per word."""
-            if name in g.consts:
-                return const_rd[name], sb(name)
-            b = plan.flat[name]
-            while len(flat_rd[b]) <= port_index:  # a second port only for a node reading one value twice
-                flat_rd[b].append(flat_mem[b].read_port())
-            return flat_rd[b][port_index], sb(name)
+            mems, ports = (const_mem, const_rd) if name in g.consts else (flat_mem, flat_rd)
+            key = name if name in g.consts else plan.flat[name]
+            while len(ports[key]) <= port_index:  # a second port only where two reads overlap
+                ports[key].append(mems[key].read_port())
+            return ports[key][port_index], sb(name)
 
         # ---- routing: for each step (node), which memory port each unit port reaches -----------------------
         n = len(nodes)
@@ -151,9 +160,12 @@ class Top(wiring.Component):
                     same = streamed is None and node.inputs[1] == node.inputs[0]
                     port, bits = source(other, port_index=1 if same else 0)
                     route(st, port, u.rd1_addr, u.rd1_data, bits)
-                extra = {"affine": ("aff_params", "p"), "layernorm": ("ln_params", "p"), "softmax": ("lut", "lut")}
-                if kind in extra:
-                    rom, pre = extra[kind]
+                if kind == "softmax":
+                    port, bits = source(node.inputs[0], port_index=1)
+                    route(st, port, u.rd1_addr, u.rd1_data, bits)
+                extra = {"affine": [("aff_params", "p")], "layernorm": [("ln_params", "p")],
+                         "softmax": [("lut", "lut"), ("lut1", "lut1")]}
+                for rom, pre in extra.get(kind, []):
                     port, a_sig, d_sig = rom_rd[rom], getattr(u, f"{pre}_addr"), getattr(u, f"{pre}_data")
                     addr_of.setdefault(id(port), (port, []))[1].append((st, a_sig))
                     data_of.setdefault(id(d_sig), (d_sig, []))[1].append((st, port.data))

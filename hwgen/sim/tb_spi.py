@@ -16,9 +16,8 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
-
 import cocotb
+import numpy as np
 from cocotb.clock import Clock
 from cocotb.simtime import get_sim_time
 from cocotb.triggers import FallingEdge, RisingEdge, Timer
@@ -206,8 +205,7 @@ async def _protocol(dut, case: dict, entry: dict) -> None:
     drv = tb.driver
     checks = entry["checks"]
     await tb.reset()
-    mark, busy, done, err, ready = (driver.STATUS_MARK, driver.STATUS_BUSY, driver.STATUS_DONE,
-                                    driver.STATUS_ERROR, driver.STATUS_INPUT_READY)
+    mark, busy, err, ready = driver.STATUS_MARK, driver.STATUS_BUSY, driver.STATUS_ERROR, driver.STATUS_INPUT_READY
     n_in = int(case["n_in"])
     window = [int(v) for v in inputs[0]]
     data = driver.encode_elements(window, drv.in_bits, drv.in_signed)

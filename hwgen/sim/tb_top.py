@@ -95,13 +95,14 @@ class StreamSink:
         """Receive ``count`` beats; call at a falling edge. ``ready`` is high except during a stall run."""
         while len(self.beats) < count:
             if self.valid.value:  # a registered valid: decide this beat's back-pressure
-                held = self.payload.value
                 stall = stall_run(self.rng, self.stall)
                 if stall:
                     self.ready.value = 0
+                    await ReadOnly()  # the beat being held, once this step's writes have settled
+                    held_valid, held = bool(self.valid.value), self.payload.value
                     await Timer(stall * self.period, "step")
                     self.ready.value = 1
-                    if not self.valid.value or self.payload.value != held:
+                    if held_valid and (not self.valid.value or self.payload.value != held):
                         self.protocol_errors.append(
                             f"output beat {len(self.beats)}: valid dropped or payload changed while ready "
                             f"was low (t={get_sim_time()})")
