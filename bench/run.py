@@ -11,7 +11,7 @@ from pathlib import Path
 
 from hwgen.flow import write_json
 
-SECTIONS = ["accuracy"]
+SECTIONS = ["accuracy", "hardware", "target"]
 RESULTS = Path("bench/results")
 
 

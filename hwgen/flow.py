@@ -152,4 +152,6 @@ def write_json(path: str | Path, obj: Any) -> None:
     tmp.replace(path)
 
 
-torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+# One thread: the machines have 2 cores and training often shares them; oversubscribed OpenMP threads
+# spin and slow a small model down by an order of magnitude.
+torch.set_num_threads(1)

@@ -179,7 +179,7 @@ def test_driver_runs_the_same_on_micropython(tmp_path):
         pytest.skip("HWGEN_MICROPYTHON is not set")
     script = tmp_path / "smoke.py"
     script.write_text(Path(driver.__file__).read_text() + MICROPYTHON_SMOKE)
-    runs = [subprocess.run([*cmd, str(script)], capture_output=True, text=True, timeout=120)
+    runs = [subprocess.run([*cmd, str(script)], capture_output=True, text=True, timeout=120, check=False)
             for cmd in (shlex.split(command), [sys.executable])]
     assert [r.returncode for r in runs] == [0, 0], runs[0].stderr + runs[1].stderr
     assert runs[0].stdout == runs[1].stdout

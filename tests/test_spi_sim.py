@@ -38,3 +38,14 @@ def test_spi_link_on_verilator_matches_golden(build_dir):
     # at SCLK = clk/8 a byte is 64 cycles: the transfers alone bound the time from below
     assert 64 * res.spi_bytes_per_inference < lo <= mean <= hi
     assert res.passed
+
+
+@pytest.mark.sim
+def test_spi_link_on_icarus_matches_golden(build_dir):
+    """The same flow on Icarus (builds in seconds): 4 windows, parallel=1."""
+    graph, x = random_graph(CONFIG, seed=3)
+    res = simulate_spi(graph, x[:4], build_dir, parallel=1, simulator="icarus", sclk_divider=10, seed=2)
+    assert res.error is None, res.error
+    assert (res.windows, res.mismatches) == (4, 0)
+    assert res.busy_ok and all(res.protocol_checks.values()), res.protocol_checks
+    assert res.sclk_mhz == 10.0

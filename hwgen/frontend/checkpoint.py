@@ -11,6 +11,7 @@ import torch
 
 from hwgen.errors import HwgenError
 from hwgen.frontend.model import ModelConfig, TimeSeriesTransformer
+from hwgen.frontend.quantizer import Quantizer
 
 FORMAT = "hwgen-checkpoint"
 VERSION = 1
@@ -44,6 +45,12 @@ def save_checkpoint(path: str | os.PathLike, model: TimeSeriesTransformer, data:
     return path
 
 
+def quantizer_keys(model: TimeSeriesTransformer) -> set[str]:
+    """The state-dict keys that belong to quantizers (scales, zero points, flags)."""
+    return {f"{name}.{key}" for name, mod in model.named_modules() if isinstance(mod, Quantizer)
+            for key in mod.state_dict()}
+
+
 def load_checkpoint(path: str | os.PathLike) -> tuple[TimeSeriesTransformer, dict[str, Any]]:
     """Load a checkpoint safely (weights_only=True) and rebuild its model in eval mode.
 
@@ -67,7 +74,12 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[TimeSeriesTransformer, dic
     try:
         cfg = ModelConfig.from_dict(dict(obj["config"]))
         model = TimeSeriesTransformer(cfg)
-        model.load_state_dict(obj["state_dict"])
+        state = dict(obj["state_dict"])
+        if not cfg.quantized:  # an FP32 model's quantizers are disabled: their state means nothing
+            qkeys = quantizer_keys(model)
+            state = {k: v for k, v in state.items() if k not in qkeys}
+            state.update({k: v for k, v in model.state_dict().items() if k in qkeys})
+        model.load_state_dict(state)
     except HwgenError as exc:
         raise HwgenError(f"{path}: {exc}") from None
     except (KeyError, RuntimeError, TypeError) as exc:

@@ -41,8 +41,11 @@ class _Exporter:
         self.cfg = model.cfg
         self.b = GraphBuilder("x", (self.cfg.window, self.cfg.features), IntType(self.cfg.bits_in))
 
-    def linear(self, name: str, lin: QLinear, src: str, s_in: float, q_out: Quantizer, relu: bool = False) -> str:
+    def linear(self, name: str, lin: QLinear, src: str, s_in, q_out: Quantizer, relu: bool = False) -> str:
         w = lin.weight.detach().double()
+        if not np.isscalar(s_in):  # per-feature input scales fold into the weights (see QLinear.forward)
+            w = w * torch.as_tensor(np.asarray(s_in, np.float64))
+            s_in = 1.0
         w_int = lin.wq.int_repr(w).numpy()
         s_w = lin.wq.effective_scale().reshape(-1).numpy()
         s_w = np.broadcast_to(s_w, (w.shape[0],)).astype(np.float64)
@@ -97,7 +100,7 @@ class _Exporter:
 
     def run(self, meta: dict[str, Any]) -> Graph:
         m, cfg = self.model, self.cfg
-        s_in = _scale(m.q_in)
+        s_in = m.q_in.effective_scale().reshape(-1).numpy()
         h = self.linear("embed", m.embed, "x", s_in, m.q_embed)
         pe = self.b.const("pos_enc", m.q_pe.int_repr(m.pe.double()).numpy(), m.q_pe.dtype)
         h = self.add("pos_add", h, _scale(m.q_embed), pe, _scale(m.q_pe), m.q_pos)
@@ -111,7 +114,7 @@ class _Exporter:
             **meta,
             "config": cfg.to_dict(),
             "macs": cfg.macs(),
-            "input_scale": s_in,
+            "input_scale": [float(v) for v in s_in],
             "output_scale": _scale(m.q_head),
         }
         return self.b.finish(out, full_meta)
@@ -126,7 +129,9 @@ def export_model(model: TimeSeriesTransformer, meta: dict[str, Any] | None = Non
         return _Exporter(model).run(dict(meta or {}))
 
 
-def quantize_input(x: np.ndarray, scale: float, bits: int) -> np.ndarray:
-    """Host side: real (scaled) inputs to the graph's input integers, with the quantizer's rounding."""
+def quantize_input(x: np.ndarray, scale, bits: int) -> np.ndarray:
+    """Host side: real (scaled) inputs to the graph's input integers, with the quantizer's rounding;
+    ``scale`` is one number or one per feature (the last axis)."""
     t = IntType(bits)
-    return np.clip(np.floor(np.asarray(x, np.float64) / scale + 0.5), t.qmin, t.qmax).astype(np.int64)
+    s = np.asarray(scale, np.float64)
+    return np.clip(np.floor(np.asarray(x, np.float64) / s + 0.5), t.qmin, t.qmax).astype(np.int64)

@@ -36,6 +36,7 @@ class ModelConfig:
     bits_w: int = 8
     bits_a: int = 8
     bits_in: int = 8
+    bits_res: int = 12
     bits_prob: int = 8
     bits_out: int = 16
     per_channel: bool = True
@@ -57,6 +58,7 @@ class ModelConfig:
             (2 <= self.bits_w <= 8, f"weight bits must be 2..8, not {self.bits_w}"),
             (2 <= self.bits_a <= 8, f"activation bits must be 2..8, not {self.bits_a}"),
             (2 <= self.bits_in <= 8 and 2 <= self.bits_prob <= 8, "input and probability bits must be 2..8"),
+            (2 <= self.bits_res <= 16, f"residual-stream bits must be 2..16, not {self.bits_res}"),
             (8 <= self.bits_out <= 16, f"output bits must be 8..16, not {self.bits_out}"),
             (self.init in ("minmax", "mse"), f"init must be 'minmax' or 'mse', not {self.init!r}"),
         ]
@@ -107,6 +109,14 @@ class QLinear(nn.Linear):
     def forward(self, x: torch.Tensor, x_quant: Quantizer) -> torch.Tensor:  # type: ignore[override]
         if not self.wq.enabled:
             return F.linear(x, self.weight, self.bias)
+        if x_quant.per_channel:
+            # Per-feature input scales fold into the weights: W x = (W diag(s)) x_int, so the integer layer
+            # sees plain input integers and one accumulator scale per output channel.
+            s = x_quant.effective_scale().to(x.dtype)
+            x_int = round_ste(x / s)
+            w = self.wq(self.weight * s)
+            acc_scale = self.wq.effective_scale().to(x.dtype).reshape(-1)
+            return F.linear(x_int, w, round_ste(self.bias / acc_scale) * acc_scale)
         w = self.wq(self.weight)
         acc_scale = (x_quant.effective_scale().to(x.dtype) * self.wq.effective_scale().to(x.dtype)).reshape(-1)
         bias = round_ste(self.bias / acc_scale) * acc_scale
@@ -146,10 +156,11 @@ class EncoderLayer(nn.Module):
         self.ffn1, self.ffn2 = QLinear(cfg, d, cfg.ffn), QLinear(cfg, cfg.ffn, d)
         self.norm1, self.norm2 = Norm(cfg), Norm(cfg)
         act = dict(bits=cfg.bits_a, learnable=cfg.learnable, init=cfg.init)
-        names = ["q_q", "q_k", "q_v", "q_scores", "q_attn", "q_out", "q_res1", "q_norm1", "q_ffn2", "q_res2",
-                 "q_norm2"]
-        for name in names:
+        for name in ["q_q", "q_k", "q_v", "q_scores", "q_attn", "q_out", "q_ffn2"]:
             self.add_module(name, Quantizer(**act))
+        # The residual stream carries the outliers (Bondarenko et al.): it gets its own, wider, type.
+        for name in ["q_res1", "q_norm1", "q_res2", "q_norm2"]:
+            self.add_module(name, Quantizer(**{**act, "bits": cfg.bits_res}))
         self.q_ffn1 = Quantizer(cfg.bits_a, signed=False, learnable=cfg.learnable, init=cfg.init)
         for q in self.quantizers():
             q.enabled = cfg.quantized
@@ -192,12 +203,14 @@ class TimeSeriesTransformer(nn.Module):
         super().__init__()
         self.cfg = cfg.validate()
         act = dict(learnable=cfg.learnable, init=cfg.init)
-        self.q_in = Quantizer(cfg.bits_in, **act)
+        # One scale per input feature (features differ in range by an order of magnitude); folded into
+        # the embedding weights at export.
+        self.q_in = Quantizer(cfg.bits_in, per_channel=True, channels=cfg.features, axis=-1, **act)
         self.embed = QLinear(cfg, cfg.features, cfg.d_model)
-        self.q_embed = Quantizer(cfg.bits_a, **act)
+        self.q_embed = Quantizer(cfg.bits_res, **act)
         self.register_buffer("pe", sinusoidal_encoding(cfg.window, cfg.d_model))
         self.q_pe = Quantizer(cfg.bits_a, learnable=False, init="minmax", momentum=1.0)
-        self.q_pos = Quantizer(cfg.bits_a, **act)
+        self.q_pos = Quantizer(cfg.bits_res, **act)
         self.encoder = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.layers))
         self.q_pool = Quantizer(cfg.bits_a, **act)
         self.head = QLinear(cfg, cfg.d_model, cfg.outputs)

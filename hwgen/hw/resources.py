@@ -1,0 +1,20 @@
+"""DSP count of the accelerator ``lower(graph, parallel)`` builds, for choosing the parallelism."""
+
+from __future__ import annotations
+
+from hwgen.hw.lower import build_design
+from hwgen.ir.graph import Graph
+
+# Multipliers per shared unit besides the MAC lanes (one unit per op kind, whatever the number of nodes):
+# matmul requantizer; add a*ma and b*mb; affine x*mul; avgpool requantizer; softmax e*r; layernorm
+# C*x, xc*xc, xc*r (two DSPs: wider than 25 x 18) and n*gamma.
+RESCALE_MULTIPLIERS = {"matmul": 1, "add": 2, "affine": 1, "avgpool": 1, "softmax": 1, "layernorm": 5}
+
+
+def dsp_count(graph: Graph, parallel: int, rescale_in_dsp: bool = True) -> int:
+    """DSP48E1 slices: ``parallel`` MAC lanes plus, when ``rescale_in_dsp`` (what Yosys synth_xilinx
+    does: it ignores the ``use_dsp = "no"`` hint of ``hwgen.hw.vendor``), the rescale multipliers.
+    Measured with Yosys 0.70 on the reference model at P=20: 26 = 20 + 6."""
+    design = build_design(graph, parallel)
+    extra = sum(RESCALE_MULTIPLIERS[kind] for kind in design.programs) if rescale_in_dsp else 0
+    return parallel + extra
