@@ -190,15 +190,18 @@ def choose_parallel(graph: Graph, board, parallel: str | int) -> int:
 
 
 def auto_parallel(graph: Graph, board) -> int:
-    """The fastest parallelism whose multipliers fit the part's DSPs (one DSP per multiplier lane, plus the
-    rescale multipliers the units share)."""
+    """The fastest parallelism whose DSP48E1 count (MAC lanes plus the units' rescale multipliers, as Yosys
+    synth_xilinx maps them: ``hwgen.hw.resources.dsp_count``) fits the part; the fewest lanes among equally
+    fast ones."""
+    from hwgen.hw.latency import estimate as latency_estimate
     from hwgen.hw.resources import dsp_count
 
-    best = 1
-    for p in range(1, int(board.device.resources.dsp) + 1):
-        if dsp_count(graph, p) <= board.device.resources.dsp:
-            best = p
-    return best
+    dsp = int(board.device.resources.dsp)
+    fitting = [p for p in range(1, dsp + 1) if dsp_count(graph, p) <= dsp]
+    if not fitting:
+        raise HwgenError(f"even one multiplier lane needs {dsp_count(graph, 1)} DSP48E1, more than the "
+                         f"{dsp} of {board.part}")
+    return min(fitting, key=lambda p: (latency_estimate(graph, p)["total"], p))
 
 
 def simulate_build(build_dir: str, simulator: str = "verilator", windows: int = 256, stall: float = 0.0,

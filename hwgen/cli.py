@@ -22,6 +22,8 @@ def _positive(text: str) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from hwgen import flow
     from hwgen.frontend.model import ModelConfig
     from hwgen.frontend.train import TrainOptions
@@ -38,7 +40,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"data: {data.name}: {len(data.train.x)}/{len(data.val.x)}/{len(data.test.x)} windows "
           f"(train/val/test), {sum(data.dropped.values())} dropped for missing values", file=sys.stderr)
     command = "hwgen " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    info = flow.train(data, cfg, opts, args.out, args.bits, args.init_from, args.csv, command)
+    cfg = replace(cfg, bits_res=args.res_bits)
+    info = flow.train(data, cfg, opts, args.out, args.bits, args.init_from, args.csv, command,
+                      act_bits=args.act_bits)
     parts = [f"fp32 val mse {info['fp32']['val_mse']:.4f}"]
     if "qat" in info:
         parts.append(f"qat val mse {info['qat']['val_mse']:.4f}")
@@ -140,6 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", help="target column of --csv (forecast one step ahead)")
     p.add_argument("--features", help="comma-separated input columns of --csv (default: all numeric)")
     p.add_argument("--bits", type=int, choices=range(2, 9), metavar="{2..8}", help="QAT weight/activation bits")
+    p.add_argument("--act-bits", type=int, choices=range(2, 9), metavar="{2..8}",
+                   help="activation bits (default: --bits); the residual stream has --res-bits")
+    p.add_argument("--res-bits", type=int, choices=range(2, 17), metavar="{2..16}", default=12,
+                   help="bits of the residual stream (embedding, residual adds, norms; default 12)")
     p.add_argument("--fp32", action="store_true", help="train the floating-point model only")
     p.add_argument("--init-from", help="FP32 checkpoint to fine-tune from (default: train FP32 first)")
     p.add_argument("--out", required=True, help="checkpoint to write (.pt)")

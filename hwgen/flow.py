@@ -65,8 +65,9 @@ def data_for_checkpoint(meta: dict[str, Any]) -> Dataset:
 
 
 def train(data: Dataset, cfg: ModelConfig, opts: TrainOptions, out: str, bits: int | None,
-          init_from: str | None, csv: str | None, command: str) -> dict[str, Any]:
-    """Train FP32 (bits None) or QAT at ``bits`` (from ``init_from`` or a fresh FP32 model) and save."""
+          init_from: str | None, csv: str | None, command: str, act_bits: int | None = None) -> dict[str, Any]:
+    """Train FP32 (bits None) or QAT at ``bits`` weights and ``act_bits`` (default ``bits``) activations,
+    from ``init_from`` or a fresh FP32 model, and save."""
     if cfg.window != data.window or cfg.features != len(data.features):
         cfg = replace(cfg, window=data.window, features=len(data.features))
     cfg.validate()
@@ -78,13 +79,15 @@ def train(data: Dataset, cfg: ModelConfig, opts: TrainOptions, out: str, bits: i
         fcfg = fp32.cfg
         cfg = replace(cfg, **{k: getattr(fcfg, k) for k in ("features", "window", "d_model", "heads", "layers",
                                                             "ffn", "outputs", "norm")})
+        if fmeta["data"].get("mean") != data_descriptor(data, csv)["mean"]:
+            raise HwgenError(f"{init_from}: was trained on other data than this run's")
         fp32_info = fmeta["train"].get("fp32") or fmeta["train"]
     else:
         fp32, fp32_info = train_fp32(data, cfg, opts)
     result = {"fp32": {k: v for k, v in fp32_info.items() if k != "history"}}
     model = fp32
     if bits is not None:
-        qcfg = replace(cfg, quantized=True, bits_w=bits, bits_a=bits)
+        qcfg = replace(cfg, quantized=True, bits_w=bits, bits_a=act_bits or bits)
         model, qinfo = train_qat(data, qcfg, fp32, opts)
         result["qat"] = {k: v for k, v in qinfo.items() if k != "history"}
     info = {

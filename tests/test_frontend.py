@@ -153,7 +153,7 @@ def test_export_matches_fake_quant(cfg):
     They cannot agree everywhere: the export turns each real rescale into a 15-bit dyadic multiplier
     (relative error <= 2**-15), which moves a value across a rounding boundary now and then; the
     LayerNorm affine is also rounded to integers. Measured on random calibrated models: the first layer
-    differs on < 0.2% of elements by 1 LSB; such flips propagate, and one LSB of a 4-bit pooled value is
+    (12-bit) differs on < 1% of elements by 1 LSB; such flips propagate, and one LSB of a 4-bit pooled value is
     thousands of LSB of the 16-bit output, so end to end we bound the output drift relative to the output's variance.
     The trained checkpoints are measured by 'hwgen eval' (fake_quant_vs_integer).
     """
@@ -171,7 +171,7 @@ def test_export_matches_fake_quant(cfg):
         emb = m.embed.double()(xq, m.q_in)
         emb_int = m.q_embed.int_repr(emb).numpy()
     first = np.abs(emb_int - env["embed"])
-    assert first.max() <= 1 and np.mean(first > 0) < 0.002
+    assert first.max() <= 1 and np.mean(first > 0) < 0.01  # measured 0.3-0.4% (12-bit embedding)
 
 
 def test_export_round_trip(tmp_path):
