@@ -54,3 +54,23 @@ def test_build_bad_inputs(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(HwgenError, match="no graph.json"):
         simulate_build(str(tmp_path / "empty"))
+
+
+@pytest.mark.sim
+def test_emitted_verilog_lints_clean_with_documented_waivers(tmp_path):
+    """The accelerator and its SPI wrapper pass `verilator --lint-only -Wall` with only the documented
+    waivers (hwgen.estimate.lint.AMARANTH_WAIVERS)."""
+    from hwgen.estimate.lint import lint_verilog
+
+    build(str(ROOT / "models" / "pm25_w8.pt"), str(tmp_path / "b"), "xc7s15", 4, with_accuracy=False)
+    assert lint_verilog([tmp_path / "b" / "rtl" / "hwgen_top.v"], "hwgen_top") == []
+    assert lint_verilog([tmp_path / "b" / "rtl" / "hwgen_spi_top.v"], "hwgen_spi_top") == []
+
+
+def test_build_is_deterministic(tmp_path):
+    model = str(ROOT / "models" / "pm25_w4.pt")
+    for name in ("a", "b"):
+        build(model, str(tmp_path / name), "xc7s15", 6, with_accuracy=False)
+    for rel in ("rtl/hwgen_top.v", "rtl/hwgen_spi_top.v", "graph.json", "consts.npz", "report.json",
+                "vivado/build.tcl", "vivado/board.xdc"):
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
