@@ -190,17 +190,19 @@ def choose_parallel(graph: Graph, board, parallel: str | int) -> int:
 
 
 def auto_parallel(graph: Graph, board) -> int:
-    """The fastest parallelism whose DSP48E1 count (MAC lanes plus the units' rescale multipliers, as Yosys
-    synth_xilinx maps them: ``hwgen.hw.resources.dsp_count``) fits the part; the fewest lanes among equally
-    fast ones."""
+    """The fastest parallelism that fits the part by the resource model (``hwgen.estimate.model``: DSPs as
+    Yosys synth_xilinx maps them, LUTs within 80%, flip-flops, BRAM); the fewest lanes among equally fast
+    ones."""
+    from hwgen.estimate.model import fits, predict
     from hwgen.hw.latency import estimate as latency_estimate
-    from hwgen.hw.resources import dsp_count
 
-    dsp = int(board.device.resources.dsp)
-    fitting = [p for p in range(1, dsp + 1) if dsp_count(graph, p) <= dsp]
+    cap = board.device.resources
+    fitting = [p for p in range(1, int(cap.dsp) + 1) if fits(predict(graph, p), cap)]
     if not fitting:
-        raise HwgenError(f"even one multiplier lane needs {dsp_count(graph, 1)} DSP48E1, more than the "
-                         f"{dsp} of {board.part}")
+        need = predict(graph, 1)
+        raise HwgenError(f"even one multiplier lane does not fit {board.part}: predicted {need['lut']:.0f} LUT, "
+                         f"{need['dsp']} DSP, {need['bram36']:.1f} BRAM36 (capacity {cap.lut} LUT, {cap.dsp} DSP, "
+                         f"{cap.bram36} BRAM36)")
     return min(fitting, key=lambda p: (latency_estimate(graph, p)["total"], p))
 
 
@@ -210,8 +212,10 @@ def simulate_build(build_dir: str, simulator: str = "verilator", windows: int = 
     (==), write ``sim`` into report.json. Returns the sim section; raises HwgenError on any mismatch."""
     from hwgen import flow
     from hwgen.frontend.export import quantize_input
-    from hwgen.sim.runner import simulate
+    from hwgen.sim.runner import SIMULATORS, simulate
 
+    if simulator not in SIMULATORS:
+        raise HwgenError(f"unknown simulator {simulator!r} (supported: {', '.join(SIMULATORS)})")
     build_dir = Path(build_dir)
     graph = load_build(build_dir)
     verilog = build_dir / "rtl" / f"{TOP_NAME}.v"
@@ -269,7 +273,7 @@ def estimate_build(build_dir: str) -> dict[str, Any]:
     from hwgen.estimate.vivado_reports import parse_build_dir
 
     build_dir = Path(build_dir)
-    load_build(build_dir)
+    graph = load_build(build_dir)
     report = read_report(build_dir)
     board = _board_of(report, build_dir)
     verilog = build_dir / "rtl" / f"{TOP_NAME}.v"
@@ -279,11 +283,15 @@ def estimate_build(build_dir: str) -> dict[str, Any]:
         res = synthesize([verilog], TOP_NAME, work)
     fits, problems = fit(res, board)
     cap = board.device.resources
+    from hwgen.estimate.model import predict
+
+    predicted = {k: round(v, 1) for k, v in predict(graph, int(report["hardware"]["parallel"])).items()}
     report["resources"] = {
         "lut": res["lut"], "ff": res["ff"], "dsp": res["dsp"], "bram36": res["bram36"],
         "lutram_luts": res.get("lutram_luts"), "carry4": res.get("carry4"),
         "fits": fits, "problems": problems, "tool": res["tool"], "part": board.part,
         "capacity": {"lut": cap.lut, "ff": cap.ff, "dsp": cap.dsp, "bram36": cap.bram36},
+        "model": predicted,
     }
     report["timing"] = {
         "logic_levels": res.get("logic_levels"),

@@ -11,10 +11,20 @@ from hwgen.ir.graph import Graph
 RESCALE_MULTIPLIERS = {"matmul": 1, "add": 2, "affine": 1, "avgpool": 1, "softmax": 1, "layernorm": 5}
 
 
+MATMUL_ACC_SPLIT_BITS = 25
+
+
 def dsp_count(graph: Graph, parallel: int, rescale_in_dsp: bool = True) -> int:
     """DSP48E1 slices: ``parallel`` MAC lanes plus, when ``rescale_in_dsp`` (what Yosys synth_xilinx
     does: it ignores the ``use_dsp = "no"`` hint of ``hwgen.hw.vendor``), the rescale multipliers.
     Measured with Yosys 0.70 on the reference model at P=20: 26 = 20 + 6."""
     design = build_design(graph, parallel)
-    extra = sum(RESCALE_MULTIPLIERS[kind] for kind in design.programs) if rescale_in_dsp else 0
+    if not rescale_in_dsp:
+        return parallel
+    extra = sum(RESCALE_MULTIPLIERS[kind] for kind in design.programs)
+    # The matmul requantizer multiplies the accumulator by m0; Yosys splits it over two DSP48E1 once the
+    # accumulator is 25 bits or wider (measured: W8 reference, 25-bit accumulator, 20 DSPs at P=13, 27 at
+    # P=20; W6/W4, 23/22 bits, 19 at P=13).
+    if "matmul" in design.programs and design.widths.get("matmul", {}).get("acc", 0) >= MATMUL_ACC_SPLIT_BITS:
+        extra += 1
     return parallel + extra
