@@ -135,7 +135,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hwgen", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="hwgen", description="Compile quantization-aware time-series Transformers into verified integer-only "
+        "FPGA accelerators. On bad input every command prints one line 'hwgen: error: ...' and exits 1.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train a model (FP32, or QAT at N bits)")
@@ -205,13 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="summarise a build folder (Markdown on the terminal)")
     p.add_argument("build_dir")
     p.set_defaults(func=cmd_report)
-
-    for register in _EXTRA_COMMANDS:
-        register(sub)
     return parser
-
-
-_EXTRA_COMMANDS: list = []
 
 
 def main(argv: list[str] | None = None) -> int:
