@@ -10,7 +10,7 @@ from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from hwgen.hw.program import config_registers, signed_width
+from hwgen.hw.program import config_registers, count_writes, signed_width
 from hwgen.hw.requant import Requantizer, clamp, round_shift
 from hwgen.hw.vendor import rescale_product_attrs
 
@@ -40,18 +40,6 @@ def _issue(m, unit, cfg, total, extra_reset=(), extra_step=()):
         with m.If(idx == total - 1):
             m.d.sync += running.eq(0)
     return go, idx, Mux(cfg["chained"], in_reg, unit.rd0_data)
-
-
-def _count_writes(m, unit, total):
-    """Pulse ``done`` after the ``total``-th output element."""
-    written = Signal.like(total)
-    m.d.sync += unit.done.eq(0)
-    with m.If(unit.start):
-        m.d.sync += written.eq(0)
-    with m.Elif(unit.w_valid):
-        m.d.sync += written.eq(written + 1)
-        with m.If(written == total - 1):
-            m.d.sync += unit.done.eq(1)
 
 
 def _out_stage(m, unit, value, valid, cfg):
@@ -89,7 +77,7 @@ class AddUnit(wiring.Component):
         m.d.sync += [pa.eq(a * cfg["ma"]), pb.eq(self.rd1_data * cfg["mb"])]
         m.d.sync += [acc.eq(pa + pb + cfg["bias"]), rnd.eq(round_shift(acc, cfg["shift"]))]
         _out_stage(m, self, rnd, v[3], cfg)
-        _count_writes(m, self, cfg["numel"])
+        count_writes(m, self, cfg["numel"], Signal.like(cfg["numel"]))
         return m
 
 
@@ -133,7 +121,7 @@ class AffineUnit(wiring.Component):
         m.d.sync += [acc.eq(prod + bias_d), shift_dd.eq(shift_d)]
         m.d.sync += rnd.eq(round_shift(acc, shift_dd))
         _out_stage(m, self, rnd, v[3], cfg)
-        _count_writes(m, self, cfg["numel"])
+        count_writes(m, self, cfg["numel"], Signal.like(cfg["numel"]))
         return m
 
 
@@ -176,5 +164,5 @@ class AvgpoolUnit(wiring.Component):
         m.d.comb += [rq.i_valid.eq(v1 & l1), rq.acc.eq(total + cfg["bias"]), rq.m0.eq(cfg["m0"]),
                      rq.shift.eq(cfg["shift"]), rq.zp.eq(cfg["zp"]), rq.qmin.eq(cfg["qmin"]),
                      rq.qmax.eq(cfg["qmax"]), rq.relu.eq(0), self.w_valid.eq(rq.o_valid), self.w_data.eq(rq.y)]
-        _count_writes(m, self, cfg["channels"])
+        count_writes(m, self, cfg["channels"], Signal.like(cfg["channels"]))
         return m

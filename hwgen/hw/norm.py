@@ -12,7 +12,7 @@ from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from hwgen.hw.program import config_registers
+from hwgen.hw.program import config_registers, count_writes
 from hwgen.hw.requant import Divider, Isqrt, clamp, round_shift
 from hwgen.hw.vendor import rescale_product_attrs
 
@@ -115,12 +115,5 @@ class LayerNormUnit(wiring.Component):
         m.d.sync += acc.eq(nrm * g3 + b3)  # d5
         m.d.sync += rnd.eq(round_shift(acc, cfg["shift"]))  # d6
         m.d.sync += [self.w_data.eq(clamp(rnd + cfg["zp"], cfg["qmin"], cfg["qmax"])), self.w_valid.eq(ph[5] == OUT)]
-        written = Signal(range(n + 1))
-        m.d.sync += self.done.eq(0)
-        with m.If(self.start):
-            m.d.sync += written.eq(0)
-        with m.Elif(self.w_valid):
-            m.d.sync += written.eq(written + 1)
-            with m.If(written == cfg["rows"] * cfg["cols"] - 1):
-                m.d.sync += self.done.eq(1)
+        count_writes(m, self, cfg["rows"] * cfg["cols"], Signal(range(n + 1)))
         return m

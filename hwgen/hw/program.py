@@ -29,3 +29,15 @@ def signed_width(*values: int) -> int:
         while not -(1 << (bits - 1)) <= int(v) < (1 << (bits - 1)):
             bits += 1
     return bits
+
+
+def count_writes(m, unit, total, written) -> None:
+    """Pulse ``unit.done`` one cycle after the ``total``-th element written (``unit.w_valid``); ``written``
+    is the counter register, wide enough for ``total``. ``unit.start`` clears it."""
+    m.d.sync += unit.done.eq(0)
+    with m.If(unit.start):
+        m.d.sync += written.eq(0)
+    with m.Elif(unit.w_valid):
+        m.d.sync += written.eq(written + 1)
+        with m.If(written == total - 1):
+            m.d.sync += unit.done.eq(1)

@@ -14,7 +14,7 @@ from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from hwgen.hw.program import config_registers
+from hwgen.hw.program import config_registers, count_writes
 from hwgen.hw.requant import Divider, clamp, round_shift
 from hwgen.hw.vendor import rescale_product_attrs
 
@@ -122,12 +122,5 @@ class SoftmaxUnit(wiring.Component):
         rnd = Signal(signed(len(prod) + 2))
         m.d.sync += [prod.eq(self.lut1_data * r), rnd.eq(round_shift(prod, cfg["out_shift"]))]
         m.d.sync += [self.w_data.eq(clamp(rnd, 0, cfg["qmax"])), self.w_valid.eq(b4)]
-        written = Signal(range(n + 1))
-        m.d.sync += self.done.eq(0)
-        with m.If(self.start):
-            m.d.sync += written.eq(0)
-        with m.Elif(self.w_valid):
-            m.d.sync += written.eq(written + 1)
-            with m.If(written == cfg["rows"] * cfg["cols"] - 1):
-                m.d.sync += self.done.eq(1)
+        count_writes(m, self, cfg["rows"] * cfg["cols"], Signal(range(n + 1)))
         return m
