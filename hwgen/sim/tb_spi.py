@@ -18,17 +18,14 @@ from pathlib import Path
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
 from cocotb.simtime import get_sim_time
-from cocotb.triggers import FallingEdge, RisingEdge, Timer
+from cocotb.triggers import Timer
 from cocotb.utils import get_sim_steps
 
 from hwgen.host import driver
 from hwgen.host.driver import HwgenSpi, HwgenSpiError, run_async
-from hwgen.sim.tb_top import load_case, score
+from hwgen.sim.tb_top import CLOCK_NS, load_case, score, start_clock_and_reset
 
-CLOCK_NS = 10
-RESET_CYCLES = 4
 BUSY_TIMEOUT_CYCLES = 200_000
 
 
@@ -86,13 +83,7 @@ class TB:
         self.busy_edges: list[tuple[int, int]] = []  # (time, new value)
 
     async def reset(self) -> None:
-        Clock(self.dut.clk, CLOCK_NS, unit="ns").start(start_high=False)
-        self.dut.rst.value = 1
-        for _ in range(RESET_CYCLES):
-            await RisingEdge(self.dut.clk)
-        await FallingEdge(self.dut.clk)
-        self.dut.rst.value = 0
-        await FallingEdge(self.dut.clk)
+        await start_clock_and_reset(self.dut)
         cocotb.start_soon(self._watch_busy())
 
     async def _watch_busy(self) -> None:

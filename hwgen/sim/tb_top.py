@@ -38,6 +38,18 @@ def stall_run(rng: np.random.Generator, p: float) -> int:
     return int(rng.geometric(1.0 - p)) - 1
 
 
+async def start_clock_and_reset(dut) -> None:
+    """Start ``dut.clk`` (CLOCK_NS period) and hold ``dut.rst`` for RESET_CYCLES cycles; returns at a falling
+    edge with ``rst`` low. Shared by every testbench of the emitted designs."""
+    Clock(dut.clk, CLOCK_NS, unit="ns").start(start_high=False)
+    dut.rst.value = 1
+    for _ in range(RESET_CYCLES):
+        await RisingEdge(dut.clk)
+    await FallingEdge(dut.clk)
+    dut.rst.value = 0
+    await FallingEdge(dut.clk)
+
+
 class StreamSource:
     """Drives ``<name>__payload/valid`` with idle gaps; ``valid`` stays high until the beat is accepted."""
 
@@ -133,13 +145,7 @@ class TB:
 
     async def reset(self) -> None:
         """Start the clock and hold ``rst`` for a few cycles; returns at a falling edge with ``rst`` low."""
-        Clock(self.dut.clk, CLOCK_NS, unit="ns").start(start_high=False)
-        self.dut.rst.value = 1
-        for _ in range(RESET_CYCLES):
-            await RisingEdge(self.dut.clk)
-        await FallingEdge(self.dut.clk)
-        self.dut.rst.value = 0
-        await FallingEdge(self.dut.clk)
+        await start_clock_and_reset(self.dut)
 
     async def extra_output(self, cycles: int) -> bool:
         """True when ``y__valid`` rises within ``cycles`` cycles after the last expected output."""
