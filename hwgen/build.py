@@ -14,6 +14,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from hwgen import progress
 from hwgen.errors import HwgenError
 from hwgen.ir.graph import Graph
 from hwgen.ir.ops import macs
@@ -24,8 +25,9 @@ CLOCK_MHZ = 100.0
 
 
 def say(message: str) -> None:
-    """Progress on stderr (stdout stays for results)."""
-    print(message, file=sys.stderr, flush=True)
+    """Progress on stderr (stdout stays for results); silent under --quiet."""
+    if not progress.is_quiet():
+        print(message, file=sys.stderr, flush=True)
 
 
 @contextmanager
@@ -71,7 +73,7 @@ def model_section(graph: Graph) -> dict[str, Any]:
     data = dict(graph.meta.get("data", {}))
     return {
         "name": graph.meta.get("model"),
-        "task": "forecast",
+        "task": graph.meta.get("task", "forecast"),
         "dataset": data.get("title") or data.get("name"),
         "window": graph.input_type.shape[0],
         "features": graph.input_type.shape[1],
@@ -112,10 +114,13 @@ def accuracy_section(checkpoint: str) -> dict[str, Any]:
     from hwgen import flow
 
     result = flow.evaluate(checkpoint, "test")
+    if result.get("task", "forecast") != "forecast":  # classify / anomaly: that task's metrics
+        return {k: result[k] for k in ("task", "windows", "fp32", "fake_quant", "integer") if k in result}
     section = {"fp32_test_mse": result["fp32"]["mse"], "fp32_test_mse_units": result["fp32"]["mse_units"]}
     if "integer" in result:
         section.update(int_test_mse=result["integer"]["mse"], int_test_mse_units=result["integer"]["mse_units"],
                        fake_quant_test_mse=result["fake_quant"]["mse"],
+                       fake_quant_test_mse_units=result["fake_quant"]["mse_units"],
                        fake_quant_vs_integer=result["fake_quant_vs_integer"])
     return section
 
@@ -138,9 +143,10 @@ def build(source: str, out: str, board_name: str = "xc7s15", parallel: str | int
     graph, origin = graph_from(source)
     p = choose_parallel(graph, board, parallel)
     say(f"build: lowering {len(graph.nodes)} nodes with {p} multipliers for {board.part}")
-    top = lower(graph, parallel=p)
-    verilog = emit_verilog(top, name=TOP_NAME)
-    lat = latency_estimate(graph, p)
+    with progress.step("build: lowering and emitting Verilog"):
+        top = lower(graph, parallel=p)
+        verilog = emit_verilog(top, name=TOP_NAME)
+        lat = latency_estimate(graph, p)
     report: dict[str, Any] = {
         "model": model_section(graph),
         "hardware": {
@@ -157,9 +163,11 @@ def build(source: str, out: str, board_name: str = "xc7s15", parallel: str | int
     }
     if with_accuracy and "checkpoint" in origin:
         say("build: scoring the deployed integer model on the test split")
-        report["accuracy"] = accuracy_section(origin["checkpoint"])
+        with progress.step("build: scoring FP32, fake-quant and integer models"):
+            report["accuracy"] = accuracy_section(origin["checkpoint"])
     say("build: wrapping it in the SPI host link for the board's Vivado project")
-    spi_verilog = emit_verilog(SpiHostLink(lower(graph, parallel=p)), name=SPI_TOP_NAME)
+    with progress.step("build: emitting the SPI host link"):
+        spi_verilog = emit_verilog(SpiHostLink(lower(graph, parallel=p)), name=SPI_TOP_NAME)
     with staged_folder(Path(out)) as tmp:
         (tmp / "rtl").mkdir()
         (tmp / "rtl" / f"{TOP_NAME}.v").write_text(verilog)
@@ -206,6 +214,13 @@ def auto_parallel(graph: Graph, board) -> int:
     return min(fitting, key=lambda p: (latency_estimate(graph, p)["total"], p))
 
 
+def _idle_timeout(build_dir: Path) -> int:
+    """Cycles without stream progress before a simulation gives up: an inference of a slow design (one MAC
+    lane, a long window) computes for longer than the default 100,000 cycles between its input and output."""
+    latency = int((read_report(build_dir).get("hardware") or {}).get("latency_cycles") or 0)
+    return max(100_000, 4 * latency)
+
+
 def simulate_build(build_dir: str, simulator: str = "verilator", windows: int = 256, stall: float = 0.0,
                    seed: int = 0) -> dict[str, Any]:
     """Run the build's Verilog under cocotb on ``windows`` real test windows, compare with the golden model
@@ -227,8 +242,15 @@ def simulate_build(build_dir: str, simulator: str = "verilator", windows: int = 
         say(f"sim: only {len(x)} test windows exist; simulating those")
     xi = quantize_input(x, graph.meta["input_scale"], graph.input_type.dtype.bits)
     say(f"sim: {simulator}: {len(xi)} windows through {verilog} (stall probability {stall})")
-    res = simulate(verilog, graph, xi, simulator=simulator, build_dir=build_dir / "sim_build", seed=seed,
-                   stall_in=stall, stall_out=stall)
+    with progress.step(f"sim: {simulator}", total=len(xi), unit="windows") as pbar:
+        def advance(stage: str, done: int) -> None:
+            pbar.set_description_str(f"sim: {simulator}: " + ("compiling" if stage == "build" else "simulating"))
+            pbar.n = done
+            pbar.refresh()
+
+        res = simulate(verilog, graph, xi, simulator=simulator, build_dir=build_dir / "sim_build", seed=seed,
+                       stall_in=stall, stall_out=stall, progress=advance if progress.enabled() else None,
+                       idle_timeout_cycles=_idle_timeout(build_dir))
     cpi = res.cycles_per_inference
     section = {
         "simulator": simulator,
@@ -279,8 +301,9 @@ def estimate_build(build_dir: str) -> dict[str, Any]:
     verilog = build_dir / "rtl" / f"{TOP_NAME}.v"
     if not verilog.is_file():
         raise HwgenError(f"{verilog}: missing (rebuild with 'hwgen build')")
-    with tempfile.TemporaryDirectory(prefix="synth-", dir=build_dir) as work:
-        res = synthesize([verilog], TOP_NAME, work)
+    with tempfile.TemporaryDirectory(prefix="synth-", dir=build_dir) as work, \
+            progress.step("estimate: yosys synth_xilinx (tens of seconds)"):
+        res = synthesize([verilog], TOP_NAME, work, quiet=progress.enabled() or progress.is_quiet())
     fits, problems = fit(res, board)
     cap = board.device.resources
     from hwgen.estimate.model import predict

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 from hwgen.errors import HwgenError
+from hwgen.progress import enabled as progress_enabled
+from hwgen.progress import set_quiet
 
 
 def _positive(text: str) -> int:
@@ -21,6 +23,34 @@ def _positive(text: str) -> int:
     return value
 
 
+def _oscillation_options(args: argparse.Namespace) -> dict:
+    """TrainOptions fields of the QAT oscillation flags, checked (HwgenError names the bad flag)."""
+    given = [flag for flag, on in (("--dampen", args.dampen is not None), ("--freeze", args.freeze),
+                                   ("--freeze-threshold", args.freeze_threshold is not None),
+                                   ("--no-bn-reestimate", args.no_bn_reestimate)) if on]
+    if given and args.bits is None:
+        raise HwgenError(f"{given[0]} applies to quantization-aware training only (give --bits N)")
+    out: dict = {"bn_reestimate": not args.no_bn_reestimate, "freeze": bool(args.freeze)}
+    if args.dampen is not None:
+        try:
+            out["dampen"] = float(args.dampen)
+        except ValueError:
+            raise HwgenError(f"--dampen needs a number, not {args.dampen!r}") from None
+        if not 0.0 <= out["dampen"] < float("inf"):
+            raise HwgenError(f"--dampen must be a finite number >= 0, not {args.dampen!r}")
+    if args.freeze_threshold is not None:
+        if not args.freeze:
+            raise HwgenError("--freeze-threshold needs --freeze")
+        try:
+            start, end = (float(v) for v in args.freeze_threshold.split(":"))
+        except ValueError:
+            raise HwgenError(f"--freeze-threshold needs START:END, not {args.freeze_threshold!r}") from None
+        if not (0 < start < 1 and 0 < end < 1):
+            raise HwgenError(f"--freeze-threshold values must be in (0, 1), not {args.freeze_threshold!r}")
+        out["freeze_threshold"] = (start, end)
+    return out
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
@@ -30,23 +60,55 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.fp32 == (args.bits is not None):
         raise HwgenError("give exactly one of --bits N (quantization-aware training) or --fp32")
+    if args.task != "forecast":
+        from hwgen.tasks import cli_train
+
+        return cli_train(args)
+    args.window, args.dataset = args.window or 24, args.dataset or "pm25"
+    oscillation = _oscillation_options(args)
     features = args.features.split(",") if args.features else None
     data = flow.load_data(args.dataset, args.csv, args.target, features, args.window)
     cfg = ModelConfig(features=len(data.features), window=data.window, d_model=args.d_model, heads=args.heads,
                       layers=args.layers, ffn=args.ffn, norm=args.norm).validate()
     defaults = TrainOptions()
     opts = TrainOptions(epochs=args.epochs or defaults.epochs, qat_epochs=args.qat_epochs or defaults.qat_epochs,
-                        seed=args.seed, lr=args.lr or defaults.lr, progress=not args.quiet)
+                        seed=args.seed, lr=args.lr or defaults.lr, progress=progress_enabled())
+    opts = replace(opts, **oscillation)
     print(f"data: {data.name}: {len(data.train.x)}/{len(data.val.x)}/{len(data.test.x)} windows "
           f"(train/val/test), {sum(data.dropped.values())} dropped for missing values", file=sys.stderr)
     command = "hwgen " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    cfg = replace(cfg, bits_res=args.res_bits)
+    cfg = replace(cfg, bits_res=args.res_bits, precision=args.precision or "", peg_groups=args.peg_groups,
+                  peg_permute=not args.no_peg_permute).validate()
     info = flow.train(data, cfg, opts, args.out, args.bits, args.init_from, args.csv, command,
                       act_bits=args.act_bits)
     parts = [f"fp32 val mse {info['fp32']['val_mse']:.4f}"]
     if "qat" in info:
         parts.append(f"qat val mse {info['qat']['val_mse']:.4f}")
     print(f"saved {args.out} ({', '.join(parts)}, {info['seconds']:.0f} s)")
+    return 0
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from hwgen import flow
+    from hwgen.frontend.ptq import PIPELINES
+
+    opts = {"method": args.method or "mse", "cle": args.cle, "bias_correction": args.bias_correction,
+            "adaround": args.adaround, "adaround_objective": args.adaround_objective or "layer"}
+    if args.adaround_objective and not (args.adaround or args.full):
+        raise HwgenError("--adaround-objective needs --adaround (or --full)")
+    if args.full:  # the pipeline's steps, plus any flag given; an explicit --method/--adaround-objective wins
+        full = PIPELINES["full"]
+        opts.update({k: opts[k] or full[k] for k in ("cle", "bias_correction", "adaround")})
+        opts["method"] = args.method or full["method"]
+        opts["adaround_objective"] = args.adaround_objective or full["adaround_objective"]
+    command = "hwgen " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    info = flow.quantize(args.model, args.out, args.bits, args.act_bits, calib_windows=args.calib_windows,
+                         seed=args.seed, command=command, progress=progress_enabled(), **opts)
+    ptq = info["ptq"]
+    applied = [ptq["method"]] + [name for name in ("cle", "adaround", "bias_correction") if ptq[name]]
+    applied = [f"adaround ({ptq['adaround_objective']})" if a == "adaround" else a for a in applied]
+    print(f"saved {args.out} (W{ptq['bits_w']}A{ptq['bits_a']}, {' + '.join(applied)}; calibration mse "
+          f"{ptq['fp32_calib_mse']:.4f} FP32 -> {ptq['calib_mse']:.4f}, {info['seconds']:.0f} s)")
     return 0
 
 
@@ -60,11 +122,17 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from hwgen import flow
+    from hwgen import flow, progress
 
-    result = flow.evaluate(args.model, args.split)
+    with progress.step(f"eval: scoring {args.model} on the {args.split} split"):
+        result = flow.evaluate(args.model, args.split)
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))
+        return 0
+    if result.get("task", "forecast") != "forecast":
+        from hwgen.tasks import format_eval
+
+        print(format_eval(result))
         return 0
     print(f"{result['model']} on the {result['split']} split ({result['windows']} windows)")
     print(f"{'model':<12}{'MSE':>10}{'MAE':>10}{'MSE (units²)':>16}{'MAE (units)':>14}")
@@ -128,9 +196,36 @@ def cmd_vivado(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from hwgen.report_html import render_report
     from hwgen.summary import summary_markdown
 
     print(summary_markdown(args.build_dir))
+    path = render_report(args.build_dir, max_windows=args.windows)
+    print(f"\nreport: {path}")
+    return 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from hwgen.search import SearchSettings, front_table, parse_space, run_search
+
+    settings = SearchSettings(dataset=args.dataset, target=args.target, epochs=args.epochs,
+                              qat_epochs=args.qat_epochs, train_windows=args.train_windows,
+                              val_windows=args.val_windows, seed=args.seed,
+                              objectives=tuple(o.strip() for o in args.objectives.split(",")),
+                              space=parse_space(args.space or []))
+    summary = run_search(settings, args.trials, args.out, study=args.study, storage=args.storage,
+                         study_name=args.study_name, workers=args.workers, verify=args.verify, timeout=args.timeout)
+    c, run = summary["counts"], summary["run"]
+    print(f"{summary['study']}: {c['complete']} complete, {c['failed']} failed ({c['failed_by_kind']}); this run "
+          f"{run['trials_finished']} trials in {run['seconds']:.0f} s; Pareto front ({', '.join(summary['objectives'])}):")
+    print(front_table(summary))
+    for v in summary.get("verified", []):
+        sim, yosys = v.get("sim") or {}, v.get("yosys") or {}
+        print(f"verified trial {v['number']}: " + (v["error"] if "error" in v else
+              f"bit-exact {sim.get('bit_exact')}, {sim.get('cycles')} cycles (model {v.get('latency_cycles_model')}), "
+              f"Yosys {yosys.get('lut')} LUT / {yosys.get('dsp')} DSP (model {v['predicted']['lut']:.0f} / "
+              f"{v['predicted']['dsp']}), fits {yosys.get('fits')}"))
+    print(f"wrote {Path(args.out) / 'search.json'}")
     return 0
 
 
@@ -141,15 +236,29 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train a model (FP32, or QAT at N bits)")
-    p.add_argument("--dataset", default="pm25", help="built-in dataset (default: pm25)")
+    p.add_argument("--task", choices=("forecast", "classify", "anomaly"), default="forecast",
+                   help="forecast (default), classify (class index and scores) or anomaly (score and flag)")
+    p.add_argument("--dataset", help="built-in dataset: pm25 (forecast, the default); basicmotions (the "
+                   "classify default), gunpoint, italypowerdemand; mitdb (the anomaly default), kdd135")
     p.add_argument("--csv", help="train on your own CSV of numeric columns instead")
-    p.add_argument("--target", help="target column of --csv (forecast one step ahead)")
+    p.add_argument("--target", help="target column of --csv (forecast one step ahead); the label column for "
+                   "--task classify/anomaly (CSV layouts: hwgen.data.tasks)")
+    p.add_argument("--threshold-quantile", type=float, default=0.99,
+                   help="anomaly threshold: this quantile of the training windows' scores (default 0.99)")
     p.add_argument("--features", help="comma-separated input columns of --csv (default: all numeric)")
     p.add_argument("--bits", type=int, choices=range(2, 9), metavar="{2..8}", help="QAT weight/activation bits")
     p.add_argument("--act-bits", type=int, choices=range(2, 9), metavar="{2..8}",
                    help="activation bits (default: --bits); the residual stream has --res-bits")
     p.add_argument("--res-bits", type=int, choices=range(2, 17), metavar="{2..16}", default=12,
                    help="bits of the residual stream (embedding, residual adds, norms; default 12)")
+    p.add_argument("--precision", metavar="SPEC",
+                   help="mixed precision: per-group bits overriding --bits/--act-bits, e.g. 'attn=8,ffn.w=4' or "
+                   "'l0.ffn.a=6' (groups embed, attn, ffn, head; .w weights, .a activations, both if omitted)")
+    p.add_argument("--peg-groups", type=_positive, default=1, metavar="K",
+                   help="per-embedding-group quantization of the residual stream and FFN input/output: K groups "
+                   "of the d_model dimensions with power-of-two scale ratios (default 1 = per-tensor)")
+    p.add_argument("--no-peg-permute", action="store_true",
+                   help="PEG: contiguous groups instead of grouping the dimensions by range")
     p.add_argument("--fp32", action="store_true", help="train the floating-point model only")
     p.add_argument("--init-from", help="FP32 checkpoint to fine-tune from (default: train FP32 first)")
     p.add_argument("--out", required=True, help="checkpoint to write (.pt)")
@@ -157,14 +266,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heads", type=_positive, default=1)
     p.add_argument("--layers", type=_positive, default=1)
     p.add_argument("--ffn", type=_positive, default=64)
-    p.add_argument("--window", type=_positive, default=24)
+    p.add_argument("--window", type=_positive,
+                   help="window steps (default 24; per dataset for classify/anomaly, where longer series are "
+                   "downsampled to fit)")
     p.add_argument("--norm", choices=("batch", "layer"), default="batch")
     p.add_argument("--epochs", type=_positive, help="maximum FP32 epochs (default 60; early stopping on validation)")
     p.add_argument("--qat-epochs", type=_positive, help="maximum QAT epochs (default 20; early stopping)")
     p.add_argument("--lr", type=float, help="learning rate (default 1e-3; QAT uses a quarter)")
+    p.add_argument("--dampen", metavar="LAMBDA",
+                   help="QAT: dampen weight oscillations with this maximum regulariser weight (ramped up "
+                   "after 25%% of QAT; e.g. 1; default 0 = off)")
+    p.add_argument("--freeze", action="store_true",
+                   help="QAT: freeze the integer value of weights that oscillate (after 25%% of QAT)")
+    p.add_argument("--freeze-threshold", metavar="START:END",
+                   help="QAT with --freeze: oscillation frequency above which a weight freezes, annealed "
+                   "from START to END (default 0.1:0.01)")
+    p.add_argument("--no-bn-reestimate", action="store_true",
+                   help="QAT: keep the BatchNorm statistics from training (default: recompute them with the "
+                   "final quantized network, kept if the validation loss does not get worse)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("quantize", help="post-training quantization of an FP32 checkpoint (no training)",
+                       description="Quantize an FP32 checkpoint without training (Nagel et al. 2021): ranges "
+                       "from calibration windows of its training data, optionally cross-layer equalization, "
+                       "AdaRound and bias correction. The result takes export, eval and build like a QAT "
+                       "checkpoint.")
+    p.add_argument("model", help="FP32 checkpoint (.pt), e.g. from 'hwgen train --fp32'")
+    p.add_argument("--bits", type=int, choices=range(2, 9), metavar="{2..8}", required=True,
+                   help="weight bits")
+    p.add_argument("--act-bits", type=int, choices=range(2, 9), metavar="{2..8}",
+                   help="activation bits (default: --bits); the residual stream keeps the model's own width")
+    p.add_argument("--method", choices=("minmax", "mse", "percentile"),
+                   help="range setting: minmax, mse (search the clipping range; the default) or percentile "
+                   "(99.99th percentile of |x|)")
+    p.add_argument("--cle", action="store_true", help="cross-layer equalization of each FFN pair first")
+    p.add_argument("--bias-correction", action="store_true",
+                   help="empirical bias correction: b -= (W_q - W) E[x] per layer")
+    p.add_argument("--adaround", action="store_true", help="learn each weight's rounding (AdaRound)")
+    p.add_argument("--adaround-objective", choices=("layer", "output"),
+                   help="AdaRound's error: layer (each layer's own output, the paper's; the default) or "
+                   "output (the model's output, through its Gauss-Newton Hessian; better on PM2.5)")
+    p.add_argument("--full", action="store_true",
+                   help="the full pipeline, best measured on PM2.5: --cle, MSE ranges, --adaround "
+                   "--adaround-objective output (hwgen.frontend.ptq.PIPELINES['full'])")
+    p.add_argument("--calib-windows", type=_positive, default=1024,
+                   help="training windows to calibrate on (default 1024)")
+    p.add_argument("--seed", type=int, default=0, help="picks the calibration windows (default 0)")
+    p.add_argument("--out", required=True, help="quantized checkpoint to write (.pt)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("export", help="export a QAT checkpoint to the integer IR")
     p.add_argument("model")
@@ -175,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("--split", choices=("train", "val", "test"), default="test")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("build", help="lower a QAT checkpoint (or an exported graph folder) to Verilog")
@@ -183,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parallel", default="auto", help="multipliers working each cycle, or 'auto' (default)")
     p.add_argument("--out", required=True, help="build folder (replaced whole when the build succeeds)")
     p.add_argument("--no-eval", action="store_true", help="skip scoring the model on the test split")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("sim", help="simulate a build's Verilog on real test windows; == against golden")
@@ -191,10 +345,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--windows", type=_positive, default=256, help="test windows to simulate (default 256)")
     p.add_argument("--stall", type=float, default=0.0, help="probability of an idle/back-pressure cycle")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_sim)
 
     p = sub.add_parser("estimate", help="Yosys synth_xilinx: resources vs the part, timing proxy, energy")
     p.add_argument("build_dir")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_estimate)
 
     p = sub.add_parser("boards", help="list the parts and boards hwgen targets")
@@ -204,15 +360,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("build_dir")
     p.set_defaults(func=cmd_vivado)
 
-    p = sub.add_parser("report", help="summarise a build folder (Markdown on the terminal)")
+    p = sub.add_parser("report", help="summarise a build folder: Markdown on the terminal and a "
+                       "self-contained BUILD_DIR/report.html")
     p.add_argument("build_dir")
+    p.add_argument("--windows", type=_positive, default=500,
+                   help="test windows to predict for the predictions-vs-truth plot (default 500)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("search", help="hardware-aware multi-objective design-space search (Optuna NSGA-II)",
+                       description="Search architectures, bit widths and parallelism for low validation MSE, "
+                       "latency and LUTs. Resumable: rerun the same command to continue up to --trials. "
+                       "Distributed: run it on many machines with one --storage URL (e.g. "
+                       "postgresql://user:pass@host/db; install its driver, pip install psycopg2-binary).")
+    p.add_argument("--dataset", default="pm25", help="built-in dataset (default: pm25)")
+    p.add_argument("--trials", type=int, default=40, help="finished trials the study should hold (default 40)")
+    p.add_argument("--study", default="runs/search.db", help="SQLite study file (default runs/search.db)")
+    p.add_argument("--storage", help="Optuna storage URL instead of --study (shared by many machines)")
+    p.add_argument("--study-name", help="study name within the storage (default hwgen-DATASET)")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
+    p.add_argument("--epochs", type=_positive, default=3, help="FP32 epochs per trial (default 3)")
+    p.add_argument("--qat-epochs", type=_positive, default=1, help="QAT epochs per trial (default 1)")
+    p.add_argument("--train-windows", type=_positive, default=2048, help="training windows per trial (default 2048)")
+    p.add_argument("--val-windows", type=_positive, default=2048, help="validation windows scored (default 2048)")
+    p.add_argument("--target", default="xc7s15", help="board or part the design must fit (default xc7s15)")
+    p.add_argument("--objectives", default="mse,latency,lut",
+                   help="comma-separated, of mse, latency, lut, dsp, energy (default mse,latency,lut)")
+    p.add_argument("--space", action="append", metavar="NAME=V1,V2",
+                   help="choices of one parameter (window, d_model, heads, layers, ffn, norm, bits_w, bits_a, "
+                   "parallel); repeatable")
+    p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    p.add_argument("--verify", type=int, default=0,
+                   help="re-check up to N Pareto points with build, simulation and the Yosys estimate")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="folder for search.json, trial graphs and verified builds")
+    p.set_defaults(func=cmd_search)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    set_quiet(getattr(args, "quiet", False))
     try:
         return int(args.func(args) or 0)
     except HwgenError as exc:

@@ -57,6 +57,10 @@ def data_descriptor(data: Dataset, csv: str | None) -> dict[str, Any]:
 def data_for_checkpoint(meta: dict[str, Any]) -> Dataset:
     """Reload the dataset a checkpoint was trained on, checking that its scaling is unchanged."""
     d = meta["data"]
+    if d.get("task", "forecast") != "forecast":  # classification / anomaly detection (hwgen.data.tasks)
+        from hwgen.data.tasks import from_descriptor
+
+        return from_descriptor(d)
     data = load_data(d["name"] if not d.get("csv") else None, d.get("csv"), d["target"],
                      list(d["features"]) if d.get("csv") else None, int(d["window"]))
     if not np.allclose(data.mean, d["mean"]) or not np.allclose(data.std, d["std"]):
@@ -101,6 +105,45 @@ def train(data: Dataset, cfg: ModelConfig, opts: TrainOptions, out: str, bits: i
     return info
 
 
+def quantize(fp32_path: str, out: str, bits_w: int, bits_a: int | None = None, method: str = "mse",
+             cle: bool = False, bias_correction: bool = False, adaround: bool = False,
+             calib_windows: int = 1024, seed: int = 0, command: str = "", adaround_objective: str = "layer",
+             progress: bool = True) -> dict[str, Any]:
+    """Post-training quantization (hwgen.frontend.ptq) of an FP32 checkpoint at ``bits_w`` weight and
+    ``bits_a`` (default ``bits_w``) activation bits, calibrated on ``calib_windows`` training windows of the
+    checkpoint's own data; saved like a QAT checkpoint (FP32 weights in ``fp32_state_dict``), so export,
+    eval and build take it unchanged. Returns the run's record (also stored in the checkpoint)."""
+    from hwgen.frontend.ptq import quantize_model
+
+    bits_a = bits_w if bits_a is None else bits_a
+    for what, bits in (("weight", bits_w), ("activation", bits_a)):
+        if not isinstance(bits, int) or not 2 <= bits <= 8:
+            raise HwgenError(f"{what} bits must be 2..8, not {bits!r}")
+    if Path(out).resolve() == Path(fp32_path).resolve():
+        raise HwgenError(f"{out}: the output would overwrite the FP32 checkpoint it is made from")
+    fp32, fmeta = load_checkpoint(fp32_path)
+    if fmeta["config"].get("quantized"):
+        raise HwgenError(f"{fp32_path}: already quantized; post-training quantization takes an FP32 "
+                         "checkpoint")
+    if fmeta["config"].get("task", "forecast") != "forecast":
+        raise HwgenError(f"{fp32_path}: post-training quantization supports forecasting models only")
+    data = data_for_checkpoint(fmeta)
+    start = time.perf_counter()
+    model, ptq_info = quantize_model(fp32, data, bits_w, bits_a, method=method, cle=cle,
+                                     bias_correction=bias_correction, adaround=adaround,
+                                     calib_windows=calib_windows, seed=seed, progress=progress,
+                                     adaround_objective=adaround_objective)
+    info = {
+        "command": command,
+        "seed": seed,
+        "seconds": time.perf_counter() - start,
+        "fp32": fmeta["train"].get("fp32") or fmeta["train"],
+        "ptq": ptq_info,
+    }
+    save_checkpoint(out, model, fmeta["data"], info, {"fp32_state_dict": fp32.state_dict()})
+    return info
+
+
 def export(model_path: str, out_dir: str) -> Graph:
     """Export a QAT checkpoint to ``out_dir`` (graph.json + consts.npz)."""
     model, meta = load_checkpoint(model_path)
@@ -127,6 +170,10 @@ def golden_predict(graph: Graph, x: np.ndarray) -> np.ndarray:
 def evaluate(model_path: str, split: str = "test") -> dict[str, Any]:
     """Score a checkpoint on a split: FP32, fake-quant torch and the deployed integer (golden) model."""
     model, meta = load_checkpoint(model_path)
+    if model.cfg.task != "forecast":
+        from hwgen.tasks import evaluate_task
+
+        return evaluate_task(model, meta, model_path, split)
     data = data_for_checkpoint(meta)
     part = getattr(data, split)
     result: dict[str, Any] = {"model": str(model_path), "split": split, "windows": len(part.x)}

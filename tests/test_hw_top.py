@@ -231,3 +231,13 @@ def test_dsp_count_reference():
     graph, _ = random_graph(REFERENCE, seed=0)
     assert dsp_count(graph, 20) == 26  # what Yosys synth_xilinx 0.70 reported for this design
     assert dsp_count(graph, 20, rescale_in_dsp=False) == 20
+
+
+@pytest.mark.parametrize("parallel", [1, 4])
+def test_per_embedding_group_inputs(parallel):
+    """Linears reading a per-embedding-group tensor add group partial sums rescaled by shifts: == golden."""
+    cfg = SyntheticConfig(window=4, features=2, d_model=8, ffn=8, outputs=2, peg_shl=3)
+    graph, x = random_graph(cfg, seed=21)
+    assert sum("in_shl" in n.attrs for n in graph.nodes) == 5  # q, k, v, ffn1, head
+    cycles = check_graph(graph, x, parallel=parallel, windows=2, stall_seed=4)
+    assert max(cycles) >= estimate(graph, parallel)["total"]

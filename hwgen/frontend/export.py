@@ -12,7 +12,9 @@ import torch
 from hwgen.errors import HwgenError
 from hwgen.frontend.integer_kernels import LN_NORM_BITS, LN_RECIP_BITS, SOFTMAX_RECIP_BITS
 from hwgen.frontend.model import EncoderLayer, Norm, QLinear, TimeSeriesTransformer
+from hwgen.frontend.peg import shared_exponents
 from hwgen.frontend.quantizer import Quantizer
+from hwgen.frontend.task_head import add_task_head
 from hwgen.ir.builder import GraphBuilder
 from hwgen.ir.dyadic import common_dyadic, dyadic, dyadic_array, softmax_lut
 from hwgen.ir.graph import Graph
@@ -25,6 +27,16 @@ def _scale(q: Quantizer) -> float:
     return float(q.effective_scale().reshape(-1)[0])
 
 
+def _scales(q: Quantizer):
+    """The output scale of a quantizer as the exporter divides by: one per channel for a PEG quantizer."""
+    return q.channel_scales().numpy() if q.peg else _scale(q)
+
+
+def _shl(q: Quantizer):
+    """Per-channel left shifts of a PEG tensor's consumer (None for a per-tensor quantizer)."""
+    return q.exponent.numpy().astype(np.int64) if q.peg else None
+
+
 def _check_exportable(model: TimeSeriesTransformer) -> None:
     if not model.cfg.quantized:
         raise HwgenError("an FP32 checkpoint has no integer form: train with --bits N (QAT) or run 'hwgen quantize'")
@@ -33,6 +45,10 @@ def _check_exportable(model: TimeSeriesTransformer) -> None:
             raise HwgenError(f"quantizer {name!r} is asymmetric: the integer IR takes symmetric quantizers only")
         if isinstance(module, Quantizer) and not bool(module.initialized):
             raise HwgenError(f"quantizer {name!r} was never calibrated: the checkpoint is not a trained QAT model")
+    try:
+        shared_exponents(model)
+    except ValueError as exc:
+        raise HwgenError(f"per-embedding-group quantizers must share their exponents: {exc}") from None
 
 
 class _Exporter:
@@ -41,7 +57,8 @@ class _Exporter:
         self.cfg = model.cfg
         self.b = GraphBuilder("x", (self.cfg.window, self.cfg.features), IntType(self.cfg.bits_in))
 
-    def linear(self, name: str, lin: QLinear, src: str, s_in, q_out: Quantizer, relu: bool = False) -> str:
+    def linear(self, name: str, lin: QLinear, src: str, s_in, q_out: Quantizer, relu: bool = False,
+               shl=None) -> str:
         w = lin.weight.detach().double()
         if not np.isscalar(s_in):  # per-feature input scales fold into the weights (see QLinear.forward)
             w = w * torch.as_tensor(np.asarray(s_in, np.float64))
@@ -51,17 +68,19 @@ class _Exporter:
         s_w = np.broadcast_to(s_w, (w.shape[0],)).astype(np.float64)
         acc_scale = s_in * s_w
         bias = np.floor(lin.bias.detach().double().numpy() / acc_scale + 0.5).astype(np.int64)
-        m0, shift = dyadic_array(acc_scale / _scale(q_out))
-        return self.b.linear(name, src, w_int, bias, m0, shift, q_out.dtype, IntType(self.cfg.bits_w), relu=relu)
+        m0, shift = dyadic_array(acc_scale / _scales(q_out))
+        return self.b.linear(name, src, w_int, bias, m0, shift, q_out.dtype, IntType(lin.wq.bits), relu=relu,
+                             in_shl=shl)
 
     def add(self, name: str, a: str, s_a: float, c: str, s_c: float, q_out: Quantizer) -> str:
         s_y = _scale(q_out)
         ma, mc, shift = common_dyadic(s_a / s_y, s_c / s_y)
         return self.b.add(name, a, c, ma, mc, 0, shift, q_out.dtype)
 
-    def norm(self, name: str, norm: Norm, src: str, s_in: float, q_out: Quantizer) -> str:
+    def norm(self, name: str, norm: Norm, src: str, s_in, q_out: Quantizer) -> str:
         s_y = _scale(q_out)
         if norm.kind == "batch":
+            s_y = _scales(q_out)  # per channel for PEG tensors (the input's s_in then is too)
             bn = norm.bn
             a = (bn.weight.detach().double() / torch.sqrt(bn.running_var.double() + bn.eps)).numpy()
             c = bn.bias.detach().double().numpy() - bn.running_mean.double().numpy() * a
@@ -76,27 +95,28 @@ class _Exporter:
         bt = np.floor(beta * 2.0**shift + 0.5).astype(np.int64)
         return self.b.layernorm(name, src, g, bt, shift, LN_NORM_BITS, LN_RECIP_BITS, q_out.dtype)
 
-    def layer(self, i: int, layer: EncoderLayer, h: str, s_h: float) -> tuple[str, float]:
-        cfg, p = self.cfg, f"l{i}."
-        q = self.linear(p + "q", layer.wq, h, s_h, layer.q_q)
-        k = self.linear(p + "k", layer.wk, h, s_h, layer.q_k)
-        v = self.linear(p + "v", layer.wv, h, s_h, layer.q_v)
+    def layer(self, i: int, layer: EncoderLayer, h: str, hq: Quantizer) -> tuple[str, Quantizer]:
+        cfg, p, s_h = self.cfg, f"l{i}.", _scale(hq)
+        q = self.linear(p + "q", layer.wq, h, s_h, layer.q_q, shl=_shl(hq))
+        k = self.linear(p + "k", layer.wk, h, s_h, layer.q_k, shl=_shl(hq))
+        v = self.linear(p + "v", layer.wv, h, s_h, layer.q_v, shl=_shl(hq))
         s_sc = _scale(layer.q_scores)
         dh = cfg.d_model // cfg.heads
         m0, shift = dyadic(_scale(layer.q_q) * _scale(layer.q_k) / (math.sqrt(dh) * s_sc))
         scores = self.b.attn_scores(p + "scores", q, k, cfg.heads, m0, shift, layer.q_scores.dtype)
-        probs = self.b.softmax(p + "softmax", scores, softmax_lut(s_sc, cfg.bits_a), SOFTMAX_RECIP_BITS,
+        probs = self.b.softmax(p + "softmax", scores, softmax_lut(s_sc, layer.q_scores.bits), SOFTMAX_RECIP_BITS,
                                IntType(cfg.bits_prob, signed=False))
         m0, shift = dyadic(2.0**-cfg.bits_prob * _scale(layer.q_v) / _scale(layer.q_attn))
         attn = self.b.attn_apply(p + "attn", probs, v, m0, shift, layer.q_attn.dtype)
         out = self.linear(p + "out", layer.wo, attn, _scale(layer.q_attn), layer.q_out)
         r1 = self.add(p + "res1", h, s_h, out, _scale(layer.q_out), layer.q_res1)
-        n1 = self.norm(p + "norm1", layer.norm1, r1, _scale(layer.q_res1), layer.q_norm1)
-        f1 = self.linear(p + "ffn1", layer.ffn1, n1, _scale(layer.q_norm1), layer.q_ffn1, relu=True)
+        n1 = self.norm(p + "norm1", layer.norm1, r1, _scales(layer.q_res1), layer.q_norm1)
+        f1 = self.linear(p + "ffn1", layer.ffn1, n1, _scale(layer.q_norm1), layer.q_ffn1, relu=True,
+                         shl=_shl(layer.q_norm1))
         f2 = self.linear(p + "ffn2", layer.ffn2, f1, _scale(layer.q_ffn1), layer.q_ffn2)
         r2 = self.add(p + "res2", n1, _scale(layer.q_norm1), f2, _scale(layer.q_ffn2), layer.q_res2)
-        n2 = self.norm(p + "norm2", layer.norm2, r2, _scale(layer.q_res2), layer.q_norm2)
-        return n2, _scale(layer.q_norm2)
+        n2 = self.norm(p + "norm2", layer.norm2, r2, _scales(layer.q_res2), layer.q_norm2)
+        return n2, layer.q_norm2
 
     def run(self, meta: dict[str, Any]) -> Graph:
         m, cfg = self.model, self.cfg
@@ -104,19 +124,24 @@ class _Exporter:
         h = self.linear("embed", m.embed, "x", s_in, m.q_embed)
         pe = self.b.const("pos_enc", m.q_pe.int_repr(m.pe.double()).numpy(), m.q_pe.dtype)
         h = self.add("pos_add", h, _scale(m.q_embed), pe, _scale(m.q_pe), m.q_pos)
-        s_h = _scale(m.q_pos)
+        hq = m.q_pos
         for i, layer in enumerate(m.encoder):
-            h, s_h = self.layer(i, layer, h, s_h)
-        m0, shift = dyadic(s_h / (cfg.window * _scale(m.q_pool)))
+            h, hq = self.layer(i, layer, h, hq)
+        m0, shift = dyadic(_scale(hq) / (cfg.window * _scale(m.q_pool)))
         pooled = self.b.avgpool("pool", h, m0, shift, 0, m.q_pool.dtype)
-        out = self.linear("head", m.head, pooled, _scale(m.q_pool), m.q_head)
+        out = self.linear("head", m.head, pooled, _scale(m.q_pool), m.q_head, shl=_shl(m.q_pool))
+        out, head_meta = add_task_head(self.b, m, out, s_in)
         full_meta = {
             **meta,
             "config": cfg.to_dict(),
             "macs": cfg.macs(),
             "input_scale": [float(v) for v in s_in],
             "output_scale": _scale(m.q_head),
+            **head_meta,
         }
+        exponents = shared_exponents(m)
+        if exponents is not None:
+            full_meta["peg_exponents"] = [int(v) for v in exponents]
         return self.b.finish(out, full_meta)
 
 

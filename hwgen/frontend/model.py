@@ -20,6 +20,9 @@ from hwgen.frontend.integer_kernels import layernorm_ste, softmax_ste
 from hwgen.frontend.quantizer import Quantizer, round_ste
 
 
+TASKS = ("forecast", "classify", "anomaly")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Architecture and quantization of a model; stored in every checkpoint."""
@@ -43,6 +46,20 @@ class ModelConfig:
     symmetric: bool = True
     learnable: bool = True
     init: str = "mse"
+    task: str = "forecast"  # forecast (outputs: values), classify (outputs: classes), anomaly (outputs: L*F)
+    precision: str = ""  # mixed precision, e.g. "attn=8,ffn.w=4,l1.ffn.a=6" (see bits_for)
+    peg_groups: int = 1  # per-embedding-group quantization of the residual stream and FFN input/output
+    peg_permute: bool = True  # group the embedding dimensions by range (else contiguous groups)
+
+    def bits_for(self, group: str, kind: str, layer: int | None = None) -> int:
+        """Bits of the weights (kind "w") or activations ("a") of ``group`` (embed, attn, ffn, head) in
+        encoder layer ``layer``: the most specific entry of ``precision`` ("l<i>.<group>.<kind>=b",
+        "<group>.<kind>=b", "<group>=b" for both kinds), else bits_w / bits_a."""
+        table = parse_precision(self.precision)
+        for key in (f"l{layer}.{group}.{kind}", f"l{layer}.{group}", f"{group}.{kind}", group):
+            if key in table:
+                return table[key]
+        return self.bits_w if kind == "w" else self.bits_a
 
     def validate(self) -> ModelConfig:
         """Raise HwgenError naming the first out-of-range setting."""
@@ -61,10 +78,23 @@ class ModelConfig:
             (2 <= self.bits_res <= 16, f"residual-stream bits must be 2..16, not {self.bits_res}"),
             (8 <= self.bits_out <= 16, f"output bits must be 8..16, not {self.bits_out}"),
             (self.init in ("minmax", "mse"), f"init must be 'minmax' or 'mse', not {self.init!r}"),
+            (self.task in TASKS, f"task must be one of {', '.join(TASKS)}, not {self.task!r}"),
+            (self.task != "classify" or self.outputs >= 2, f"a classifier needs >= 2 classes, not {self.outputs}"),
+            (self.task != "anomaly" or self.outputs == self.window * self.features,
+             f"an anomaly model reconstructs its window: outputs must be {self.window * self.features}, "
+             f"not {self.outputs}"),
+            (1 <= self.peg_groups <= self.d_model and self.d_model % self.peg_groups == 0,
+             f"PEG groups must divide d_model {self.d_model}, not {self.peg_groups}"),
+            (self.peg_groups == 1 or self.norm == "batch",
+             "PEG groups need norm 'batch' (the integer LayerNorm takes one scale per row)"),
         ]
         for ok, message in checks:
             if not ok:
                 raise HwgenError(message)
+        for key in parse_precision(self.precision):
+            if key.startswith("l") and int(key[1:].split(".")[0]) >= self.layers:
+                raise HwgenError(f"precision entry {key!r} names a layer the model does not have "
+                                 f"(layers 0..{self.layers - 1})")
         return self
 
     def to_dict(self) -> dict:
@@ -85,6 +115,30 @@ class ModelConfig:
         return L * self.features * d + self.layers * per_layer + d * self.outputs
 
 
+PRECISION_GROUPS = ("embed", "attn", "ffn", "head")
+
+
+def parse_precision(spec: str) -> dict[str, int]:
+    """A mixed-precision spec "attn=8,ffn.w=4,l0.ffn.a=6" -> {"attn": 8, "ffn.w": 4, "l0.ffn.a": 6}; a
+    one-line HwgenError names the first bad entry. Groups: embed, attn, ffn, head; kinds: w, a (both when
+    omitted); bits 2..8; an "l<i>." prefix restricts an entry to encoder layer i."""
+    table: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in (spec or "").split(","))):
+        key, eq, value = item.partition("=")
+        parts = key.strip().split(".")
+        layer_ok = not parts[0].startswith("l") or parts[0][1:].isdigit()
+        if parts and parts[0].startswith("l") and parts[0][1:].isdigit():
+            parts = parts[1:]
+        ok = (eq and layer_ok and 1 <= len(parts) <= 2 and parts[0] in PRECISION_GROUPS
+              and (len(parts) == 1 or parts[1] in ("w", "a")) and value.strip().isdigit()
+              and 2 <= int(value) <= 8)
+        if not ok:
+            raise HwgenError(f"bad precision entry {item!r}: expected [l<i>.]GROUP[.w|.a]=BITS with GROUP one of "
+                             f"{', '.join(PRECISION_GROUPS)} and BITS 2..8")
+        table[key.strip()] = int(value)
+    return table
+
+
 def sinusoidal_encoding(length: int, d: int) -> torch.Tensor:
     """The Transformer's fixed positional encoding [length, d]."""
     pos = torch.arange(length, dtype=torch.float64)[:, None]
@@ -100,9 +154,9 @@ class QLinear(nn.Linear):
     """Linear layer with a per-channel (or per-tensor) weight quantizer and an integer bias
     (quantized to the accumulator's scale s_x * s_w)."""
 
-    def __init__(self, cfg: ModelConfig, n_in: int, n_out: int) -> None:
+    def __init__(self, cfg: ModelConfig, n_in: int, n_out: int, bits: int | None = None) -> None:
         super().__init__(n_in, n_out)
-        self.wq = Quantizer(cfg.bits_w, per_channel=cfg.per_channel, channels=n_out, axis=0,
+        self.wq = Quantizer(bits or cfg.bits_w, per_channel=cfg.per_channel, channels=n_out, axis=0,
                             symmetric=cfg.symmetric, learnable=cfg.learnable, init=cfg.init)
         self.wq.enabled = cfg.quantized
 
@@ -148,20 +202,25 @@ class Norm(nn.Module):
 class EncoderLayer(nn.Module):
     """Post-norm encoder layer: attention, add, norm, FFN (ReLU), add, norm; a quantizer on every output."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: ModelConfig, index: int = 0) -> None:
         super().__init__()
         d = cfg.d_model
         self.cfg = cfg
-        self.wq, self.wk, self.wv, self.wo = (QLinear(cfg, d, d) for _ in range(4))
-        self.ffn1, self.ffn2 = QLinear(cfg, d, cfg.ffn), QLinear(cfg, cfg.ffn, d)
+        wa, wf = cfg.bits_for("attn", "w", index), cfg.bits_for("ffn", "w", index)
+        self.wq, self.wk, self.wv, self.wo = (QLinear(cfg, d, d, wa) for _ in range(4))
+        self.ffn1, self.ffn2 = QLinear(cfg, d, cfg.ffn, wf), QLinear(cfg, cfg.ffn, d, wf)
         self.norm1, self.norm2 = Norm(cfg), Norm(cfg)
-        act = dict(bits=cfg.bits_a, learnable=cfg.learnable, init=cfg.init)
-        for name in ["q_q", "q_k", "q_v", "q_scores", "q_attn", "q_out", "q_ffn2"]:
-            self.add_module(name, Quantizer(**act))
+        act = dict(learnable=cfg.learnable, init=cfg.init)
+        # Per-embedding-group quantizers on the residual stream and the FFN input/output (Bondarenko et al.).
+        peg = dict(peg_channels=d) if cfg.peg_groups > 1 else {}
+        for name in ["q_q", "q_k", "q_v", "q_scores", "q_attn"]:
+            self.add_module(name, Quantizer(cfg.bits_for("attn", "a", index), **act))
+        self.q_out = Quantizer(cfg.bits_for("attn", "a", index), **act, **peg)
+        self.q_ffn2 = Quantizer(cfg.bits_for("ffn", "a", index), **act, **peg)
         # The residual stream carries the outliers (Bondarenko et al.): it gets its own, wider, type.
         for name in ["q_res1", "q_norm1", "q_res2", "q_norm2"]:
-            self.add_module(name, Quantizer(**{**act, "bits": cfg.bits_res}))
-        self.q_ffn1 = Quantizer(cfg.bits_a, signed=False, learnable=cfg.learnable, init=cfg.init)
+            self.add_module(name, Quantizer(cfg.bits_res, **act, **peg))
+        self.q_ffn1 = Quantizer(cfg.bits_for("ffn", "a", index), signed=False, **act)
         for q in self.quantizers():
             q.enabled = cfg.quantized
 
@@ -206,17 +265,23 @@ class TimeSeriesTransformer(nn.Module):
         # One scale per input feature (features differ in range by an order of magnitude); folded into
         # the embedding weights at export.
         self.q_in = Quantizer(cfg.bits_in, per_channel=True, channels=cfg.features, axis=-1, **act)
-        self.embed = QLinear(cfg, cfg.features, cfg.d_model)
-        self.q_embed = Quantizer(cfg.bits_res, **act)
+        peg = dict(peg_channels=cfg.d_model) if cfg.peg_groups > 1 else {}
+        self.embed = QLinear(cfg, cfg.features, cfg.d_model, cfg.bits_for("embed", "w"))
+        self.q_embed = Quantizer(cfg.bits_res, **act, **peg)
         self.register_buffer("pe", sinusoidal_encoding(cfg.window, cfg.d_model))
-        self.q_pe = Quantizer(cfg.bits_a, learnable=False, init="minmax", momentum=1.0)
-        self.q_pos = Quantizer(cfg.bits_res, **act)
-        self.encoder = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.layers))
-        self.q_pool = Quantizer(cfg.bits_a, **act)
-        self.head = QLinear(cfg, cfg.d_model, cfg.outputs)
+        self.q_pe = Quantizer(cfg.bits_for("embed", "a"), learnable=False, init="minmax", momentum=1.0, **peg)
+        self.q_pos = Quantizer(cfg.bits_res, **act, **peg)
+        self.encoder = nn.ModuleList(EncoderLayer(cfg, i) for i in range(cfg.layers))
+        self.q_pool = Quantizer(cfg.bits_for("head", "a"), **act, **peg)
+        self.head = QLinear(cfg, cfg.d_model, cfg.outputs, cfg.bits_for("head", "w"))
         self.q_head = Quantizer(cfg.bits_out, **act)
         for q in (self.q_in, self.q_embed, self.q_pe, self.q_pos, self.q_pool, self.q_head):
             q.enabled = cfg.quantized
+        if cfg.task == "anomaly":
+            # The deployed score's unit (real units per score LSB) and the integer threshold, both set after
+            # training from the training windows (hwgen.tasks); -1: not set yet.
+            self.register_buffer("score_scale", torch.tensor(0.0, dtype=torch.float64))
+            self.register_buffer("score_threshold", torch.tensor(-1, dtype=torch.int64))
 
     def quantizers(self) -> list[Quantizer]:
         return [m for m in self.modules() if isinstance(m, Quantizer)]

@@ -4,6 +4,12 @@ x_int = clamp(round(x / s) + z, qmin, qmax); x_hat = s * (x_int - z), with round
 IR's one rounding rule). Scales are initialised by min-max or by MSE on the first batch seen, then either
 learned (LSQ, gradient scaled by 1 / sqrt(N * qmax)) or tracked as an exponential moving average of the
 ranges.
+
+Per-embedding-group (PEG) quantizers (``peg_channels`` = C) give channel c of the last axis the scale
+s * 2**exponent[c]: K groups of channels, each with its own scale, the ratios between groups powers of two
+so that a consumer's group partial sums are rescaled by exact shifts. The exponents are set by
+:func:`hwgen.frontend.peg.assign_groups` before calibration; with all exponents 0 the quantizer equals a
+per-tensor one.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ class Quantizer(nn.Module):
 
     def __init__(self, bits: int, signed: bool = True, symmetric: bool = True, per_channel: bool = False,
                  channels: int = 1, axis: int = 0, learnable: bool = True, init: str = "mse",
-                 momentum: float = 0.9) -> None:
+                 momentum: float = 0.9, peg_channels: int = 0) -> None:
         super().__init__()
         if not 2 <= int(bits) <= 16:
             raise ValueError(f"bits must be in 2..16, not {bits!r}")
@@ -60,6 +66,11 @@ class Quantizer(nn.Module):
             self.register_buffer("scale", scale)
         self.register_buffer("zero_point", torch.zeros(n))
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+        self.peg = int(peg_channels) > 0
+        if self.peg:
+            if per_channel:
+                raise ValueError("a per-embedding-group quantizer is per-tensor apart from its group exponents")
+            self.register_buffer("exponent", torch.zeros(int(peg_channels)))
         self.enabled = True
 
     @property
@@ -71,7 +82,7 @@ class Quantizer(nn.Module):
         return self.dtype.qmax
 
     def extra_repr(self) -> str:
-        kind = "per-channel" if self.per_channel else "per-tensor"
+        kind = "per-channel" if self.per_channel else ("per-embedding-group" if self.peg else "per-tensor")
         return f"{self.dtype}, {kind}, {'symmetric' if self.symmetric else 'asymmetric'}, lsq={self.learnable}"
 
     # ---- range setting --------------------------------------------------------------------------------
@@ -84,7 +95,12 @@ class Quantizer(nn.Module):
             shape[self.axis % x.dim()] = -1
         return shape
 
+    def _group_factor(self, x: torch.Tensor) -> torch.Tensor | float:
+        """2**exponent along the last axis (PEG), else 1."""
+        return torch.exp2(self.exponent).to(x.dtype) if self.peg else 1.0
+
     def _minmax(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x / self._group_factor(x)  # PEG: the range of the base scale
         dims = self._reduce_dims(x)
         lo = x.detach().amin(dim=dims) if dims else x.detach()
         hi = x.detach().amax(dim=dims) if dims else x.detach()
@@ -128,6 +144,7 @@ class Quantizer(nn.Module):
     def _fake(self, x: torch.Tensor, scale: torch.Tensor, zp: torch.Tensor) -> torch.Tensor:
         s = scale.reshape(self._shape(x)) if self.per_channel else scale.reshape(())
         z = zp.reshape(self._shape(x)) if self.per_channel else zp.reshape(())
+        s = s * self._group_factor(x)
         q = torch.clamp(round_ste(x / s) + z, self.qmin, self.qmax)
         return (q - z) * s
 
@@ -152,10 +169,16 @@ class Quantizer(nn.Module):
         """The scale the forward pass uses (positive), detached, float64."""
         return self.scale.detach().abs().clamp(min=1e-8).double()
 
+    def channel_scales(self) -> torch.Tensor:
+        """PEG: the scale of every channel, s * 2**exponent (float64); otherwise :meth:`effective_scale`."""
+        s = self.effective_scale()
+        return s.reshape(()) * torch.exp2(self.exponent.double()) if self.peg else s
+
     def int_repr(self, x: torch.Tensor) -> torch.Tensor:
         """The integers x_int this quantizer assigns to ``x`` (int64)."""
         s = self.effective_scale()
         s = s.reshape(self._shape(x)) if self.per_channel else s.reshape(())
+        s = s * self._group_factor(x.double())
         z = self.zero_point.double()
         z = z.reshape(self._shape(x)) if self.per_channel else z.reshape(())
         return torch.clamp(round_half_up(x.double() / s) + z, self.qmin, self.qmax).long()

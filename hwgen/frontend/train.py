@@ -14,6 +14,9 @@ from tqdm import tqdm
 from hwgen.data import Dataset, Split
 from hwgen.errors import HwgenError
 from hwgen.frontend.model import ModelConfig, TimeSeriesTransformer
+from hwgen.frontend.task_loss import task_loss, validation_loss
+from hwgen.frontend.peg import assign_groups
+from hwgen.frontend.oscillation import OscillationControl, reestimate_batchnorm
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,13 @@ class TrainOptions:
     seed: int = 0
     calib_windows: int = 2048
     progress: bool = True
+    # Weight oscillations in QAT (hwgen.frontend.oscillation; tracking is always on in QAT):
+    dampen: float = 0.0  # lambda_max of the dampening loss, ramped up after 25% of QAT (0 = off)
+    freeze: bool = False  # iterative freezing of oscillating weights after 25% of QAT
+    freeze_threshold: tuple[float, float] = (0.1, 0.01)  # frequency threshold, annealed start -> end
+    osc_momentum: float = 0.01  # EMA momentum of the oscillation statistics (~1 epoch of PM2.5)
+    bn_reestimate: bool = True  # recompute BatchNorm statistics with the quantized network after QAT
+    bn_batches: int = 50
 
 
 def seed_everything(seed: int) -> None:
@@ -62,6 +72,11 @@ def _fit(model: TimeSeriesTransformer, data: Dataset, opts: TrainOptions, lr: fl
     y_all = torch.as_tensor(train.y)
     best = (float("inf"), copy.deepcopy(model.state_dict()), 0)
     history = []
+    steps_per_epoch = sum(1 for i in range(0, len(x_all), opts.batch) if len(x_all) - i >= 2)
+    osc = OscillationControl(model, epochs * steps_per_epoch, dampen=opts.dampen, freeze=opts.freeze,
+                             threshold=opts.freeze_threshold, momentum=opts.osc_momentum) \
+        if model.cfg.quantized else None  # QAT only: the FP32 phase is unchanged
+    step = 0
     bar = tqdm(range(epochs), desc=label, unit="epoch", disable=not opts.progress, file=sys.stderr,
                dynamic_ncols=True)
     start = time.perf_counter()
@@ -73,24 +88,35 @@ def _fit(model: TimeSeriesTransformer, data: Dataset, opts: TrainOptions, lr: fl
             idx = order[i : i + opts.batch]
             if len(idx) < 2:  # BatchNorm needs two samples
                 continue
-            loss = torch.nn.functional.mse_loss(model(x_all[idx]), y_all[idx])
+            loss = task_loss(model.cfg.task, model(x_all[idx]), y_all[idx])
+            damp = osc.loss(step) if osc is not None else None
             optim.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss if damp is None else loss + damp).backward()
+            if osc is not None:
+                osc.before_step()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optim.step()
+            if osc is not None:
+                osc.after_step(step)
+            step += 1
             total += float(loss.detach()) * len(idx)
         sched.step()
-        val_mse, _ = mse_mae(predict(model, val.x), val.y)
-        history.append({"epoch": epoch + 1, "train_mse": total / len(order), "val_mse": val_mse})
+        val_mse = validation_loss(model, val)  # the task's loss (MSE for forecasting)
+        history.append({"epoch": epoch + 1, "train_mse": total / len(order), "val_mse": val_mse,
+                        **(osc.stats() if osc is not None else {})})
         if val_mse < best[0]:
             best = (val_mse, copy.deepcopy(model.state_dict()), epoch + 1)
-        bar.set_postfix(train=f"{total / len(order):.4f}", val=f"{val_mse:.4f}", best=f"{best[0]:.4f}")
+        shown = {"osc": f"{history[-1]['osc_fraction']:.3f}",
+                 "frozen": f"{history[-1]['frozen_fraction']:.3f}"} if osc is not None else {}
+        bar.set_postfix(train=f"{total / len(order):.4f}", val=f"{val_mse:.4f}", best=f"{best[0]:.4f}",
+                        **shown)
         if epoch + 1 - best[2] >= opts.patience:
             break
     model.load_state_dict(best[1])
     model.eval()
     return {"val_mse": best[0], "best_epoch": best[2], "epochs_run": len(history),
-            "seconds": time.perf_counter() - start, "history": history}
+            "seconds": time.perf_counter() - start, "history": history,
+            **(osc.stats() if osc is not None else {})}
 
 
 def calibrate(model: TimeSeriesTransformer, split: Split, windows: int) -> None:
@@ -99,7 +125,10 @@ def calibrate(model: TimeSeriesTransformer, split: Split, windows: int) -> None:
         q.initialized.fill_(False)
     model.eval()
     with torch.no_grad():
-        model(torch.as_tensor(split.x[:windows]))
+        x = torch.as_tensor(split.x[:windows])
+        if model.cfg.peg_groups > 1:
+            assign_groups(model, x)  # per-embedding-group exponents from the FP32 ranges
+        model(x)
 
 
 def train_fp32(data: Dataset, cfg: ModelConfig, opts: TrainOptions) -> tuple[TimeSeriesTransformer, dict]:
@@ -120,4 +149,18 @@ def train_qat(data: Dataset, cfg: ModelConfig, fp32: TimeSeriesTransformer, opts
         raise HwgenError(f"the FP32 model does not match the quantized architecture ({unexpected or missing})")
     calibrate(model, data.train, opts.calib_windows)
     info = _fit(model, data, opts, opts.lr / 4, opts.qat_epochs, f"qat w{cfg.bits_w}a{cfg.bits_a}")
+    if opts.bn_reestimate:
+        # The running statistics were averaged over a moving (and, at low bits, oscillating) set of weights;
+        # recompute them with the final quantized network (Nagel et al., 2022). Like the best epoch, the new
+        # statistics are kept only if the validation loss does not get worse.
+        gen = torch.Generator().manual_seed(opts.seed)
+        trained = copy.deepcopy(model.state_dict())
+        if reestimate_batchnorm(model, data.train.x, opts.bn_batches, opts.batch, gen):
+            info["val_mse_before_bn"] = info["val_mse"]
+            info["val_mse_bn_reestimated"] = validation_loss(model, data.val)
+            info["bn_reestimated"] = info["val_mse_bn_reestimated"] <= info["val_mse"]
+            if info["bn_reestimated"]:
+                info["val_mse"] = info["val_mse_bn_reestimated"]
+            else:
+                model.load_state_dict(trained)
     return model, info

@@ -39,7 +39,7 @@ def _eval_node(graph: Graph, node: Node, env: dict[str, np.ndarray]) -> np.ndarr
         return acc
 
     if node.op == "linear":
-        acc = acc_checked(ops.linear_acc(args[0], c["weight"], c.get("bias")))
+        acc = acc_checked(ops.linear_acc(args[0], c["weight"], c.get("bias"), c.get("in_shl")))
         y = ops.requantize(acc, c["m0"], c["shift"], dt, zp)
         return np.maximum(y, zp) if a.get("relu") else y
     if node.op == "attn_scores":
@@ -69,6 +69,12 @@ def _eval_node(graph: Graph, node: Node, env: dict[str, np.ndarray]) -> np.ndarr
     if node.op == "avgpool":
         acc = acc_checked(ops.avgpool_acc(args[0], a["bias"]))
         return ops.requantize(acc, a["m0"], a["shift"], dt, zp)
+    if node.op == "argmax":
+        return ops.argmax(args[0], bool(a.get("scores")))
+    if node.op == "anomaly_score":
+        _check(node.name, "diff", ops.anomaly_diff(args[0], args[1], c["mx"], c["mr"]), _signed(w["diff"]))
+        acc_checked(ops.anomaly_acc(args[0], args[1], c["mx"], c["mr"]))
+        return ops.anomaly_score(args[0], args[1], c["mx"], c["mr"], a["shift"], a["threshold"], dt)
     raise HwgenError(f"node {node.name!r}: the golden model has no op {node.op!r}")
 
 

@@ -41,15 +41,30 @@ def requantize(acc: np.ndarray, m0, shift, dtype: IntType, zp: int = 0) -> np.nd
 # ---- accumulations (returned separately so that the interpreter can check declared widths) -------------
 
 
-def linear_acc(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
-    """x[..., K] @ weight[N, K].T + bias[N] in exact integers."""
-    acc = np.einsum("...k,nk->...n", np.asarray(x, I64), np.asarray(weight, I64))
+def linear_acc(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
+               in_shl: np.ndarray | None = None) -> np.ndarray:
+    """x[..., K] @ weight[N, K].T + bias[N] in exact integers.
+
+    With ``in_shl`` (per-embedding-group inputs: input channel k has scale s * 2**in_shl[k]) the product is
+    accumulated per group of equal shift, and each group's partial sum is rescaled to the common scale s by
+    its exact left shift before the partial sums are added (no rounding: the rescale is a power of two).
+    """
+    x, w = np.asarray(x, I64), np.asarray(weight, I64)
+    if in_shl is None:
+        acc = np.einsum("...k,nk->...n", x, w)
+    else:
+        shl = np.asarray(in_shl, I64)
+        acc = np.zeros((*x.shape[:-1], w.shape[0]), I64)
+        for e in np.unique(shl):
+            cols = shl == e
+            acc = acc + np.left_shift(np.einsum("...k,nk->...n", x[..., cols], w[:, cols]), e)
     return acc if bias is None else acc + np.asarray(bias, I64)
 
 
-def linear(x, weight, bias, m0, shift, dtype: IntType, zp: int = 0, relu: bool = False) -> np.ndarray:
+def linear(x, weight, bias, m0, shift, dtype: IntType, zp: int = 0, relu: bool = False,
+           in_shl: np.ndarray | None = None) -> np.ndarray:
     """Integer linear layer: requantize(x @ W.T + b) per output channel, then ReLU if asked."""
-    y = requantize(linear_acc(x, weight, bias), m0, shift, dtype, zp)
+    y = requantize(linear_acc(x, weight, bias, in_shl), m0, shift, dtype, zp)
     return np.maximum(y, zp) if relu else y
 
 
@@ -187,3 +202,34 @@ def avgpool_acc(x: np.ndarray, bias: int) -> np.ndarray:
 def avgpool(x, m0: int, shift: int, bias: int, dtype: IntType, zp: int = 0) -> np.ndarray:
     """Average over time: the sum requantized by m0 / 2**shift (which includes the 1/L)."""
     return requantize(avgpool_acc(x, bias), m0, shift, dtype, zp)
+
+
+# ---- task heads ------------------------------------------------------------------------------------------
+
+
+def argmax(x: np.ndarray, scores: bool = False) -> np.ndarray:
+    """Class index of the largest of the C scores [..., 1, C] (ties: the lowest index) -> [..., 1, 1];
+    with ``scores`` the scores follow the index: [..., 1, 1 + C]."""
+    x = np.asarray(x, I64)
+    idx = np.argmax(x, axis=-1, keepdims=True).astype(I64)  # numpy returns the first of equal maxima
+    return np.concatenate([idx, x], axis=-1) if scores else idx
+
+
+def anomaly_diff(x: np.ndarray, rec: np.ndarray, mx: np.ndarray, mr: np.ndarray) -> np.ndarray:
+    """x[..., L, F] * mx[F] - rec * mr[F], with ``rec`` the L*F reconstruction in row-major order: the
+    window and its reconstruction brought to one scale (m / 2**shift each) in exact integers."""
+    x = np.asarray(x, I64)
+    r = np.asarray(rec, I64).reshape(x.shape)
+    return x * np.asarray(mx, I64) - r * np.asarray(mr, I64)
+
+
+def anomaly_acc(x, rec, mx, mr) -> np.ndarray:
+    """Sum of absolute differences over the window: [..., L, F] -> [..., 1, 1]."""
+    return np.abs(anomaly_diff(x, rec, mx, mr)).sum(axis=(-2, -1), keepdims=True)
+
+
+def anomaly_score(x, rec, mx, mr, shift: int, threshold: int, dtype: IntType) -> np.ndarray:
+    """[score, flag] [..., 1, 2]: score = clamp(round_shift(sum |x*mx - rec*mr|, shift)) into ``dtype``
+    (saturating at qmax), flag = 1 when score > threshold, else 0."""
+    score = requantize(anomaly_acc(x, rec, mx, mr), 1, shift, dtype)
+    return np.concatenate([score, (score > int(threshold)).astype(I64)], axis=-1)

@@ -15,6 +15,8 @@ MATMUL_TAIL = 11  # start, MAC pipeline (5), drain and requantizer (5), done
 ELTWISE_TAIL = 7  # start, read, 4 arithmetic stages, done
 SOFTMAX_ROW = 2  # sum -> divider wait
 NORM_ROW = 10  # square->divider wait (4) and three handshakes (2 each)
+ARGMAX_TAIL = 4  # start, read, compare, write, done
+ANOMALY_TAIL = 9  # start, read, products, difference, sum, round, clamp, score and flag writes, done
 CHAINED = {"add": 5, "affine": 5, "avgpool": 4}  # a chained node ends this many cycles after its producer
 
 
@@ -45,6 +47,10 @@ def _node_cycles(design, kind: str, prog) -> int:
         sqrt_steps = (w + (w & 1)) // 2
         per_row = 3 * prog["cols"] + prog["q1_bits"] + sqrt_steps + prog["recip_bits"] + 1 + NORM_ROW
         return prog["rows"] * per_row + ELTWISE_TAIL + 2
+    if kind == "argmax":  # scan, then the scores read out again
+        return prog["cols"] * (1 + prog["scores"]) + ARGMAX_TAIL
+    if kind == "anomaly":
+        return prog["numel"] + ANOMALY_TAIL
     raise ValueError(f"no latency model for unit kind {kind!r}")
 
 

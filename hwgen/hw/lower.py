@@ -14,7 +14,8 @@ from hwgen.hw.memory import MemoryPlan, balanced, plan_memory, raw, view
 from hwgen.hw.program import signed_width
 
 UNIT_OF = {"linear": "matmul", "attn_scores": "matmul", "attn_apply": "matmul", "add": "add",
-           "affine": "affine", "avgpool": "avgpool", "softmax": "softmax", "layernorm": "layernorm"}
+           "affine": "affine", "avgpool": "avgpool", "softmax": "softmax", "layernorm": "layernorm",
+           "argmax": "argmax", "anomaly_score": "anomaly"}
 
 
 @dataclass
@@ -30,6 +31,7 @@ class Design:
     widths: dict[str, dict[str, int]] = field(default_factory=dict)
     head: list[int] = field(default_factory=list)  # per node: the first node of its chain
     streamed: dict[int, int] = field(default_factory=dict)  # chained node -> which input is streamed
+    shl_table: list[int] = field(default_factory=list)  # per-embedding-group input shifts of linear nodes
 
     def sbits_of(self, name: str) -> int:
         return sbits(self.graph.value_type(name).dtype)
@@ -106,6 +108,16 @@ def build_design(graph: Graph, lanes: int) -> Design:
                           "out_shift": out_shift, "q_bits": max(wd["recip"] - 1, 1), "qmax": out.qmax})
             luts += lut
             _wmax(d, unit, "lut", max(max(lut).bit_length(), 1))
+        elif unit == "argmax":
+            cols = graph.value_type(node.inputs[0]).shape[-1]
+            scores = int(bool(a.get("scores")))
+            progs.append({"cols": cols, "scores": scores, "total": 1 + cols * scores})
+        elif unit == "anomaly":
+            rows, cols = view(graph.value_type(node.inputs[0]))
+            mx, mr = ([int(v) for v in consts[a[k]].value.reshape(-1)] for k in ("mx", "mr"))
+            progs.append({"numel": rows * cols, "features": cols, "mx": [mx[f % len(mx)] for f in range(cols)],
+                          "mr": [mr[f % len(mr)] for f in range(cols)], "shift": a["shift"],
+                          "threshold": a["threshold"], "qmax": out.qmax})
         elif unit == "layernorm":
             rows, cols = view(node.out)
             if a["recip_bits"] < a["norm_bits"]:
@@ -164,9 +176,13 @@ def _matmul_program(d: Design, node, weights: list[int], lin_params: list, q: di
         m0, sh = (graph.consts[a[k]].value.reshape(-1) for k in ("m0", "shift"))
         p_base = len(lin_params)
         lin_params += [(int(bias[n % len(bias)]), int(m0[n % m0.size]), int(sh[n % sh.size])) for n in range(n_len)]
+        shl = {}
+        if a.get("in_shl"):
+            shl = {"shl_base": len(d.shl_table), "use_shl": True}
+            d.shl_table += [int(v) for v in graph.consts[a["in_shl"]].value.reshape(-1)]
         return MatmulProgram(group=group, outer=rows, inner=1, groups=groups, k_len=k_len, n_len=n_len, a_o=k_len, a_u=0,
                              b_base=base, b_o=0, b_u=0, b_k=groups, per_channel=True, p_base=p_base, m0=0,
-                             shift=0, **common)
+                             shift=0, **shl, **common)
     lay = d.plan.wide[d.plan.wide_key(graph, node)]
     _wmax(d, "matmul", "b", d.sbits_of(node.inputs[1]))
     _wmax(d, "matmul", "m0", signed_width(a["m0"]))

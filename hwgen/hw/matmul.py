@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from hwgen.hw.mac import MacArray
@@ -51,6 +52,8 @@ class MatmulProgram:
     qmin: int
     qmax: int
     relu: bool
+    shl_base: int = 0  # per-embedding-group input: A operand k is shifted left by shl_table[shl_base + k]
+    use_shl: bool = False
 
     @property
     def outputs(self) -> int:
@@ -66,12 +69,18 @@ class MatmulUnit(wiring.Component):
     """
 
     def __init__(self, programs: list[MatmulProgram], lanes: int, a_width: int, b_width: int,
-                 acc_width: int, m0_width: int, bias_width: int, out_width: int, addr_width: int):
+                 acc_width: int, m0_width: int, bias_width: int, out_width: int, addr_width: int,
+                 shl_table: list[int] | None = None):
         if not programs:
             raise ValueError("a MatmulUnit needs at least one program, not an empty list")
         if not isinstance(lanes, int) or lanes < 1:
             raise ValueError(f"lanes must be a positive integer, not {lanes!r}")
         self.programs, self.lanes = programs, lanes
+        # Per-embedding-group inputs: one small table of left shifts for the broadcast operand (the group
+        # partial sums rescaled by exact powers of two); absent, and no logic at all, without groups.
+        self.shl_table = [int(v) for v in (shl_table or [])]
+        if any(v < 0 for v in self.shl_table):
+            raise ValueError("shl_table entries must be >= 0")
         self.acc_width, self.m0_width, self.bias_width = acc_width, m0_width, bias_width
         self.out_width = out_width
         self.p_width = bias_width + m0_width + 8
@@ -88,15 +97,19 @@ class MatmulUnit(wiring.Component):
         P = self.lanes
         big = max(max(p.outputs, p.outer * max(p.a_o, p.b_o), p.b_base + p.outer * p.b_o + p.inner * p.b_u
                       + p.k_len * p.b_k + p.groups, P * p.groups) for p in self.programs) + P + 64
+        big += len(self.shl_table)
         cnt = lambda: Signal(range(big + 1))  # noqa: E731
         names = ("group", "outer", "inner", "groups", "k_len", "n_len", "a_o", "a_u", "b_base", "b_o", "b_u",
                  "b_k", "per_channel", "p_base", "shift", "relu", "outputs")
+        if self.shl_table:
+            names += ("shl_base", "use_shl")
         shapes = {n: unsigned(len(cnt())) for n in names}
         shapes.update({"m0": signed(self.m0_width + 1), "zp": signed(self.out_width + 1),
                        "qmin": signed(self.out_width + 1), "qmax": signed(self.out_width + 1)})
         table = [{n: int(getattr(prog, n)) for n in shapes} for prog in self.programs]
         cfg = config_registers(m, self.start, self.sel, table, shapes)
-        m.submodules.mac = mac = MacArray(P, len(self.a_data), len(self.b_data[0]), self.acc_width,
+        max_shl = max(self.shl_table, default=0)
+        m.submodules.mac = mac = MacArray(P, len(self.a_data) + max_shl, len(self.b_data[0]), self.acc_width,
                                           tag_width=2 * len(cnt()))
         m.submodules.rq = rq = Requantizer(self.acc_width + 1, self.m0_width + 1, 8, self.out_width)
 
@@ -132,7 +145,18 @@ class MatmulUnit(wiring.Component):
         beat_v, beat_f, beat_l, beat_tag = Signal(), Signal(), Signal(), Signal.like(mac.tag)
         m.d.sync += [beat_v.eq(issue), beat_f.eq(k == 0), beat_l.eq(last_k), beat_tag.eq(Cat(nv, gp))]
         m.d.comb += [mac.valid.eq(beat_v), mac.first.eq(beat_f), mac.last.eq(beat_l), mac.tag.eq(beat_tag),
-                     mac.a.eq(self.a_data), mac.b.eq(self.b_data)]
+                     mac.b.eq(self.b_data)]
+        if self.shl_table:
+            # The shift of input channel k is read with the operand's address and arrives with its data.
+            m.submodules.shl_rom = rom = Memory(shape=unsigned(max(max_shl.bit_length(), 1)),
+                                                depth=len(self.shl_table), init=self.shl_table)
+            rd = rom.read_port()
+            m.d.comb += rd.addr.eq(cfg["shl_base"] + k)
+            use = Signal()
+            m.d.sync += use.eq(cfg["use_shl"][0])
+            m.d.comb += mac.a.eq(Mux(use, self.a_data << rd.data, self.a_data))
+        else:
+            m.d.comb += mac.a.eq(self.a_data)
 
         # ---- drain: one finished lane per cycle into the requantizer --------------------------------------
         d_left, d_lane, d_base = cnt(), Signal(range(P)), cnt()

@@ -14,6 +14,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from hwgen.hw.eltwise import AddUnit, AffineUnit, AvgpoolUnit
+from hwgen.hw.heads import AnomalyScoreUnit, ArgmaxUnit
 from hwgen.hw.lower import Design
 from hwgen.hw.matmul import MatmulUnit
 from hwgen.hw.memory import WideWriter, view
@@ -49,7 +50,8 @@ class Top(wiring.Component):
         for kind, progs in d.programs.items():
             u = w[kind]
             if kind == "matmul":
-                units[kind] = MatmulUnit(progs, P, u["in"], u["b"], u["acc"], u["m0"], u["bias"], u["out"], aw)
+                units[kind] = MatmulUnit(progs, P, u["in"], u["b"], u["acc"], u["m0"], u["bias"], u["out"], aw,
+                                         shl_table=d.shl_table)
             elif kind == "add":
                 units[kind] = AddUnit(progs, u["in"], u["acc"], u["out"], aw)
             elif kind == "affine":
@@ -58,6 +60,10 @@ class Top(wiring.Component):
                 units[kind] = AvgpoolUnit(progs, u["in"], u["acc"], u["out"], aw)
             elif kind == "softmax":
                 units[kind] = SoftmaxUnit(progs, u["in"], u["lut"], u["sum"], u["recip"], u["out"], aw)
+            elif kind == "argmax":
+                units[kind] = ArgmaxUnit(progs, u["in"], u["out"], aw)
+            elif kind == "anomaly":
+                units[kind] = AnomalyScoreUnit(progs, u["in"], u["diff"], u["acc"], u["out"], aw)
             elif kind == "layernorm":
                 units[kind] = LayerNormUnit(progs, u["in"], u, u["gamma"], u["beta"], u["out"], aw)
         return units
@@ -159,6 +165,9 @@ class Top(wiring.Component):
                     other = node.inputs[0] if streamed == 1 else node.inputs[1]
                     same = streamed is None and node.inputs[1] == node.inputs[0]
                     port, bits = source(other, port_index=1 if same else 0)
+                    route(st, port, u.rd1_addr, u.rd1_data, bits)
+                if kind == "anomaly":  # the reconstruction, read alongside the window
+                    port, bits = source(node.inputs[1])
                     route(st, port, u.rd1_addr, u.rd1_data, bits)
                 if kind == "softmax":
                     port, bits = source(node.inputs[0], port_index=1)

@@ -44,7 +44,8 @@ class GraphBuilder:
         return name
 
     # ---- ops (see hwgen.golden.ops for their meaning) -------------------------------------------------
-    def linear(self, name, x, weight, bias, m0, shift, dtype: IntType, wtype: IntType, zp=0, relu=False) -> str:
+    def linear(self, name, x, weight, bias, m0, shift, dtype: IntType, wtype: IntType, zp=0, relu=False,
+               in_shl=None) -> str:
         n = np.asarray(weight).shape[0]
         attrs = {
             "weight": self.const(f"{name}.weight", weight, wtype),
@@ -54,6 +55,8 @@ class GraphBuilder:
             "zp": int(zp),
             "relu": bool(relu),
         }
+        if in_shl is not None and np.any(np.asarray(in_shl) != 0):  # per-embedding-group input
+            attrs["in_shl"] = self.const(f"{name}.in_shl", np.asarray(in_shl), IntType(4, False))
         return self._node("linear", name, (x,), attrs, dtype)
 
     def attn_scores(self, name, q, k, heads, m0, shift, dtype: IntType, zp=0) -> str:
@@ -98,6 +101,18 @@ class GraphBuilder:
     def avgpool(self, name, x, m0, shift, bias, dtype: IntType, zp=0) -> str:
         attrs = {"m0": int(m0), "shift": int(shift), "bias": int(bias), "zp": int(zp)}
         return self._node("avgpool", name, (x,), attrs, dtype)
+
+    def argmax(self, name, x, dtype: IntType, scores: bool = False) -> str:
+        """Class index of the largest score (ties: the lowest index); then the scores when ``scores``."""
+        return self._node("argmax", name, (x,), {"scores": bool(scores)}, dtype)
+
+    def anomaly_score(self, name, x, rec, mx, mr, shift, threshold, dtype: IntType) -> str:
+        """[score, flag] of a window ``x`` [L, F] and its reconstruction ``rec`` (L*F elements)."""
+        f = self._graph().value_type(x).shape[-1]
+        attrs = {"mx": self.const(f"{name}.mx", np.broadcast_to(np.asarray(mx), (f,))),
+                 "mr": self.const(f"{name}.mr", np.broadcast_to(np.asarray(mr), (f,))),
+                 "shift": int(shift), "threshold": int(threshold)}
+        return self._node("anomaly_score", name, (x, rec), attrs, dtype)
 
     def finish(self, output: str, meta: dict[str, Any] | None = None) -> Graph:
         """The verified graph with declared widths, computing ``output``."""

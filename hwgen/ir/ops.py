@@ -26,7 +26,8 @@ class OpSpec:
 
 
 OPS: dict[str, OpSpec] = {
-    "linear": OpSpec(1, consts=("weight", "m0", "shift"), optional_consts=("bias",), ints=("zp",), flags=("relu",)),
+    "linear": OpSpec(1, consts=("weight", "m0", "shift"), optional_consts=("bias", "in_shl"), ints=("zp",),
+                     flags=("relu",)),
     "attn_scores": OpSpec(2, ints=("heads", "m0", "shift", "zp")),
     "softmax": OpSpec(1, consts=("lut",), ints=("recip_bits",)),
     "attn_apply": OpSpec(2, ints=("m0", "shift", "zp")),
@@ -34,7 +35,20 @@ OPS: dict[str, OpSpec] = {
     "affine": OpSpec(1, consts=("mul", "bias", "shift"), ints=("zp",)),
     "layernorm": OpSpec(1, consts=("gamma", "beta"), ints=("shift", "norm_bits", "recip_bits", "zp")),
     "avgpool": OpSpec(1, ints=("m0", "shift", "bias", "zp")),
+    # Task heads (hwgen.golden.ops.argmax / anomaly_score):
+    "argmax": OpSpec(1, flags=("scores",)),
+    "anomaly_score": OpSpec(2, consts=("mx", "mr"), ints=("shift", "threshold")),
 }
+
+
+# Per-embedding-group inputs: group scales are the tensor's scale times 2**e_k, 0 <= e_k <= MAX_IN_SHL.
+MAX_IN_SHL = 8
+
+
+def in_shl_max(graph, node) -> int:
+    """The largest per-group shift of a linear node's input (0 without groups)."""
+    key = node.attrs.get("in_shl")
+    return int(graph.consts[key].value.max()) if key else 0
 
 
 def sbits(t: IntType) -> int:
@@ -61,6 +75,10 @@ def out_shape(graph, node) -> tuple[int, ...]:
         need(len(w) == 2 and shapes[0][-1] == w[1], f"weight shape {w} does not match the input width")
         for key in ("m0", "shift") + (("bias",) if a.get("bias") else ()):
             need(graph.consts[a[key]].value.shape in ((w[0],), ()), f"{key} must have one entry per output")
+        if a.get("in_shl"):
+            shl = graph.consts[a["in_shl"]].value
+            need(shl.shape == (w[1],), "in_shl must have one entry per input channel")
+            need(0 <= int(shl.min()) and int(shl.max()) <= MAX_IN_SHL, f"in_shl must lie in 0..{MAX_IN_SHL}")
         return (*shapes[0][:-1], w[0])
     if op == "attn_scores":
         (lq, dq), (lk, dk) = shapes
@@ -89,6 +107,20 @@ def out_shape(graph, node) -> tuple[int, ...]:
     if op == "avgpool":
         need(len(shapes[0]) == 2, "expects [time, channels]")
         return (1, shapes[0][1])
+    if op == "argmax":
+        c, dt, it = shapes[0][-1], node.out.dtype, graph.value_type(node.inputs[0]).dtype
+        need(len(shapes[0]) == 2 and shapes[0][0] == 1 and c >= 1, "expects one row of class scores [1, C]")
+        need(dt.contains(c - 1) and (not a.get("scores") or (dt.qmin <= it.qmin and it.qmax <= dt.qmax)),
+             f"output type {dt} cannot hold the class index and the scores")
+        return (1, 1 + c) if a.get("scores") else (1, 1)
+    if op == "anomaly_score":
+        (lx, fx), n = shapes[0], math.prod(shapes[1])
+        need(len(shapes[0]) == 2 and n == lx * fx, "reconstruction must have the window's L*F elements")
+        for key in ("mx", "mr"):
+            need(graph.consts[a[key]].value.shape in ((fx,), ()), f"{key} must have one entry per feature")
+        need(node.out.dtype.signed and 0 <= a["threshold"] <= node.out.dtype.qmax,
+             f"threshold {a['threshold']} must lie in 0..{node.out.dtype.qmax} of a signed output type")
+        return (1, 2)
     raise HwgenError(f"node {node.name!r}: unknown op {op!r}")
 
 
@@ -99,7 +131,7 @@ def widths(graph, node) -> dict[str, int]:
     op = node.op
     if op == "linear":
         k = types[0].shape[-1]
-        acc = sbits(types[0].dtype) + _const_sbits(graph, node, "weight") + clog2(k)
+        acc = sbits(types[0].dtype) + in_shl_max(graph, node) + _const_sbits(graph, node, "weight") + clog2(k)
         if a.get("bias"):
             acc = max(acc, _const_sbits(graph, node, "bias")) + 1
         return {"acc": acc, "scaled": acc + _const_sbits(graph, node, "m0")}
@@ -135,6 +167,13 @@ def widths(graph, node) -> dict[str, int]:
     if op == "avgpool":
         acc = max(sbits(types[0].dtype) + clog2(types[0].shape[0]), signed_bits_for(a["bias"])) + 1
         return {"acc": acc, "scaled": acc + signed_bits_for(a["m0"])}
+    if op == "argmax":
+        return {"best": sbits(types[0].dtype), "index": signed_bits_for(types[0].shape[-1])}
+    if op == "anomaly_score":
+        diff = max(sbits(types[0].dtype) + _const_sbits(graph, node, "mx"),
+                   sbits(types[1].dtype) + _const_sbits(graph, node, "mr")) + 1
+        # a sum of N absolute values each at most 2**(diff-1)
+        return {"diff": diff, "acc": diff + clog2(math.prod(types[0].shape)) + 1}
     raise HwgenError(f"node {node.name!r}: unknown op {op!r}")
 
 

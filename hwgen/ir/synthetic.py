@@ -34,6 +34,7 @@ class SyntheticConfig:
     bits_in: int = 8
     bits_prob: int = 8
     bits_out: int = 16
+    peg_shl: int = 0  # > 0: linears reading the residual stream get per-group input shifts in 0..peg_shl
 
 
 def _scale_for(acc: np.ndarray, dtype: IntType, coverage: float = 0.999) -> float:
@@ -55,13 +56,15 @@ def random_graph(cfg: SyntheticConfig, seed: int = 0, batch: int = 64) -> tuple[
     def weights(n: int, k: int) -> np.ndarray:
         return rng.integers(tw.qmin, tw.qmax + 1, size=(n, k))
 
-    def lin(name, src, n, dtype=ta, relu=False) -> str:
-        w = weights(n, env[src].shape[-1])
+    def lin(name, src, n, dtype=ta, relu=False, peg=False) -> str:
+        k = env[src].shape[-1]
+        w = weights(n, k)
         bias = rng.integers(-(1 << (cfg.bits_w + 2)), 1 << (cfg.bits_w + 2), size=n)
-        acc = ops.linear_acc(env[src], w, bias)
+        shl = rng.integers(0, cfg.peg_shl + 1, size=k) if peg and cfg.peg_shl else None
+        acc = ops.linear_acc(env[src], w, bias, shl)
         m0, sh = dyadic_array(np.array([_scale_for(acc[..., i], dtype) for i in range(n)]))
-        b.linear(name, src, w, bias, m0, sh, dtype, tw, relu=relu)
-        env[name] = ops.linear(env[src], w, bias, m0, sh, dtype, relu=relu)
+        b.linear(name, src, w, bias, m0, sh, dtype, tw, relu=relu, in_shl=shl)
+        env[name] = ops.linear(env[src], w, bias, m0, sh, dtype, relu=relu, in_shl=shl)
         return name
 
     def add(name, a, c) -> str:
@@ -99,7 +102,7 @@ def random_graph(cfg: SyntheticConfig, seed: int = 0, batch: int = 64) -> tuple[
     h = add("pos_add", h, pe)
     for layer in range(cfg.layers):
         p = f"l{layer}."
-        q, k, v = (lin(p + n, h, cfg.d_model) for n in ("q", "k", "v"))
+        q, k, v = (lin(p + n, h, cfg.d_model, peg=True) for n in ("q", "k", "v"))
         acc = ops.attn_scores_acc(env[q], env[k], cfg.heads)
         m0, sh = dyadic(_scale_for(acc, ta))
         b.attn_scores(p + "scores", q, k, cfg.heads, m0, sh, ta)
@@ -114,13 +117,13 @@ def random_graph(cfg: SyntheticConfig, seed: int = 0, batch: int = 64) -> tuple[
         env[p + "attn"] = ops.attn_apply(env[p + "softmax"], env[v], m0, sh, ta)
         o = lin(p + "out", p + "attn", cfg.d_model)
         h = norm(p + "norm1", add(p + "res1", h, o))
-        f = lin(p + "ffn1", h, cfg.ffn, dtype=tu, relu=True)
+        f = lin(p + "ffn1", h, cfg.ffn, dtype=tu, relu=True, peg=True)
         f = lin(p + "ffn2", f, cfg.d_model)
         h = norm(p + "norm2", add(p + "res2", h, f))
     acc = ops.avgpool_acc(env[h], 0)
     m0, sh = dyadic(_scale_for(acc, ta))
     b.avgpool("pool", h, m0, sh, 0, ta)
     env["pool"] = ops.avgpool(env[h], m0, sh, 0, ta)
-    lin("head", "pool", cfg.outputs, dtype=IntType(cfg.bits_out))
+    lin("head", "pool", cfg.outputs, dtype=IntType(cfg.bits_out), peg=True)
     graph = b.finish("head", meta={"synthetic": {"seed": seed, **cfg.__dict__}})
     return graph, x

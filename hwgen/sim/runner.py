@@ -15,9 +15,11 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -85,6 +87,7 @@ def simulate(
     stall_out: float = 0.0,
     waves: bool = False,
     idle_timeout_cycles: int = 100_000,
+    progress: Callable[[str, int], None] | None = None,
 ) -> SimResult:
     """Stream ``windows`` (one window of the graph's input shape, or a batch) through the Verilog design and
     compare every output element with ``hwgen.golden.run(graph, windows)``.
@@ -95,6 +98,10 @@ def simulate(
     ``hwgen_top`` or whose ports differ from the contract or the graph's types, or a build/simulator
     failure (naming the log). A design that stops answering is reported in ``error``/``timed_out``, its
     missing outputs counted as mismatches.
+
+    ``progress``, when given, is called as ``progress("build", 0)`` before the simulator build (instant when
+    cached), then ``progress("simulate", done)`` with the number of windows received so far, from a
+    thread, a few times a second while the simulator runs, and once at the end.
     """
     from hwgen.golden import run as golden_run
 
@@ -120,6 +127,8 @@ def simulate(
     build_dir = Path(build_dir).resolve()
     build_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    if progress:
+        progress("build", 0)
     sim_build, cached = _build(simulator, verilog_path, text, build_dir, waves)
     build_s = time.perf_counter() - t0
 
@@ -137,7 +146,9 @@ def simulate(
         out_signed=np.bool_(out_type.signed),
         idle_timeout_cycles=np.int64(idle_timeout_cycles),
     )
-    _run(simulator, sim_build, run_dir, case_path, results_path, seed, waves)
+    with _watch_progress(run_dir / "progress", progress):
+        _run(simulator, sim_build, run_dir, case_path, results_path, seed, waves,
+             {"HWGEN_SIM_PROGRESS": str(run_dir / "progress")} if progress else {})
     if not results_path.is_file():
         log = run_dir / "sim.log"
         raise HwgenError(f"{simulator} run of {verilog_path} wrote no results ({_first_error(log)}): "
@@ -288,15 +299,51 @@ def _private_copy(text: str, key: str) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def _watch_progress(path: Path, progress: Callable[[str, int], None] | None):
+    """While the block runs, poll the testbench's progress file and report the windows done."""
+    if progress is None:
+        yield
+        return
+    stop = threading.Event()
+
+    def read() -> int | None:
+        try:
+            return int(path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def poll() -> None:
+        seen = None
+        while not stop.wait(0.2):
+            done = read()
+            if done is not None and done != seen:
+                seen = done
+                progress("simulate", done)
+
+    progress("simulate", 0)
+    thread = threading.Thread(target=poll, name="hwgen-sim-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        done = read()
+        if done is not None:
+            progress("simulate", done)
+
+
 def _run(simulator: str, sim_build: Path, run_dir: Path, case: Path, results: Path, seed: int,
-         waves: bool) -> None:
+         waves: bool, env: dict[str, str] | None = None) -> None:
     with _tool_env():
         runner = _runner(simulator)
         try:
             runner.test(test_module=TB_MODULE, hdl_toplevel=TOPLEVEL, hdl_toplevel_lang="verilog",
                         build_dir=sim_build, test_dir=run_dir, results_xml=str(run_dir / "results.xml"),
                         seed=seed, waves=waves, log_file=run_dir / "sim.log",
-                        extra_env={"HWGEN_SIM_CASE": str(case), "HWGEN_SIM_RESULTS": str(results)})
+                        extra_env={"HWGEN_SIM_CASE": str(case), "HWGEN_SIM_RESULTS": str(results),
+                                   **(env or {})})
         except (SystemExit, RuntimeError):
             # cocotb exits on a failing test (under pytest) and raises on a simulator's nonzero exit; the
             # results JSON says what happened: the caller raises only when none was written.

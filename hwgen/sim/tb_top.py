@@ -101,6 +101,7 @@ class StreamSink:
         self.beats: list[int] = []
         self.edges: list[int] = []  # the clock edge index at which each beat was accepted
         self.protocol_errors: list[str] = []
+        self.progress: ProgressFile | None = None  # told the beat count after each beat, when set
         self.ready.value = 1
 
     async def receive(self, count: int) -> None:
@@ -123,12 +124,36 @@ class StreamSink:
                 value = self.payload.value
                 self.beats.append(value.to_signed() if self.signed else value.to_unsigned())
                 self.edges.append(get_sim_time() // self.period)
+                if self.progress is not None:
+                    self.progress.update(len(self.beats))
                 await FallingEdge(self.clk)
                 continue
             await self.valid.value_change  # idle: no Python until valid changes
             if get_sim_time() % self.period:  # changed at a rising edge: act at the next falling edge
                 await FallingEdge(self.clk)
             # else it changed at this falling edge (a combinational path from x): act now
+
+
+class ProgressFile:
+    """Writes the number of complete windows received to ``path`` (atomically, at most every ``interval``
+    seconds of wall time, and at the last window) for the caller's progress bar; it polls the file."""
+
+    def __init__(self, path: str | os.PathLike, per_window: int, windows: int, interval: float = 0.2) -> None:
+        self.path = Path(path)
+        self.per_window = max(int(per_window), 1)
+        self.windows = int(windows)
+        self.interval = interval
+        self.last = 0.0
+
+    def update(self, beats: int) -> None:
+        if beats % self.per_window:
+            return
+        done, now = beats // self.per_window, time.perf_counter()
+        if now - self.last >= self.interval or done == self.windows:
+            self.last = now
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text(str(done))
+            os.replace(tmp, self.path)
 
 
 class TB:
@@ -215,6 +240,8 @@ async def stream_all_windows(dut) -> None:
         raise AssertionError(problem)
 
     tb = TB(dut, case)
+    if os.environ.get("HWGEN_SIM_PROGRESS"):
+        tb.sink.progress = ProgressFile(os.environ["HWGEN_SIM_PROGRESS"], n_out, windows)
     await tb.reset()
     wall0, t0 = time.perf_counter(), get_sim_time()
     sender = cocotb.start_soon(tb.source.send(inputs.reshape(-1).tolist()))

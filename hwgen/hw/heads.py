@@ -1,0 +1,119 @@
+"""Task-head units: the classifier's argmax and the anomaly detector's reconstruction score.
+
+Both read their operands one element per cycle from flat buffers (like the element-wise units) and write
+their few output elements in order; ``done`` follows the last one. Their arithmetic is that of
+``hwgen.golden.ops.argmax`` and ``hwgen.golden.ops.anomaly_score``.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import wiring
+
+from hwgen.hw.eltwise import _ports
+from hwgen.hw.program import config_registers, count_writes, signed_width
+from hwgen.hw.requant import clamp, round_shift
+
+
+class ArgmaxUnit(wiring.Component):
+    """Writes the index of the largest of ``cols`` scores (a strict ``>`` keeps the lowest index of equal
+    maxima), then, when the program's ``scores`` is 1, the scores themselves.
+
+    Per node: cols, scores, total (1 + cols * scores). ``cols + 3`` cycles from ``start`` to the index,
+    ``2 cols + 4`` to ``done`` with the scores.
+    """
+
+    def __init__(self, programs: list[dict], in_width: int, out_width: int, addr_width: int):
+        self.programs, self.out_width = programs, out_width
+        super().__init__(_ports(len(programs), addr_width, in_width, out_width, 1))
+
+    def elaborate(self, platform):
+        m = Module()
+        ps = self.programs
+        n = max(max(p["total"], p["cols"]) for p in ps)
+        cfg = config_registers(m, self.start, self.sel, ps, {
+            "cols": unsigned(n.bit_length() + 1), "scores": unsigned(1), "total": unsigned(n.bit_length() + 1)})
+        idx = Signal(range(n + 1))
+        phase = Signal(2)  # 0 idle, 1 scan for the maximum, 2 read the scores out
+        with m.If(self.start):
+            m.d.sync += [idx.eq(0), phase.eq(1)]
+        with m.Elif(phase != 0):
+            m.d.sync += idx.eq(idx + 1)
+            with m.If(idx == cfg["cols"] - 1):
+                m.d.sync += [idx.eq(0), phase.eq(Mux((phase == 1) & cfg["scores"], 2, 0))]
+        m.d.comb += self.rd0_addr.eq(idx)
+        # one cycle later the memory holds the element read at idx
+        v1, p1, i1, last1 = Signal(), Signal(2), Signal.like(idx), Signal()
+        m.d.sync += [v1.eq((phase != 0) & ~self.start), p1.eq(phase), i1.eq(idx), last1.eq(idx == cfg["cols"] - 1)]
+        best, best_i = Signal(signed(len(self.rd0_data))), Signal.like(idx)
+        better = (i1 == 0) | (self.rd0_data > best)
+        with m.If(v1 & (p1 == 1) & better):
+            m.d.sync += [best.eq(self.rd0_data), best_i.eq(i1)]
+        scan_out = v1 & (p1 == 1) & last1
+        m.d.sync += [self.w_valid.eq(scan_out | (v1 & (p1 == 2))),
+                     self.w_data.eq(Mux(p1 == 1, Mux(better, i1, best_i), self.rd0_data))]
+        count_writes(m, self, cfg["total"], Signal.like(cfg["total"]))
+        return m
+
+
+class AnomalyScoreUnit(wiring.Component):
+    """``score = clamp(round_shift(sum |x * mx[f] - rec * mr[f]|, shift), 0, qmax)``, then
+    ``flag = score > threshold``: reads the window x (``rd0``) and its reconstruction (``rd1``) together,
+    one element per cycle, feature f = element index mod ``features``.
+
+    Per node: numel, features, mx, mr (lists of ``features`` integers), shift, threshold, qmax. The
+    multipliers of all nodes sit in one constant table. ``numel + 8`` cycles from ``start`` to ``done``.
+    """
+
+    def __init__(self, programs: list[dict], in_width: int, diff_width: int, acc_width: int, out_width: int,
+                 addr_width: int):
+        self.programs, self.diff_width, self.acc_width, self.out_width = programs, diff_width, acc_width, out_width
+        super().__init__(_ports(len(programs), addr_width, in_width, out_width, 2))
+
+    def elaborate(self, platform):
+        m = Module()
+        ps = self.programs
+        n = max(p["numel"] for p in ps)
+        mx_all = [v for p in ps for v in p["mx"]]
+        mr_all = [v for p in ps for v in p["mr"]]
+        mw = signed_width(*mx_all, *mr_all)
+        bases = [sum(len(q["mx"]) for q in ps[:i]) for i in range(len(ps))]
+        cfg = config_registers(m, self.start, self.sel, [{**p, "p_base": b} for p, b in zip(ps, bases)], {
+            "numel": unsigned(n.bit_length() + 1), "features": unsigned(n.bit_length() + 1),
+            "p_base": unsigned(max(len(mx_all), 2).bit_length()), "shift": unsigned(8),
+            "threshold": signed(self.out_width + 1), "qmax": signed(self.out_width + 1)})
+        idx, f, running = Signal(range(n + 1)), Signal(range(n + 1)), Signal()
+        with m.If(self.start):
+            m.d.sync += [idx.eq(0), f.eq(0), running.eq(1)]
+        with m.Elif(running):
+            m.d.sync += [idx.eq(idx + 1), f.eq(Mux(f == cfg["features"] - 1, 0, f + 1))]
+            with m.If(idx == cfg["numel"] - 1):
+                m.d.sync += running.eq(0)
+        m.d.comb += [self.rd0_addr.eq(idx), self.rd1_addr.eq(idx)]
+        mx_t = Array(Const(v, signed(mw)) for v in mx_all)
+        mr_t = Array(Const(v, signed(mw)) for v in mr_all)
+        # stage 1: the memories answer; the multipliers are looked up for the element's feature
+        v1, l1, k1 = Signal(), Signal(), Signal(range(len(mx_all) + 1))
+        m.d.sync += [v1.eq(running & ~self.start), l1.eq(idx == cfg["numel"] - 1), k1.eq(cfg["p_base"] + f)]
+        px, pr = Signal(signed(self.diff_width)), Signal(signed(self.diff_width))
+        v2, l2 = Signal(), Signal()
+        m.d.sync += [px.eq(self.rd0_data * mx_t[k1]), pr.eq(self.rd1_data * mr_t[k1]), v2.eq(v1), l2.eq(v1 & l1)]
+        d = Signal(signed(self.diff_width))
+        v3, l3 = Signal(), Signal()
+        m.d.sync += [d.eq(px - pr), v3.eq(v2), l3.eq(l2)]
+        acc = Signal(signed(self.acc_width))
+        with m.If(self.start):
+            m.d.sync += acc.eq(0)
+        with m.Elif(v3):
+            m.d.sync += acc.eq(acc + Mux(d < 0, -d, d))
+        v4, rnd = Signal(), Signal(signed(self.acc_width + 1))
+        m.d.sync += v4.eq(l3)
+        v5 = Signal()
+        m.d.sync += [rnd.eq(round_shift(acc, cfg["shift"])), v5.eq(v4)]
+        score = Signal(signed(self.out_width + 1))
+        v6 = Signal()
+        m.d.sync += [score.eq(clamp(rnd, 0, cfg["qmax"])), v6.eq(v5)]
+        m.d.sync += [self.w_valid.eq(v5 | v6),
+                     self.w_data.eq(Mux(v6, score > cfg["threshold"], clamp(rnd, 0, cfg["qmax"])))]
+        count_writes(m, self, 2, Signal(2))
+        return m
