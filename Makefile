@@ -4,13 +4,21 @@ VENV := .venv
 PY := $(VENV)/bin/python
 HWGEN := $(VENV)/bin/hwgen
 STAMP := $(VENV)/.installed
+BROWSER_STAMP := $(VENV)/.browser
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export OBJCACHE := $(shell command -v ccache >/dev/null 2>&1 && echo ccache)
 export PYTHONHASHSEED := 0
 
-.PHONY: install demo test test-fast bench models lint clean
+.PHONY: install browser demo test test-fast bench models lint clean
 
 install: $(STAMP)
+
+# Chromium for the report's headless screenshot test (the tests skip it when no browser can be installed)
+browser: $(BROWSER_STAMP)
+
+$(BROWSER_STAMP): scripts/install.sh | $(STAMP)
+	@bash scripts/install.sh --browser
+	@touch $@
 
 $(STAMP): requirements.txt pyproject.toml scripts/install.sh
 	@bash scripts/install.sh
@@ -19,10 +27,10 @@ $(STAMP): requirements.txt pyproject.toml scripts/install.sh
 demo: install
 	@bash scripts/demo.sh
 
-test: install
+test: install browser
 	$(PY) -m pytest -q
 
-test-fast: install
+test-fast: install browser
 	$(PY) -m pytest -q -m "not slow"
 
 bench: install

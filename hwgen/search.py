@@ -11,8 +11,8 @@ search goes on.
 
 The study lives in an Optuna RDB storage: by default an SQLite file (resumable: rerunning the same command
 continues up to the requested number of trials), or any storage URL Optuna accepts, e.g.
-``postgresql://user:password@host/db`` shared by workers on many machines (install the PostgreSQL driver,
-``pip install psycopg2-binary``, yourself). ``workers`` local processes share one study.
+``postgresql://user:password@host/db`` shared by workers on many machines (its driver, ``psycopg2-binary``,
+is in requirements.txt). ``workers`` local processes share one study.
 """
 
 from __future__ import annotations
@@ -311,18 +311,33 @@ def open_storage(url: str):
     import optuna
 
     kw: dict[str, Any] = {}
+    engine_url = url
     if url.startswith("sqlite"):
         kw["engine_kwargs"] = {"connect_args": {"timeout": 300}}  # workers queue on the file lock
-    try:
-        return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=300, **kw)
-    except ModuleNotFoundError as exc:
-        raise HwgenError(f"storage {redact(url)}: its database driver {exc.name!r} is not installed "
-                         "(for postgresql:// URLs: pip install psycopg2-binary)") from None
-    except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        if "DB access module" in first:
-            first += " (for postgresql:// URLs: pip install psycopg2-binary)"
-        raise HwgenError(f"cannot open the study storage {redact(url)}: {first}") from None
+    elif url.startswith("postgresql://"):
+        # SQLAlchemy 2.0 reads postgresql:// with psycopg2, 2.1 with psycopg (3): use the one installed.
+        import importlib.util
+
+        if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
+            engine_url = "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(3):
+        try:
+            return optuna.storages.RDBStorage(engine_url, heartbeat_interval=60, grace_period=300, **kw)
+        except ModuleNotFoundError as exc:
+            raise HwgenError(f"storage {redact(url)}: its database driver {exc.name!r} is not installed "
+                             "(for postgresql:// URLs: pip install psycopg2-binary)") from None
+        except Exception as exc:
+            # Workers starting together on an empty database race to create Optuna's tables (optuna#1092): all
+            # but one fail on a duplicate, then find the tables made.
+            if attempt < 2 and isinstance(exc, (IntegrityError, ProgrammingError)):
+                time.sleep(1 + attempt)
+                continue
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            if "DB access module" in first:
+                first += " (for postgresql:// URLs: pip install psycopg2-binary)"
+            raise HwgenError(f"cannot open the study storage {redact(url)}: {first}") from None
 
 
 def open_study(storage, name: str, settings: SearchSettings):

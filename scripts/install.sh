@@ -5,18 +5,31 @@ cd "$(dirname "$0")/.."
 VENV=.venv
 log() { printf 'install: %s\n' "$*" >&2; }
 
+apt_install() {  # Debian packages, when apt-get is usable (as root); else a warning naming them
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    log "apt-get install $*"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+  else
+    log "warning: $* missing and apt-get not usable as this user; install them yourself"
+  fi
+}
+
+# `install.sh --browser` (run by `make test`): Chromium, for the headless screenshot of the HTML report in
+# tests/test_report_html.py (skipped without a browser). Not needed to use hwgen.
+if [ "${1:-}" = "--browser" ]; then
+  command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+    || command -v google-chrome >/dev/null 2>&1 || apt_install chromium \
+    || log "warning: could not install chromium; the report screenshot test will be skipped"
+  exit 0
+fi
+
 # Debian packages: Icarus Verilog (second simulator) and ccache (fast Verilator rebuilds).
 missing=()
 command -v iverilog >/dev/null 2>&1 || missing+=(iverilog)
 command -v ccache >/dev/null 2>&1 || missing+=(ccache)
 if [ ${#missing[@]} -gt 0 ]; then
-  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-    log "apt-get install ${missing[*]}"
-    apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  else
-    log "warning: ${missing[*]} missing and apt-get not usable as this user; install them to use Icarus/ccache"
-  fi
+  apt_install "${missing[@]}"
 fi
 
 if [ ! -x "$VENV/bin/python" ]; then

@@ -422,12 +422,77 @@ def test_report_after_a_real_simulation(estimated, expected, tmp_path, monkeypat
     assert "not run: simulation" not in text
 
 
+# Headless Chromium as root: no sandbox, no GPU, and nothing that reaches for the network (a fresh profile is
+# given per run with --user-data-dir).
+BROWSER_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--hide-scrollbars")
+SHOT_SIZE = (1100, 3000)  # width, height
+BROWSER_TIMEOUT = 120  # seconds
+
+
+def screenshot(browser: str, url: str, shot: Path, profile: Path) -> None:
+    """``url`` rendered by ``browser`` into the PNG ``shot``; the browser and its helper processes are killed
+    after BROWSER_TIMEOUT seconds."""
+    import os
+    import signal
+
+    profile.mkdir()
+    cmd = [browser, *BROWSER_FLAGS, f"--user-data-dir={profile}", f"--screenshot={shot}",
+           f"--window-size={SHOT_SIZE[0]},{SHOT_SIZE[1]}", url]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=BROWSER_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail(f"{browser} took more than {BROWSER_TIMEOUT} s for a screenshot")
+    else:
+        if proc.returncode != 0 or not shot.is_file():
+            last = (err.decode(errors="replace").strip().splitlines() or ["no output"])[-1]
+            pytest.fail(f"{browser} exited with {proc.returncode}, no screenshot: {last}")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def check_screenshot(pixels: np.ndarray) -> None:
+    """A rendered page, not a blank one: the expected size, text and plots on a plain background."""
+    assert pixels.shape[:2] == (SHOT_SIZE[1], SHOT_SIZE[0]) and pixels.shape[2] in (3, 4), pixels.shape
+    rgb = np.round(pixels[..., :3] * 255).astype(np.int64) if pixels.dtype.kind == "f" else pixels[..., :3]
+    codes = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+    colours, counts = np.unique(codes, return_counts=True)
+    background = colours[np.argmax(counts)]
+    drawn = codes != background
+    assert drawn.mean() > 0.02, f"only {drawn.mean():.2%} of the screenshot differs from its background"
+    assert len(colours) > 200, f"only {len(colours)} colours: no antialiased text or plots"
+    rows = np.flatnonzero(drawn.any(axis=1))
+    assert rows[0] < 200, "nothing drawn at the top of the page"
+    # the inline plots: saturated pixels (matplotlib's colours), not only grey text and table rules
+    saturation = rgb.max(axis=-1) - rgb.min(axis=-1)
+    assert (saturation > 80).sum() > 1000, "no coloured plots in the screenshot"
+
+
+def test_screenshot_checker_catches_a_blank_page():
+    blank = np.ones((SHOT_SIZE[1], SHOT_SIZE[0], 3), dtype=np.float32)
+    with pytest.raises(AssertionError, match="differs from its background"):
+        check_screenshot(blank)
+    text_only = blank.copy()
+    text_only[20:1000:7, 40:900] = 0.2  # grey lines of "text", no plots
+    with pytest.raises(AssertionError):
+        check_screenshot(text_only)
+    with pytest.raises(AssertionError):
+        check_screenshot(blank[:800])
+
+
 def test_screenshot_in_a_headless_browser(estimated, tmp_path):
     browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if browser is None:
-        pytest.skip("no headless browser installed")
+        pytest.skip("no headless browser installed (scripts/install.sh installs Debian's chromium as root)")
+    from matplotlib.image import imread
+
     page = render_report(estimated, tmp_path / "r.html", max_windows=WINDOWS)
     shot = tmp_path / "shot.png"
-    subprocess.run([browser, "--headless", "--disable-gpu", "--no-sandbox", f"--screenshot={shot}",
-                    "--window-size=1100,3000", page.as_uri()], check=True, timeout=120, capture_output=True)
-    assert shot.read_bytes()[:4] == b"\x89PNG" and shot.stat().st_size > 20000
+    screenshot(browser, page.as_uri(), shot, tmp_path / "profile")
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20000
+    check_screenshot(imread(shot))

@@ -142,7 +142,7 @@ def test_mixed_precision_spec():
 @pytest.mark.parametrize("args, culprit", [
     (["--dataset", "nope"], "unknown dataset 'nope'"),
     (["--storage", "nosuchdb://x/y"], "cannot open the study storage nosuchdb://x/y"),
-    (["--storage", "postgresql://user:secret@localhost/db"], "psycopg2"),
+    (["--storage", "postgresql://user:secret@localhost/db"], "storage postgresql://user:***@localhost/db"),
     (["--trials", "0"], "--trials must be an integer >= 1, not 0"),
     (["--space", "d_model=eight"], "values must be integers"),
 ])
