@@ -75,8 +75,9 @@ def model_section(graph: Graph) -> dict[str, Any]:
         "name": graph.meta.get("model"),
         "task": graph.meta.get("task", "forecast"),
         "dataset": data.get("title") or data.get("name"),
-        "window": graph.input_type.shape[0],
+        "window": graph.input_type.shape[0],  # input steps (a forecasting anomaly detector's: window + horizon)
         "features": graph.input_type.shape[1],
+        **({"horizon": cfg["horizon"]} if cfg.get("horizon") else {}),
         "d_model": cfg.get("d_model"),
         "heads": cfg.get("heads"),
         "layers": cfg.get("layers"),

@@ -60,12 +60,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.fp32 == (args.bits is not None):
         raise HwgenError("give exactly one of --bits N (quantization-aware training) or --fp32")
+    if args.horizon is not None and args.task != "anomaly":
+        raise HwgenError("--horizon works with --task anomaly only")
+    oscillation = _oscillation_options(args)
     if args.task != "forecast":
         from hwgen.tasks import cli_train
 
-        return cli_train(args)
+        return cli_train(args, oscillation)
     args.window, args.dataset = args.window or 24, args.dataset or "pm25"
-    oscillation = _oscillation_options(args)
     features = args.features.split(",") if args.features else None
     data = flow.load_data(args.dataset, args.csv, args.target, features, args.window)
     cfg = ModelConfig(features=len(data.features), window=data.window, d_model=args.d_model, heads=args.heads,
@@ -239,12 +241,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", choices=("forecast", "classify", "anomaly"), default="forecast",
                    help="forecast (default), classify (class index and scores) or anomaly (score and flag)")
     p.add_argument("--dataset", help="built-in dataset: pm25 (forecast, the default); basicmotions (the "
-                   "classify default), gunpoint, italypowerdemand; mitdb (the anomaly default), kdd135")
+                   "classify default), gunpoint, italypowerdemand; kdd135 (the anomaly default), mitdb")
     p.add_argument("--csv", help="train on your own CSV of numeric columns instead")
     p.add_argument("--target", help="target column of --csv (forecast one step ahead); the label column for "
                    "--task classify/anomaly (CSV layouts: hwgen.data.tasks)")
-    p.add_argument("--threshold-quantile", type=float, default=0.99,
-                   help="anomaly threshold: this quantile of the training windows' scores (default 0.99)")
+    p.add_argument("--threshold-quantile", type=float, default=1.0,
+                   help="anomaly threshold: this quantile of the scores of the normal (training and validation) "
+                   "windows (default 1.0: their largest score)")
+    p.add_argument("--horizon", type=int, metavar="H",
+                   help="anomaly: forecast the H steps after each window and score their error (the accelerator "
+                   "then takes window + H steps; default 4); 0 scores the reconstruction of the window instead")
     p.add_argument("--features", help="comma-separated input columns of --csv (default: all numeric)")
     p.add_argument("--bits", type=int, choices=range(2, 9), metavar="{2..8}", help="QAT weight/activation bits")
     p.add_argument("--act-bits", type=int, choices=range(2, 9), metavar="{2..8}",
@@ -372,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Search architectures, bit widths and parallelism for low validation MSE, "
                        "latency and LUTs. Resumable: rerun the same command to continue up to --trials. "
                        "Distributed: run it on many machines with one --storage URL (e.g. "
-                       "postgresql://user:pass@host/db; install its driver, pip install psycopg2-binary).")
+                       "postgresql://user:pass@host/db; its driver psycopg2-binary comes with hwgen).")
     p.add_argument("--dataset", default="pm25", help="built-in dataset (default: pm25)")
     p.add_argument("--trials", type=int, default=40, help="finished trials the study should hold (default 40)")
     p.add_argument("--study", default="runs/search.db", help="SQLite study file (default runs/search.db)")

@@ -279,8 +279,9 @@ def _model(r: dict, g: dict) -> str:
         ("bits_w", "weight bits"), ("bits_a", "activation bits"))]
     for key, label in (("ffn", "feed-forward width"), ("norm", "normalisation"), ("bits_in", "input bits"),
                        ("bits_res", "residual-stream bits"), ("bits_prob", "softmax probability bits"),
-                       ("bits_out", "output bits"), ("per_channel", "per-channel weight scales")):
-        if key in cfg:
+                       ("bits_out", "output bits"), ("per_channel", "per-channel weight scales"),
+                       ("horizon", "forecast steps scored (anomaly)")):
+        if key in cfg and (key != "horizon" or cfg[key]):
             rows.append([label, _v("graph", f"meta/config/{key}", cfg[key])])
     return "<h2>Model and quantization</h2>" + _table(["", "value"], rows)
 

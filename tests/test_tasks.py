@@ -14,6 +14,7 @@ from hwgen.golden import ops, run
 from hwgen.hw import lower
 from hwgen.hw.latency import estimate
 from hwgen.ir.builder import GraphBuilder
+from hwgen.ir.ops import macs
 from hwgen.ir.types import IntType
 from hwgen.tasks import accuracy, macro_f1, precision_recall_f1, roc_auc
 from tests.test_hw_top import simulate
@@ -72,14 +73,54 @@ def test_golden_anomaly_score_by_hand():
     assert ops.anomaly_score(x * 100, rec, mx, mr, 0, 0, I8).tolist() == [[127, 1]]  # saturates at qmax
 
 
-def _anomaly_graph(rng, L, F, shift, threshold, out=I16):
-    b = GraphBuilder("x", (L, F), I8)
-    p = b.avgpool("pool", "x", 20000, 15, 0, I8)
-    rec = b.linear("rec", p, rng.integers(-128, 128, size=(L * F, F)), None, [30000] * (L * F), [12] * (L * F),
-                   I16, I8)
+def _anomaly_graph(rng, L, F, shift, threshold, out=I16, horizon=0):
+    """A window [L, F] and its reconstruction from the pooled window; with ``horizon`` H, a window [L + H, F]
+    whose first L rows (read by a ``rows``-limited linear) forecast the last H, which are scored."""
+    b = GraphBuilder("x", (L + horizon, F), I8)
+    src = "x"
+    if horizon:
+        src = b.linear("ctx", "x", rng.integers(-128, 128, size=(F, F)), None, [20000] * F, [14] * F, I8, I8,
+                       rows=L)
+    p = b.avgpool("pool", src, 20000, 15, 0, I8)
+    n = (horizon or L) * F
+    rec = b.linear("rec", p, rng.integers(-128, 128, size=(n, F)), None, [30000] * n, [12] * n, I16, I8)
     b.anomaly_score("an", "x", rec, rng.integers(1, 1 << 15, size=F), rng.integers(1, 1 << 12, size=F), shift,
-                    threshold, out)
+                    threshold, out, offset=L * F if horizon else 0)
     return b.finish("an")
+
+
+def test_golden_forecast_anomaly_score_by_hand():
+    x = np.array([[9, 9], [1, -2], [3, 4]])  # L=1 context row, H=2 scored rows, F=2
+    rec = np.array([[2, 2, 0, 5]])  # the forecast of rows 1 and 2
+    mx, mr = np.array([4, 8]), np.array([3, 3])
+    # the rows after the context: as in the reconstruction case, 53 -> 13
+    assert ops.anomaly_score(x, rec, mx, mr, 2, 12, I16, offset=2).tolist() == [[13, 1]]
+    assert ops.anomaly_score(x[None], rec[None], mx, mr, 2, 12, I16, offset=2).tolist() == [[[13, 1]]]
+    # the context row does not count: changing it changes nothing, changing a scored row does
+    x2 = x.copy()
+    x2[0] = -50
+    assert ops.anomaly_score(x2, rec, mx, mr, 2, 12, I16, offset=2).tolist() == [[13, 1]]
+    x2[2, 1] = 5
+    assert ops.anomaly_score(x2, rec, mx, mr, 2, 12, I16, offset=2).tolist() == [[15, 1]]
+
+
+def test_ir_rows_and_offset_are_checked():
+    rng = np.random.default_rng(0)
+    g = _anomaly_graph(rng, 5, 2, 10, 5, horizon=3)
+    assert g.node("ctx").out.shape == (5, 2) and g.node("ctx").attrs["rows"] == 5
+    assert g.node("an").attrs["offset"] == 10 and macs(g, g.node("ctx")) == 5 * 2 * 2
+    assert g.node("an").attrs["widths"]["acc"] == g.node("an").attrs["widths"]["diff"] + 3 + 1  # 6 terms
+    y = run(g, rng.integers(-128, 128, size=(3, 8, 2)))
+    assert y.shape == (3, 1, 2)
+    b = GraphBuilder("x", (4, 2), I8)
+    with pytest.raises(HwgenError, match="rows 5 must lie in 1..4"):
+        b.linear("l", "x", np.ones((3, 2), np.int64), None, [1] * 3, [1] * 3, I8, I8, rows=5)
+    b = GraphBuilder("x", (4, 2), I8)
+    rec = b.const("rec", np.zeros((1, 4), np.int64))
+    for off in (1, 6):  # not on a row boundary; past the end of the window
+        with pytest.raises(HwgenError, match="must be whole rows"):
+            b.anomaly_score(f"an{off}", "x", rec, [1, 1], [1, 1], 0, 0, I16, offset=off)
+    b.anomaly_score("an", "x", rec, [1, 1], [1, 1], 0, 0, I16, offset=4)
 
 
 def test_ir_checks_task_ops():
@@ -94,7 +135,7 @@ def test_ir_checks_task_ops():
         b.argmax("am", "x", I8, scores=True)
     b = GraphBuilder("x", (3, 2), I8)
     short = b.const("short", np.zeros((1, 5), np.int64))
-    with pytest.raises(HwgenError, match="L\\*F elements"):
+    with pytest.raises(HwgenError, match="must be whole rows"):
         b.anomaly_score("an", "x", short, [1, 1], [1, 1], 0, 0, I16)
     b = GraphBuilder("x", (3, 2), I8)
     rec = b.const("rec", np.zeros((1, 6), np.int64))
@@ -124,11 +165,13 @@ def test_argmax_unit_matches_golden(scores):
     assert cycles == [estimate(g, 2)["total"]] * len(x)
 
 
-@pytest.mark.parametrize("L, F, shift, threshold", [(4, 3, 22, 170), (6, 1, 9, 0), (3, 2, 0, 32767)])
-def test_anomaly_unit_matches_golden(L, F, shift, threshold):
+@pytest.mark.parametrize("L, F, shift, threshold, horizon",
+                         [(4, 3, 22, 170, 0), (6, 1, 9, 0, 0), (3, 2, 0, 32767, 0), (4, 3, 22, 112, 2),
+                          (6, 1, 9, 0, 1)])
+def test_anomaly_unit_matches_golden(L, F, shift, threshold, horizon):
     rng = np.random.default_rng(L)
-    g = _anomaly_graph(rng, L, F, shift, threshold)
-    x = rng.integers(-128, 128, size=(4, L, F))
+    g = _anomaly_graph(rng, L, F, shift, threshold, horizon=horizon)
+    x = rng.integers(-128, 128, size=(4, L + horizon, F))
     x[1] = -128
     x[2] = 0
     expected = run(g, x).reshape(len(x), -1)
@@ -173,8 +216,9 @@ def test_cli_anomaly_end_to_end_on_csv(tmp_path, capsys):
     path = tmp_path / "a.csv"
     path.write_text("v,label\n" + "".join(f"{a:.4f},{f}\n" for a, f in zip(v, lab)))
     model = tmp_path / "a.pt"
+    # the default: forecast the 4 steps after each window of 8 and score them; quantization options pass through
     assert _cli("train", "--task", "anomaly", "--csv", path, "--target", "label", "--window", 8, "--out", model,
-                *TINY) == 0
+                "--precision", "ffn.w=4", "--dampen", "1", *TINY) == 0
     capsys.readouterr()
     assert _cli("eval", model, "--quiet") == 0
     text = capsys.readouterr().out
@@ -182,9 +226,25 @@ def test_cli_anomaly_end_to_end_on_csv(tmp_path, capsys):
     from hwgen import flow
 
     res = flow.evaluate(str(model), "test")
-    assert res["anomalous_windows"] == 19 + 7 and res["integer"]["roc_auc"] is not None
+    assert res["anomalous_windows"] == 19 + 4 - 1 and res["integer"]["roc_auc"] is not None
     graph = flow.export(str(model), str(tmp_path / "g"))
     assert graph.meta["threshold_calibrated"] and graph.node("anomaly").attrs["threshold"] == graph.meta["threshold"]
+    assert graph.input_type.shape == (12, 1) and graph.node("embed").attrs["rows"] == 8
+    assert graph.node("anomaly").attrs["offset"] == 8 and graph.output_type.shape == (1, 2)
+    assert graph.consts["l0.ffn1.weight"].dtype.bits == 4 and graph.meta["config"]["precision"] == "ffn.w=4"
+    # the threshold: the largest integer score of the normal (training and validation) windows
+    from hwgen.tasks import golden_outputs, normal_windows
+
+    data = flow.data_for_checkpoint({"data": graph.meta["data"]})
+    assert graph.meta["threshold"] == golden_outputs(graph, normal_windows(data))[:, 0].max()
+    # --horizon 0: reconstruct the whole window instead
+    recon = tmp_path / "r.pt"
+    assert _cli("train", "--task", "anomaly", "--csv", path, "--target", "label", "--window", 8, "--horizon", 0,
+                "--out", recon, *TINY) == 0
+    res = flow.evaluate(str(recon), "test")
+    assert res["anomalous_windows"] == 19 + 8 - 1
+    g = flow.export(str(recon), str(tmp_path / "gr"))
+    assert g.input_type.shape == (8, 1) and "rows" not in g.node("embed").attrs and "offset" not in g.node("anomaly").attrs
 
 
 @pytest.mark.parametrize("argv, match", [
@@ -193,6 +253,11 @@ def test_cli_anomaly_end_to_end_on_csv(tmp_path, capsys):
     (("--task", "classify", "--dataset", "pm25"), "unknown classification dataset 'pm25'"),
     (("--task", "classify", "--csv", "FILE"), "needs --target"),
     (("--task", "classify", "--csv", "FILE", "--target", "nope"), "no column 'nope'"),
+    (("--task", "classify", "--dataset", "gunpoint", "--horizon", "2"), "--horizon works with --task anomaly only"),
+    (("--dataset", "pm25", "--horizon", "2"), "--horizon works with --task anomaly only"),
+    (("--task", "anomaly", "--dataset", "kdd135", "--horizon", "40"), "horizon must be an integer in 0..32"),
+    (("--task", "anomaly", "--dataset", "kdd135", "--features", "value"), "--features works with --task forecast"),
+    (("--task", "anomaly", "--dataset", "kdd135", "--threshold-quantile", "1.5"), "threshold quantile must lie"),
 ])
 def test_cli_train_bad_inputs(tmp_path, capsys, argv, match):
     csv = tmp_path / "f.csv"

@@ -85,8 +85,27 @@ def test_anomaly_sets_labels_and_normal_training():
     assert (m.train.y == m.train.x.reshape(len(m.train.x), -1)).all()
     k = load_kdd135(window=32)
     first = int(k.test.start[np.argmax(k.test.labels)])
-    assert first == 4187 - 31 and k.test.labels.sum() == 13 + 31 - 1  # windows touching the 13 labelled rows
+    assert first == 4187 - 31 and k.test.labels.sum() == 12 + 32 - 1  # windows touching the 12 labelled rows
     assert len(k.train.x) + len(k.val.x) == 1200 - 2 * 31
+
+
+def test_forecasting_anomaly_windows_score_their_last_steps():
+    k = load_kdd135(window=32, horizon=4)
+    assert k.horizon == 4 and k.window == 32 and k.train.x.shape[1:] == (36, 1)
+    for split in (k.train, k.val, k.test):  # the target is the 4 steps after the model's window
+        assert (split.y == split.x[:, 32:].reshape(len(split.x), -1)).all()
+    first = int(k.test.start[np.argmax(k.test.labels)])
+    # anomalous when one of the 4 scored steps is labelled: 12 + 4 - 1 windows from the one whose last
+    # step is the first labelled row (rows 4187..4198)
+    assert first == 4187 - 35 and k.test.labels.sum() == 12 + 4 - 1
+    assert len(k.train.x) + len(k.val.x) == 1200 - 2 * 35 and k.train.labels.sum() == 0
+    m = load_mitdb(window=32, horizon=2)
+    # training windows touching the labelled run anywhere (context or scored steps) are dropped
+    assert m.train.labels.sum() == 0 and m.test.x.shape[1:] == (34, 1)
+    with pytest.raises(HwgenError, match="horizon must be an integer in 0..32, not 33"):
+        load_kdd135(window=32, horizon=33)
+    with pytest.raises(HwgenError, match="a horizon is an anomaly-detection setting"):
+        load_task_data("classify", "gunpoint", None, None, None, 0, 2)
 
 
 def _classify_csv(tmp_path, n_series=20, length=12, bad=None):

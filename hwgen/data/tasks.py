@@ -8,9 +8,12 @@ Series longer than ``window`` steps are downsampled by the smallest integer fact
 
 Anomaly detection: MIT-BIH ECG (sktime's mitdb.csv: columns data, label), KDD-TSAD 135 (aeon's
 InternalBleeding16 TRAIN/TEST CSVs: columns timestamp, value, is_anomaly; TRAIN holds normal data only,
-the single labelled anomaly is in TEST) or a user CSV. Windows slide with stride 1; a window is anomalous
-when any of its steps is labelled 1. Training and validation windows touching a labelled anomaly are
-dropped (the model learns normal data only); scaling comes from the training rows.
+the single labelled anomaly is in TEST) or a user CSV. Windows slide with stride 1. A reconstructing
+detector (``horizon`` 0) scores the whole window, which is anomalous when any of its steps is labelled 1; a
+forecasting detector (``horizon`` H) gets windows of ``window`` + H steps, forecasts the last H from the
+others and scores those H, and the window is anomalous when any of the H is labelled. Training and
+validation windows touching a labelled anomaly anywhere are dropped (the model learns normal data only);
+scaling comes from the training rows.
 
 CSV layouts (``--csv FILE --target LABEL``):
 * classify: long format, one row per time step: a ``series`` column (series id; a series' rows are
@@ -45,8 +48,9 @@ ANOMALY_SPLIT = (0.6, 0.1, 0.3)
 
 @dataclass(frozen=True, eq=False)
 class TaskSplit:
-    """Windows of one split: ``x`` float32 [n, window, features] (scaled); ``y`` the training target
-    (int64 class index [n] for classify, float32 flattened window [n, window*features] for anomaly);
+    """Windows of one split: ``x`` float32 [n, window (+ horizon), features] (scaled); ``y`` the training
+    target (int64 class index [n] for classify; for anomaly the float32 flattened scored steps
+    [n, scored*features]: the window, or the horizon's steps at its end);
     ``labels`` int64 [n] (the class, or 1 for an anomalous window); ``start`` int64 [n] (series index or
     first row of the window)."""
 
@@ -74,10 +78,7 @@ class TaskDataset:
     dropped: dict[str, int] = field(default_factory=dict)
     target: str = ""  # the label column of a CSV
     requested_window: int = 0  # the window asked for (series longer than it were downsampled)
-
-    @property
-    def horizon(self) -> int:
-        return 0
+    horizon: int = 0  # anomaly: steps after the window that a forecasting detector scores (0: reconstruct)
 
 
 def _package_dir(package: str) -> Path:
@@ -282,39 +283,46 @@ def load_classify_csv(path: str | Path, label: str, window: int = 24, seed: int 
 
 # ---- anomaly detection --------------------------------------------------------------------------------------
 def _anomaly_windows(values: np.ndarray, labels: np.ndarray, lo: int, hi: int, window: int,
-                     normal_only: bool) -> tuple[TaskSplit, int]:
-    """Stride-1 windows of rows [lo, hi); labels 1 when any row is anomalous; dropped anomalous windows
-    counted when ``normal_only``."""
-    n = hi - lo - window + 1
+                     normal_only: bool, horizon: int = 0) -> tuple[TaskSplit, int]:
+    """Stride-1 windows of ``window + horizon`` rows of [lo, hi); labels 1 when any scored row (the whole
+    window, or the last ``horizon`` rows) is anomalous; with ``normal_only`` windows with any anomalous row
+    are dropped, and counted."""
+    span = window + horizon
+    n = hi - lo - span + 1
     if n < 1:
-        raise HwgenError(f"rows {lo}..{hi} hold no window of {window} steps")
-    views = np.lib.stride_tricks.sliding_window_view(values[lo:hi], window, axis=0)[:n]  # [n, F, window]
+        raise HwgenError(f"rows {lo}..{hi} hold no window of {span} steps")
+    views = np.lib.stride_tricks.sliding_window_view(values[lo:hi], span, axis=0)[:n]  # [n, F, span]
     x = np.ascontiguousarray(views.transpose(0, 2, 1)).astype(np.float32)
     cum = np.concatenate(([0], np.cumsum(labels[lo:hi] != 0)))
-    lab = (cum[window:window + n] - cum[:n] > 0).astype(np.int64)
-    keep = np.flatnonzero(lab == 0) if normal_only else np.arange(n)
+    touched = cum[span:span + n] - cum[:n] > 0
+    first = span - (horizon or span)  # the first scored row of a window
+    lab = (cum[span:span + n] - cum[first:first + n] > 0).astype(np.int64)
+    keep = np.flatnonzero(~touched) if normal_only else np.arange(n)
     x = x[keep]
-    split = TaskSplit(x=x, y=x.reshape(len(x), -1).copy(), labels=lab[keep], start=(lo + keep).astype(np.int64))
+    y = x[:, first:].reshape(len(x), -1).copy()
+    split = TaskSplit(x=x, y=y, labels=lab[keep], start=(lo + keep).astype(np.int64))
     return split, n - len(keep)
 
 
 def _anomaly(name: str, values: np.ndarray, labels: np.ndarray, bounds, window: int, features, target="",
-             test_values=None, test_labels=None, test_bounds=None) -> TaskDataset:
+             test_values=None, test_labels=None, test_bounds=None, horizon: int = 0) -> TaskDataset:
     if window < 2:
         raise HwgenError(f"window must be >= 2, not {window}")
+    if not isinstance(horizon, int) or isinstance(horizon, bool) or not 0 <= horizon <= 32:
+        raise HwgenError(f"horizon must be an integer in 0..32, not {horizon!r}")
     mean, std = _stats(values[bounds[0][0]:bounds[0][1]][labels[bounds[0][0]:bounds[0][1]] == 0])
     scaled = _scale(values, mean, std)
     splits, dropped = {}, {}
     for part, (lo, hi) in zip(("train", "val"), bounds[:2]):
-        splits[part], dropped[part] = _anomaly_windows(scaled, labels, lo, hi, window, normal_only=True)
+        splits[part], dropped[part] = _anomaly_windows(scaled, labels, lo, hi, window, True, horizon)
         if len(splits[part].x) == 0:
             raise HwgenError(f"{name}: the {part} split has no normal window")
     if test_values is None:
         test_values, test_labels, test_bounds = values, labels, bounds[2]
     splits["test"], dropped["test"] = _anomaly_windows(_scale(test_values, mean, std), test_labels,
-                                                       *test_bounds, window, normal_only=False)
+                                                       *test_bounds, window, False, horizon)
     return TaskDataset(name=name, task="anomaly", features=tuple(features), window=window, mean=mean, std=std,
-                       dropped=dropped, target=target, **splits)
+                       dropped=dropped, target=target, horizon=horizon, **splits)
 
 
 def _bounds(n: int, fractions=ANOMALY_SPLIT) -> list[tuple[int, int]]:
@@ -323,15 +331,15 @@ def _bounds(n: int, fractions=ANOMALY_SPLIT) -> list[tuple[int, int]]:
     return [(0, a), (a, b), (b, n)]
 
 
-def load_mitdb(window: int | None = None) -> TaskDataset:
+def load_mitdb(window: int | None = None, horizon: int = 0) -> TaskDataset:
     """MIT-BIH ECG excerpt (7,500 steps, one labelled anomalous run near the end), split 60/10/30 in time."""
     table = _read_csv(_data_file("sktime", "mitdb", "mitdb.csv"))
     values = table[["data"]].to_numpy(np.float64)
     return _anomaly("MIT-BIH (mitdb)", values, table["label"].to_numpy(np.int64), _bounds(len(values)),
-                    window or DEFAULT_WINDOW["mitdb"], ("data",))
+                    window or DEFAULT_WINDOW["mitdb"], ("data",), horizon=horizon)
 
 
-def load_kdd135(window: int | None = None) -> TaskDataset:
+def load_kdd135(window: int | None = None, horizon: int = 0) -> TaskDataset:
     """KDD-TSAD 135 (InternalBleeding16): TRAIN (normal) split 80/20 into train/val in time; test: the TEST
     rows after the ones TRAIN repeats (the labelled anomaly lies there)."""
     files = [_data_file("aeon", "KDD-TSAD_135", f"135_UCR_Anomaly_InternalBleeding16_{s}.csv")
@@ -343,10 +351,10 @@ def load_kdd135(window: int | None = None) -> TaskDataset:
     return _anomaly("KDD-TSAD 135 (InternalBleeding16)", v_tr, train["is_anomaly"].to_numpy(np.int64),
                     [(0, cut), (cut, n)], window or DEFAULT_WINDOW["kdd135"], ("value",),
                     test_values=test[["value"]].to_numpy(np.float64),
-                    test_labels=test["is_anomaly"].to_numpy(np.int64), test_bounds=(n, len(test)))
+                    test_labels=test["is_anomaly"].to_numpy(np.int64), test_bounds=(n, len(test)), horizon=horizon)
 
 
-def load_anomaly_csv(path: str | Path, label: str, window: int = 32) -> TaskDataset:
+def load_anomaly_csv(path: str | Path, label: str, window: int = 32, horizon: int = 0) -> TaskDataset:
     """An anomaly CSV: numeric features and a 0/1 label column, rows in time order, split 60/10/30."""
     table = _read_csv(path)
     if label not in table.columns:
@@ -356,19 +364,22 @@ def load_anomaly_csv(path: str | Path, label: str, window: int = 32) -> TaskData
         raise HwgenError(f"{path}: label column {label!r} must hold 0 (normal) or 1 (anomalous) only")
     feats = _feature_columns(table, path, {label})
     return _anomaly(Path(path).stem, table[feats].to_numpy(np.float64), labels.astype(np.int64),
-                    _bounds(len(table)), window, feats, target=label)
+                    _bounds(len(table)), window, feats, target=label, horizon=horizon)
 
 
 # ---- by name / descriptor ---------------------------------------------------------------------------------
 def load_task_data(task: str, dataset: str | None, csv: str | None, target: str | None, window: int | None,
-                   seed: int = 0) -> TaskDataset:
-    """The dataset of a classify/anomaly run: built in by name, or a user CSV (``target`` = label column)."""
+                   seed: int = 0, horizon: int = 0) -> TaskDataset:
+    """The dataset of a classify/anomaly run: built in by name, or a user CSV (``target`` = label column);
+    ``horizon``: anomaly detection by forecasting that many steps (0: by reconstructing the window)."""
+    if horizon and task != "anomaly":
+        raise HwgenError(f"a horizon is an anomaly-detection setting, not one of --task {task}")
     if csv:
         if not target:
             raise HwgenError(f"--csv with --task {task} needs --target LABEL_COLUMN")
         if task == "classify":
             return load_classify_csv(csv, target, window or 24, seed)
-        return load_anomaly_csv(csv, target, window or 32)
+        return load_anomaly_csv(csv, target, window or 32, horizon)
     key = (dataset or "").lower()
     if task == "classify":
         if key in UCR:
@@ -378,9 +389,9 @@ def load_task_data(task: str, dataset: str | None, csv: str | None, target: str 
                          "or use --csv FILE --target LABEL)")
     if task == "anomaly":
         if key == "mitdb":
-            return load_mitdb(window)
+            return load_mitdb(window, horizon)
         if key == "kdd135":
-            return load_kdd135(window)
+            return load_kdd135(window, horizon)
         hint = " (a classification dataset: use --task classify)" if key in UCR else ""
         raise HwgenError(f"unknown anomaly dataset {dataset!r}{hint} (built in: {', '.join(ANOMALY)}; "
                          "or use --csv FILE --target LABEL)")
@@ -399,6 +410,7 @@ def describe(data: TaskDataset, dataset: str | None, csv: str | None, seed: int)
         "window": data.window,
         "requested_window": data.requested_window or data.window,
         "downsample": data.downsample,
+        "horizon": data.horizon,
         "seed": seed,
         "classes": list(data.classes),
         "mean": [float(v) for v in data.mean],
@@ -412,7 +424,7 @@ def from_descriptor(d: dict[str, Any]) -> TaskDataset:
     """Reload a checkpoint's dataset; HwgenError when its scaling changed."""
     window = int(d.get("requested_window") or d["window"])
     data = load_task_data(d["task"], None if d.get("csv") else d["name"], d.get("csv"), d.get("target") or None,
-                          window, int(d.get("seed", 0)))
+                          window, int(d.get("seed", 0)), int(d.get("horizon") or 0))
     if data.window != int(d["window"]) or not np.allclose(data.mean, d["mean"]) or not np.allclose(data.std, d["std"]):
         raise HwgenError(f"the data of {d.get('csv') or d['name']} changed since training (scaling differs)")
     return data

@@ -55,10 +55,10 @@ class _Exporter:
     def __init__(self, model: TimeSeriesTransformer) -> None:
         self.model = model
         self.cfg = model.cfg
-        self.b = GraphBuilder("x", (self.cfg.window, self.cfg.features), IntType(self.cfg.bits_in))
+        self.b = GraphBuilder("x", (self.cfg.input_steps, self.cfg.features), IntType(self.cfg.bits_in))
 
     def linear(self, name: str, lin: QLinear, src: str, s_in, q_out: Quantizer, relu: bool = False,
-               shl=None) -> str:
+               shl=None, rows: int | None = None) -> str:
         w = lin.weight.detach().double()
         if not np.isscalar(s_in):  # per-feature input scales fold into the weights (see QLinear.forward)
             w = w * torch.as_tensor(np.asarray(s_in, np.float64))
@@ -70,7 +70,7 @@ class _Exporter:
         bias = np.floor(lin.bias.detach().double().numpy() / acc_scale + 0.5).astype(np.int64)
         m0, shift = dyadic_array(acc_scale / _scales(q_out))
         return self.b.linear(name, src, w_int, bias, m0, shift, q_out.dtype, IntType(lin.wq.bits), relu=relu,
-                             in_shl=shl)
+                             in_shl=shl, rows=rows)
 
     def add(self, name: str, a: str, s_a: float, c: str, s_c: float, q_out: Quantizer) -> str:
         s_y = _scale(q_out)
@@ -121,7 +121,9 @@ class _Exporter:
     def run(self, meta: dict[str, Any]) -> Graph:
         m, cfg = self.model, self.cfg
         s_in = m.q_in.effective_scale().reshape(-1).numpy()
-        h = self.linear("embed", m.embed, "x", s_in, m.q_embed)
+        # a forecasting anomaly detector's input ends with the steps it scores: the embedding reads the window
+        rows = cfg.window if cfg.input_steps != cfg.window else None
+        h = self.linear("embed", m.embed, "x", s_in, m.q_embed, rows=rows)
         pe = self.b.const("pos_enc", m.q_pe.int_repr(m.pe.double()).numpy(), m.q_pe.dtype)
         h = self.add("pos_add", h, _scale(m.q_embed), pe, _scale(m.q_pe), m.q_pos)
         hq = m.q_pos

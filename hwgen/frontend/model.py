@@ -46,7 +46,10 @@ class ModelConfig:
     symmetric: bool = True
     learnable: bool = True
     init: str = "mse"
-    task: str = "forecast"  # forecast (outputs: values), classify (outputs: classes), anomaly (outputs: L*F)
+    task: str = "forecast"  # forecast (outputs: values), classify (outputs: classes), anomaly (outputs: L*F or H*F)
+    # anomaly only: 0 = reconstruct the window; H >= 1 = forecast the H steps after the window and score
+    # those (the input then holds window + H steps, the model reads the first ``window``)
+    horizon: int = 0
     precision: str = ""  # mixed precision, e.g. "attn=8,ffn.w=4,l1.ffn.a=6" (see bits_for)
     peg_groups: int = 1  # per-embedding-group quantization of the residual stream and FFN input/output
     peg_permute: bool = True  # group the embedding dimensions by range (else contiguous groups)
@@ -80,9 +83,11 @@ class ModelConfig:
             (self.init in ("minmax", "mse"), f"init must be 'minmax' or 'mse', not {self.init!r}"),
             (self.task in TASKS, f"task must be one of {', '.join(TASKS)}, not {self.task!r}"),
             (self.task != "classify" or self.outputs >= 2, f"a classifier needs >= 2 classes, not {self.outputs}"),
-            (self.task != "anomaly" or self.outputs == self.window * self.features,
-             f"an anomaly model reconstructs its window: outputs must be {self.window * self.features}, "
-             f"not {self.outputs}"),
+            (0 <= self.horizon <= 32, f"horizon must be 0..32, not {self.horizon}"),
+            (self.horizon == 0 or self.task == "anomaly", "a horizon is an anomaly-detection setting"),
+            (self.task != "anomaly" or self.outputs == self.scored_steps * self.features,
+             f"an anomaly model predicts the {self.scored_steps} scored steps: outputs must be "
+             f"{self.scored_steps * self.features}, not {self.outputs}"),
             (1 <= self.peg_groups <= self.d_model and self.d_model % self.peg_groups == 0,
              f"PEG groups must divide d_model {self.d_model}, not {self.peg_groups}"),
             (self.peg_groups == 1 or self.norm == "batch",
@@ -96,6 +101,17 @@ class ModelConfig:
                 raise HwgenError(f"precision entry {key!r} names a layer the model does not have "
                                  f"(layers 0..{self.layers - 1})")
         return self
+
+    @property
+    def scored_steps(self) -> int:
+        """Anomaly detection: the steps the score compares (the window, or the H forecast steps)."""
+        return self.horizon or self.window
+
+    @property
+    def input_steps(self) -> int:
+        """Steps of the input window: the model's window, plus the H scored steps of a forecasting anomaly
+        detector."""
+        return self.window + self.horizon
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -287,8 +303,9 @@ class TimeSeriesTransformer(nn.Module):
         return [m for m in self.modules() if isinstance(m, Quantizer)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: [batch, window, features] (scaled) -> [batch, outputs] (scaled)."""
-        x = self.q_in(x)
+        """x: [batch, input_steps, features] (scaled) -> [batch, outputs] (scaled). A forecasting anomaly
+        detector's input ends with the H steps it predicts; it reads only the window before them."""
+        x = self.q_in(x)[:, : self.cfg.window]
         h = self.q_embed(self.embed(x, self.q_in))
         h = self.q_pos(h + self.q_pe(self.pe.to(h.dtype)))
         hq = self.q_pos

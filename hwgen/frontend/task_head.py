@@ -31,7 +31,8 @@ def add_task_head(b: GraphBuilder, model, out: str, s_in: np.ndarray) -> tuple[s
     classify: ``argmax`` of the C class scores, output [index, score_0 .. score_C-1].
     anomaly: ``anomaly_score`` of the input window x (scales s_in per feature) and the reconstruction
     (scale s_rec): score = round(sum |x*s_in - rec*s_rec| / score_scale), flag = score > threshold, with
-    x*mx[f] - rec*mr[f] the difference at the common scale score_scale / 2**shift (dyadic multipliers).
+    x*mx[f] - rec*mr[f] the difference at the common scale score_scale / 2**shift (dyadic multipliers). With
+    a horizon H the model forecasts the H input steps after its window, and those are compared.
     """
     cfg = model.cfg
     if cfg.task == "forecast":
@@ -50,6 +51,7 @@ def add_task_head(b: GraphBuilder, model, out: str, s_in: np.ndarray) -> tuple[s
     calibrated = threshold >= 0
     if not calibrated:  # while training: every window normal until the threshold is chosen
         threshold = SCORE_TYPE.qmax
-    node = b.anomaly_score("anomaly", b.input_name, out, mx, mr, shift, threshold, SCORE_TYPE)
+    offset = cfg.window * cfg.features if cfg.horizon else 0  # score the steps after the window
+    node = b.anomaly_score("anomaly", b.input_name, out, mx, mr, shift, threshold, SCORE_TYPE, offset=offset)
     return node, {"task": "anomaly", "score_scale": s_score, "threshold": threshold,
                   "threshold_calibrated": calibrated}

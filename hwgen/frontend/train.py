@@ -71,6 +71,10 @@ def _fit(model: TimeSeriesTransformer, data: Dataset, opts: TrainOptions, lr: fl
     x_all = torch.as_tensor(train.x)
     y_all = torch.as_tensor(train.y)
     best = (float("inf"), copy.deepcopy(model.state_dict()), 0)
+    if model.cfg.quantized:
+        # QAT starts from a calibrated model that may already be the best one (on small or easy data the
+        # first epochs can make it worse): it is early stopping's epoch 0.
+        best = (validation_loss(model, val), copy.deepcopy(model.state_dict()), 0)
     history = []
     steps_per_epoch = sum(1 for i in range(0, len(x_all), opts.batch) if len(x_all) - i >= 2)
     osc = OscillationControl(model, epochs * steps_per_epoch, dampen=opts.dampen, freeze=opts.freeze,

@@ -39,7 +39,8 @@ def _eval_node(graph: Graph, node: Node, env: dict[str, np.ndarray]) -> np.ndarr
         return acc
 
     if node.op == "linear":
-        acc = acc_checked(ops.linear_acc(args[0], c["weight"], c.get("bias"), c.get("in_shl")))
+        x = args[0] if a.get("rows") is None else args[0][..., : a["rows"], :]
+        acc = acc_checked(ops.linear_acc(x, c["weight"], c.get("bias"), c.get("in_shl")))
         y = ops.requantize(acc, c["m0"], c["shift"], dt, zp)
         return np.maximum(y, zp) if a.get("relu") else y
     if node.op == "attn_scores":
@@ -72,9 +73,10 @@ def _eval_node(graph: Graph, node: Node, env: dict[str, np.ndarray]) -> np.ndarr
     if node.op == "argmax":
         return ops.argmax(args[0], bool(a.get("scores")))
     if node.op == "anomaly_score":
-        _check(node.name, "diff", ops.anomaly_diff(args[0], args[1], c["mx"], c["mr"]), _signed(w["diff"]))
-        acc_checked(ops.anomaly_acc(args[0], args[1], c["mx"], c["mr"]))
-        return ops.anomaly_score(args[0], args[1], c["mx"], c["mr"], a["shift"], a["threshold"], dt)
+        off = a.get("offset") or 0
+        _check(node.name, "diff", ops.anomaly_diff(args[0], args[1], c["mx"], c["mr"], off), _signed(w["diff"]))
+        acc_checked(ops.anomaly_acc(args[0], args[1], c["mx"], c["mr"], off))
+        return ops.anomaly_score(args[0], args[1], c["mx"], c["mr"], a["shift"], a["threshold"], dt, off)
     raise HwgenError(f"node {node.name!r}: the golden model has no op {node.op!r}")
 
 

@@ -215,21 +215,24 @@ def argmax(x: np.ndarray, scores: bool = False) -> np.ndarray:
     return np.concatenate([idx, x], axis=-1) if scores else idx
 
 
-def anomaly_diff(x: np.ndarray, rec: np.ndarray, mx: np.ndarray, mr: np.ndarray) -> np.ndarray:
-    """x[..., L, F] * mx[F] - rec * mr[F], with ``rec`` the L*F reconstruction in row-major order: the
-    window and its reconstruction brought to one scale (m / 2**shift each) in exact integers."""
-    x = np.asarray(x, I64)
-    r = np.asarray(rec, I64).reshape(x.shape)
-    return x * np.asarray(mx, I64) - r * np.asarray(mr, I64)
+def anomaly_diff(x: np.ndarray, rec: np.ndarray, mx: np.ndarray, mr: np.ndarray, offset: int = 0) -> np.ndarray:
+    """x * mx[F] - rec * mr[F] over the part of the window x [..., L, F] that ``rec`` describes: its N
+    elements (whole rows, row-major) from element ``offset`` on (the whole window when N = L*F, the last rows
+    when a forecaster predicts them from the rows before). The two are brought to one scale (m / 2**shift
+    each) in exact integers; the result has rec's N / F rows: [..., N / F, F]."""
+    x, r = np.asarray(x, I64), np.asarray(rec, I64)
+    n = int(np.prod(r.shape[-2:]))  # rec is [..., 1, N] (a batch of rows) or [L', F]
+    seg = x.reshape(*x.shape[:-2], -1)[..., offset:offset + n].reshape(*x.shape[:-2], n // x.shape[-1], x.shape[-1])
+    return seg * np.asarray(mx, I64) - r.reshape(seg.shape) * np.asarray(mr, I64)
 
 
-def anomaly_acc(x, rec, mx, mr) -> np.ndarray:
-    """Sum of absolute differences over the window: [..., L, F] -> [..., 1, 1]."""
-    return np.abs(anomaly_diff(x, rec, mx, mr)).sum(axis=(-2, -1), keepdims=True)
+def anomaly_acc(x, rec, mx, mr, offset: int = 0) -> np.ndarray:
+    """Sum of absolute differences over the compared rows: -> [..., 1, 1]."""
+    return np.abs(anomaly_diff(x, rec, mx, mr, offset)).sum(axis=(-2, -1), keepdims=True)
 
 
-def anomaly_score(x, rec, mx, mr, shift: int, threshold: int, dtype: IntType) -> np.ndarray:
+def anomaly_score(x, rec, mx, mr, shift: int, threshold: int, dtype: IntType, offset: int = 0) -> np.ndarray:
     """[score, flag] [..., 1, 2]: score = clamp(round_shift(sum |x*mx - rec*mr|, shift)) into ``dtype``
     (saturating at qmax), flag = 1 when score > threshold, else 0."""
-    score = requantize(anomaly_acc(x, rec, mx, mr), 1, shift, dtype)
+    score = requantize(anomaly_acc(x, rec, mx, mr, offset), 1, shift, dtype)
     return np.concatenate([score, (score > int(threshold)).astype(I64)], axis=-1)

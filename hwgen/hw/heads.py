@@ -58,11 +58,13 @@ class ArgmaxUnit(wiring.Component):
 
 class AnomalyScoreUnit(wiring.Component):
     """``score = clamp(round_shift(sum |x * mx[f] - rec * mr[f]|, shift), 0, qmax)``, then
-    ``flag = score > threshold``: reads the window x (``rd0``) and its reconstruction (``rd1``) together,
-    one element per cycle, feature f = element index mod ``features``.
+    ``flag = score > threshold``: reads the window x (``rd0``, from element ``offset`` on) and its
+    reconstruction or forecast (``rd1``) together, one element per cycle, feature f = element index mod
+    ``features`` (``offset`` is a whole number of rows).
 
-    Per node: numel, features, mx, mr (lists of ``features`` integers), shift, threshold, qmax. The
-    multipliers of all nodes sit in one constant table. ``numel + 8`` cycles from ``start`` to ``done``.
+    Per node: numel (rec's elements), offset, features, mx, mr (lists of ``features`` integers), shift,
+    threshold, qmax. The multipliers of all nodes sit in one constant table. ``numel + 8`` cycles from
+    ``start`` to ``done``.
     """
 
     def __init__(self, programs: list[dict], in_width: int, diff_width: int, acc_width: int, out_width: int,
@@ -73,13 +75,14 @@ class AnomalyScoreUnit(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         ps = self.programs
-        n = max(p["numel"] for p in ps)
+        n = max(p["numel"] + p.get("offset", 0) for p in ps)
         mx_all = [v for p in ps for v in p["mx"]]
         mr_all = [v for p in ps for v in p["mr"]]
         mw = signed_width(*mx_all, *mr_all)
         bases = [sum(len(q["mx"]) for q in ps[:i]) for i in range(len(ps))]
         cfg = config_registers(m, self.start, self.sel, [{**p, "p_base": b} for p, b in zip(ps, bases)], {
             "numel": unsigned(n.bit_length() + 1), "features": unsigned(n.bit_length() + 1),
+            "offset": unsigned(n.bit_length() + 1),
             "p_base": unsigned(max(len(mx_all), 2).bit_length()), "shift": unsigned(8),
             "threshold": signed(self.out_width + 1), "qmax": signed(self.out_width + 1)})
         idx, f, running = Signal(range(n + 1)), Signal(range(n + 1)), Signal()
@@ -89,7 +92,7 @@ class AnomalyScoreUnit(wiring.Component):
             m.d.sync += [idx.eq(idx + 1), f.eq(Mux(f == cfg["features"] - 1, 0, f + 1))]
             with m.If(idx == cfg["numel"] - 1):
                 m.d.sync += running.eq(0)
-        m.d.comb += [self.rd0_addr.eq(idx), self.rd1_addr.eq(idx)]
+        m.d.comb += [self.rd0_addr.eq(idx + cfg["offset"]), self.rd1_addr.eq(idx)]
         mx_t = Array(Const(v, signed(mw)) for v in mx_all)
         mr_t = Array(Const(v, signed(mw)) for v in mr_all)
         # stage 1: the memories answer; the multipliers are looked up for the element's feature

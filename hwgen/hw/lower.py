@@ -113,9 +113,10 @@ def build_design(graph: Graph, lanes: int) -> Design:
             scores = int(bool(a.get("scores")))
             progs.append({"cols": cols, "scores": scores, "total": 1 + cols * scores})
         elif unit == "anomaly":
-            rows, cols = view(graph.value_type(node.inputs[0]))
+            cols = view(graph.value_type(node.inputs[0]))[1]
             mx, mr = ([int(v) for v in consts[a[k]].value.reshape(-1)] for k in ("mx", "mr"))
-            progs.append({"numel": rows * cols, "features": cols, "mx": [mx[f % len(mx)] for f in range(cols)],
+            progs.append({"numel": math.prod(view(graph.value_type(node.inputs[1]))), "offset": a.get("offset") or 0,
+                          "features": cols, "mx": [mx[f % len(mx)] for f in range(cols)],
                           "mr": [mr[f % len(mr)] for f in range(cols)], "shift": a["shift"],
                           "threshold": a["threshold"], "qmax": out.qmax})
         elif unit == "layernorm":
@@ -162,6 +163,7 @@ def _matmul_program(d: Design, node, weights: list[int], lin_params: list, q: di
     common = {"name": node.name, "relu": bool(a.get("relu", False)), **q}
     if node.op == "linear":
         rows, k_len = view(graph.value_type(node.inputs[0]))
+        rows = rows if a.get("rows") is None else a["rows"]  # the first rows of a row-major buffer
         w = graph.consts[a["weight"]].value
         n_len = w.shape[0]
         group = balanced(n_len, P)

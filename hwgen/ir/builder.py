@@ -45,7 +45,7 @@ class GraphBuilder:
 
     # ---- ops (see hwgen.golden.ops for their meaning) -------------------------------------------------
     def linear(self, name, x, weight, bias, m0, shift, dtype: IntType, wtype: IntType, zp=0, relu=False,
-               in_shl=None) -> str:
+               in_shl=None, rows: int | None = None) -> str:
         n = np.asarray(weight).shape[0]
         attrs = {
             "weight": self.const(f"{name}.weight", weight, wtype),
@@ -57,6 +57,8 @@ class GraphBuilder:
         }
         if in_shl is not None and np.any(np.asarray(in_shl) != 0):  # per-embedding-group input
             attrs["in_shl"] = self.const(f"{name}.in_shl", np.asarray(in_shl), IntType(4, False))
+        if rows is not None:  # read only the first rows of the input
+            attrs["rows"] = int(rows)
         return self._node("linear", name, (x,), attrs, dtype)
 
     def attn_scores(self, name, q, k, heads, m0, shift, dtype: IntType, zp=0) -> str:
@@ -106,12 +108,15 @@ class GraphBuilder:
         """Class index of the largest score (ties: the lowest index); then the scores when ``scores``."""
         return self._node("argmax", name, (x,), {"scores": bool(scores)}, dtype)
 
-    def anomaly_score(self, name, x, rec, mx, mr, shift, threshold, dtype: IntType) -> str:
-        """[score, flag] of a window ``x`` [L, F] and its reconstruction ``rec`` (L*F elements)."""
+    def anomaly_score(self, name, x, rec, mx, mr, shift, threshold, dtype: IntType, offset: int = 0) -> str:
+        """[score, flag] of a window ``x`` [L, F] against ``rec``: its reconstruction (L*F elements), or the
+        forecast of its rows from element ``offset`` on."""
         f = self._graph().value_type(x).shape[-1]
         attrs = {"mx": self.const(f"{name}.mx", np.broadcast_to(np.asarray(mx), (f,))),
                  "mr": self.const(f"{name}.mr", np.broadcast_to(np.asarray(mr), (f,))),
                  "shift": int(shift), "threshold": int(threshold)}
+        if offset:
+            attrs["offset"] = int(offset)
         return self._node("anomaly_score", name, (x, rec), attrs, dtype)
 
     def finish(self, output: str, meta: dict[str, Any] | None = None) -> Graph:

@@ -23,11 +23,14 @@ class OpSpec:
     optional_consts: tuple[str, ...] = ()
     ints: tuple[str, ...] = ()
     flags: tuple[str, ...] = ()
+    optional_ints: tuple[str, ...] = ()
 
 
 OPS: dict[str, OpSpec] = {
+    # rows: read only the first ``rows`` rows of the [R, K] input (a forecasting anomaly detector's embedding
+    # reads the context rows of a window whose last rows are the steps it scores)
     "linear": OpSpec(1, consts=("weight", "m0", "shift"), optional_consts=("bias", "in_shl"), ints=("zp",),
-                     flags=("relu",)),
+                     flags=("relu",), optional_ints=("rows",)),
     "attn_scores": OpSpec(2, ints=("heads", "m0", "shift", "zp")),
     "softmax": OpSpec(1, consts=("lut",), ints=("recip_bits",)),
     "attn_apply": OpSpec(2, ints=("m0", "shift", "zp")),
@@ -37,7 +40,8 @@ OPS: dict[str, OpSpec] = {
     "avgpool": OpSpec(1, ints=("m0", "shift", "bias", "zp")),
     # Task heads (hwgen.golden.ops.argmax / anomaly_score):
     "argmax": OpSpec(1, flags=("scores",)),
-    "anomaly_score": OpSpec(2, consts=("mx", "mr"), ints=("shift", "threshold")),
+    # offset: the compared part of the window starts at this row-major element (0: the whole window)
+    "anomaly_score": OpSpec(2, consts=("mx", "mr"), ints=("shift", "threshold"), optional_ints=("offset",)),
 }
 
 
@@ -79,6 +83,10 @@ def out_shape(graph, node) -> tuple[int, ...]:
             shl = graph.consts[a["in_shl"]].value
             need(shl.shape == (w[1],), "in_shl must have one entry per input channel")
             need(0 <= int(shl.min()) and int(shl.max()) <= MAX_IN_SHL, f"in_shl must lie in 0..{MAX_IN_SHL}")
+        if a.get("rows") is not None:
+            need(len(shapes[0]) == 2 and 1 <= a["rows"] <= shapes[0][0],
+                 f"rows {a['rows']} must lie in 1..{shapes[0][0]} of a [rows, channels] input")
+            return (a["rows"], w[0])
         return (*shapes[0][:-1], w[0])
     if op == "attn_scores":
         (lq, dq), (lk, dk) = shapes
@@ -114,8 +122,9 @@ def out_shape(graph, node) -> tuple[int, ...]:
              f"output type {dt} cannot hold the class index and the scores")
         return (1, 1 + c) if a.get("scores") else (1, 1)
     if op == "anomaly_score":
-        (lx, fx), n = shapes[0], math.prod(shapes[1])
-        need(len(shapes[0]) == 2 and n == lx * fx, "reconstruction must have the window's L*F elements")
+        (lx, fx), n, off = shapes[0], math.prod(shapes[1]), a.get("offset") or 0
+        need(len(shapes[0]) == 2 and n >= 1 and n % fx == 0 and off % fx == 0 and 0 <= off <= lx * fx - n,
+             f"the reconstruction's {n} elements from element {off} on must be whole rows of the [{lx}, {fx}] window")
         for key in ("mx", "mr"):
             need(graph.consts[a[key]].value.shape in ((fx,), ()), f"{key} must have one entry per feature")
         need(node.out.dtype.signed and 0 <= a["threshold"] <= node.out.dtype.qmax,
@@ -173,7 +182,7 @@ def widths(graph, node) -> dict[str, int]:
         diff = max(sbits(types[0].dtype) + _const_sbits(graph, node, "mx"),
                    sbits(types[1].dtype) + _const_sbits(graph, node, "mr")) + 1
         # a sum of N absolute values each at most 2**(diff-1)
-        return {"diff": diff, "acc": diff + clog2(math.prod(types[0].shape)) + 1}
+        return {"diff": diff, "acc": diff + clog2(math.prod(types[1].shape)) + 1}
     raise HwgenError(f"node {node.name!r}: unknown op {op!r}")
 
 
@@ -182,7 +191,7 @@ def macs(graph, node) -> int:
     t = [graph.value_type(i) for i in node.inputs]
     if node.op == "linear":
         n = graph.consts[node.attrs["weight"]].value.shape[0]
-        return math.prod(t[0].shape) * n
+        return math.prod(node.out.shape[:-1]) * t[0].shape[-1] * n
     if node.op == "attn_scores":
         return t[0].shape[0] * t[1].shape[0] * t[0].shape[1]
     if node.op == "attn_apply":

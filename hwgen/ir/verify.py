@@ -27,7 +27,7 @@ def verify(graph) -> None:
         for key in spec.optional_consts:
             if node.attrs.get(key) is not None and node.attrs[key] not in graph.consts:
                 raise HwgenError(f"node {node.name!r}: attribute {key!r} names no constant")
-        for key in spec.ints:
+        for key in spec.ints + tuple(k for k in spec.optional_ints if node.attrs.get(k) is not None):
             if not isinstance(node.attrs.get(key), int) or isinstance(node.attrs.get(key), bool):
                 raise HwgenError(f"node {node.name!r}: attribute {key!r} must be an integer")
         try:
