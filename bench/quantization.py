@@ -1,10 +1,13 @@
 """The quantization benchmark: the deployed integer model's PM2.5 test MSE for every quantization method,
 mean and std over 3 seeds, with oscillation statistics and training time.
 
-Rows (FP32 trained 25 epochs max, QAT 6 epochs from it): FP32; PTQ W8A8 (min-max ranges, and the full pipeline); QAT (LSQ, MSE-initialised scales) at W8A8, W6A6,
-W4A8, W4A4, W3A8, W3A3 with the residual stream at 12 bits; at W4A4 and W3A3 with oscillation dampening and
-with iterative freezing; at W4A4 and W3A3 with the residual stream at 8 bits, without and with per-embedding-
-group quantization (4 groups). Every QAT run starts from the FP32 model of its seed.
+Every run uses the recipe `hwgen train` uses by default: FP32 up to 60 epochs, QAT up to 20 epochs from it,
+early stopping on validation MSE (patience 10). Rows: FP32; PTQ W8A8 (min-max ranges, and the full
+pipeline); QAT (LSQ, MSE-initialised scales) at W8A8, W6A6, W4A8, W4A4, W3A8, W3A3 with the residual stream
+at 12 bits; at W4A4 and W3A3 with oscillation dampening and with iterative freezing, W3A8 with dampening; at
+W4A4 and W3A3 with the residual stream at 8 bits, without and with per-embedding-group quantization (4
+groups); W4A4 with the attention's activations at 8 bits (mixed precision). Every QAT run starts from the FP32
+model of its seed.
 
 Runs go to two worker processes (one torch thread each) and are cached under runs/bench_quantization/, so an
 interrupted benchmark resumes where it stopped. HWGEN_BENCH_QUICK=1 shrinks everything for a smoke run.
@@ -23,8 +26,9 @@ import numpy as np
 
 QUICK = os.environ.get("HWGEN_BENCH_QUICK") == "1"
 SEEDS = (0,) if QUICK else (0, 1, 2)
-CACHE = Path("runs/bench_quantization_quick" if QUICK else "runs/bench_quantization")
-FP32_EPOCHS, QAT_EPOCHS = 25, 6
+FP32_EPOCHS, QAT_EPOCHS, PATIENCE = 60, 20, 10
+# cached runs are per schedule: a changed schedule starts afresh
+CACHE = Path("runs/bench_quantization_quick" if QUICK else f"runs/bench_quantization_{FP32_EPOCHS}_{QAT_EPOCHS}")
 
 QAT_ROWS = {
     "qat_w8a8": dict(bits_w=8, bits_a=8),
@@ -41,6 +45,8 @@ QAT_ROWS = {
     "qat_w4a4_res8_peg4": dict(bits_w=4, bits_a=4, bits_res=8, peg_groups=4),
     "qat_w3a3_res8": dict(bits_w=3, bits_a=3, bits_res=8),
     "qat_w3a3_res8_peg4": dict(bits_w=3, bits_a=3, bits_res=8, peg_groups=4),
+    "qat_w3a8_dampen": dict(bits_w=3, bits_a=8, train=dict(dampen=0.5)),
+    "qat_w4a4_attn8": dict(bits_w=4, bits_a=4, precision="attn.a=8"),
 }
 PTQ_ROWS = {
     "ptq_w8a8_minmax": dict(method="minmax"),
@@ -84,7 +90,8 @@ def _fp32(seed: int) -> dict:
     path = CACHE / f"fp32_s{seed}.pt"
     data = _data()
     epochs = 2 if _quick() else FP32_EPOCHS
-    model, info = train_fp32(data, ModelConfig(), TrainOptions(epochs=epochs, patience=6, seed=seed, progress=False))
+    model, info = train_fp32(data, ModelConfig(), TrainOptions(epochs=epochs, patience=PATIENCE, seed=seed,
+                                                                progress=False))
     torch.save(model.state_dict(), path)
     mse, _ = mse_mae(predict(model, data.test.x), data.test.y)
     return {"mse": mse, "mse_units": data.mse_to_units(mse), "seconds": info["seconds"],
@@ -112,7 +119,7 @@ def _qat(name: str, seed: int) -> dict:
     data = _data()
     fp32 = _load_fp32(seed)
     cfg = replace(fp32.cfg, quantized=True, **spec)
-    opts = TrainOptions(qat_epochs=1 if _quick() else QAT_EPOCHS, patience=QAT_EPOCHS, seed=seed, progress=False,
+    opts = TrainOptions(qat_epochs=1 if _quick() else QAT_EPOCHS, patience=PATIENCE, seed=seed, progress=False,
                         **train_extra)
     model, info = train_qat(data, cfg, fp32, opts)
     keep = ("seconds", "val_mse", "epochs_run", "osc_fraction", "frozen_fraction", "best_epoch")
@@ -155,7 +162,7 @@ def _job(kind: str, name: str, seed: int) -> tuple[str, int, dict]:
 
 
 def _summary(runs: dict[int, dict], fp32_units: float | None) -> dict:
-    ok = [r for r in runs.values() if "error" not in r]
+    ok = [runs[s] for s in sorted(runs) if "error" not in runs[s]]  # values in seed order
     row: dict = {"seeds": sorted(s for s, r in runs.items() if "error" not in r),
                  "errors": {s: r["error"] for s, r in runs.items() if "error" in r}}
     if not ok:
@@ -192,7 +199,7 @@ def run(workers: int = 2) -> dict:
     return {
         "dataset": "pm25 (test split, deployed integer model unless FP32)",
         "seeds": list(SEEDS),
-        "schedule": {"fp32_epochs": FP32_EPOCHS, "qat_epochs": QAT_EPOCHS, "quick": _quick()},
+        "schedule": {"fp32_epochs": FP32_EPOCHS, "qat_epochs": QAT_EPOCHS, "patience": PATIENCE, "quick": _quick()},
         "rows": rows,
         "total_seconds": time.perf_counter() - start,
     }
@@ -200,12 +207,13 @@ def run(workers: int = 2) -> dict:
 
 LABELS = {
     "fp32": "FP32", "ptq_w8a8_minmax": "PTQ W8A8, min-max ranges", "ptq_w8a8_full": "PTQ W8A8, full pipeline",
-    "qat_w8a8": "QAT W8A8", "qat_w6a6": "QAT W6A6", "qat_w4a8": "QAT W4A8", "qat_w4a4": "QAT W4A4",
-    "qat_w3a8": "QAT W3A8", "qat_w3a3": "QAT W3A3", "qat_w4a4_dampen": "QAT W4A4 + dampening",
-    "qat_w4a4_freeze": "QAT W4A4 + freezing", "qat_w3a3_dampen": "QAT W3A3 + dampening",
-    "qat_w3a3_freeze": "QAT W3A3 + freezing", "qat_w4a4_res8": "QAT W4A4, 8-bit residual",
-    "qat_w4a4_res8_peg4": "QAT W4A4, 8-bit residual + PEG (4 groups)", "qat_w3a3_res8": "QAT W3A3, 8-bit residual",
-    "qat_w3a3_res8_peg4": "QAT W3A3, 8-bit residual + PEG (4 groups)",
+    "qat_w8a8": "QAT W8A8", "qat_w6a6": "QAT W6A6", "qat_w4a8": "QAT W4A8", "qat_w3a8": "QAT W3A8",
+    "qat_w3a8_dampen": "QAT W3A8 + dampening", "qat_w4a4": "QAT W4A4", "qat_w4a4_dampen": "QAT W4A4 + dampening",
+    "qat_w4a4_freeze": "QAT W4A4 + freezing", "qat_w4a4_res8": "QAT W4A4, 8-bit residual",
+    "qat_w4a4_res8_peg4": "QAT W4A4, 8-bit residual + PEG (4 groups)",
+    "qat_w4a4_attn8": "QAT W4A4, attention activations 8-bit (mixed precision)", "qat_w3a3": "QAT W3A3",
+    "qat_w3a3_dampen": "QAT W3A3 + dampening", "qat_w3a3_freeze": "QAT W3A3 + freezing",
+    "qat_w3a3_res8": "QAT W3A3, 8-bit residual", "qat_w3a3_res8_peg4": "QAT W3A3, 8-bit residual + PEG (4 groups)",
 }
 
 
@@ -218,7 +226,9 @@ def markdown(result: dict) -> str:
         v = row.get(key)
         return "–" if not v else f"{v['mean']:{fmt}} ± {v['std']:{fmt}}"
 
-    for name, row in result["rows"].items():
+    rows = result["rows"]  # in the order of LABELS (the JSON file holds them sorted by name)
+    for name in [*[n for n in LABELS if n in rows], *[n for n in rows if n not in LABELS]]:
+        row = rows[name]
         if "mse_units" not in row:
             lines.append(f"| {LABELS.get(name, name)} | failed: {row.get('errors')} | | | | | |")
             continue

@@ -222,6 +222,21 @@ def _idle_timeout(build_dir: Path) -> int:
     return max(100_000, 4 * latency)
 
 
+def step_latency(graph: Graph, parallel: int, step_cycles: dict[int, tuple[float, int, int]],
+                 model_nodes: dict[str, int]) -> list[dict[str, Any]]:
+    """Simulated cycles of the controller's node steps, named by their nodes (a node chained to its producer
+    runs in the producer's step), beside the analytic model's cycles of the same nodes."""
+    from hwgen.hw.lower import build_design
+
+    heads = build_design(graph, int(parallel)).head
+    rows = []
+    for step, (mean, lo, hi) in sorted(step_cycles.items()):
+        names = [n.name for i, n in enumerate(graph.nodes) if heads[i] == step - 1]
+        model = sum(model_nodes[n] for n in names) if names and all(n in model_nodes for n in names) else None
+        rows.append({"step": step, "nodes": names, "cycles": mean, "min": lo, "max": hi, "model": model})
+    return rows
+
+
 def simulate_build(build_dir: str, simulator: str = "verilator", windows: int = 256, stall: float = 0.0,
                    seed: int = 0) -> dict[str, Any]:
     """Run the build's Verilog under cocotb on ``windows`` real test windows, compare with the golden model
@@ -253,6 +268,9 @@ def simulate_build(build_dir: str, simulator: str = "verilator", windows: int = 
                        stall_in=stall, stall_out=stall, progress=advance if progress.enabled() else None,
                        idle_timeout_cycles=_idle_timeout(build_dir))
     cpi = res.cycles_per_inference
+    hardware = read_report(build_dir).get("hardware") or {}
+    per_step = (step_latency(graph, hardware["parallel"], res.step_cycles, hardware.get("cycles_per_node") or {})
+                if res.step_cycles and hardware.get("parallel") else None)
     section = {
         "simulator": simulator,
         "windows": res.windows,
@@ -260,6 +278,7 @@ def simulate_build(build_dir: str, simulator: str = "verilator", windows: int = 
         "first_mismatch": res.first_mismatch,
         "cycles_per_inference": cpi[0] if cpi else None,
         "cycles_per_inference_min_max": [cpi[1], cpi[2]] if cpi else None,
+        "cycles_per_step": per_step,
         "stall_probability": stall,
         "sim_cycles_per_s": res.sim_cycles_per_s,
         "wall_s": round(res.wall_s, 2),

@@ -424,13 +424,13 @@ def _latency(r: dict, g: dict) -> str:
     else:
         rows.append(["simulation, cycles per inference", _na("not run (hwgen sim DIR)")])
     out += _table(["", ""], rows)
+    out += _step_latency(sim)
     per_node = hw.get("cycles_per_node")
     if not per_node:
         return out + '<p class="na">no per-node latency recorded (rebuild with hwgen build)</p>'
     source = _v("report", "hardware/cycles_model", hw.get("cycles_model") or "analytic")
-    out += (f"<h3>Cycles per node</h3><p>Source: {source}: it follows each unit's schedule cycle by cycle; the "
-            "simulation measures the whole inference (above), not single nodes. A node chained to its producer "
-            "counts only the cycles it adds.</p>")
+    out += (f"<h3>Cycles per node, analytic model</h3><p>Source: {source}: it follows each unit's schedule "
+            "cycle by cycle. A node chained to its producer counts only the cycles it adds.</p>")
     nodes = g.get("nodes", {})
     names = [n for n in nodes if n in per_node] + [n for n in per_node if n not in nodes]  # graph order
     out += _img(report_plots.plot_bars(names, [per_node[n] for n in names], "cycles"), "cycles per node")
@@ -441,6 +441,30 @@ def _latency(r: dict, g: dict) -> str:
                 _pct(r, f"hardware/cycles_per_node/{n}", "hardware/latency_cycles"))]
             for n in names if "/" not in n]
     return out + _table(["node", "op", "cycles", "% of the inference"], rows, numeric_from=2)
+
+
+def _step_latency(sim: dict) -> str:
+    """The simulation's cycles per controller step (a node and the nodes chained to it) beside the model's."""
+    steps = sim.get("cycles_per_step")
+    if not steps:
+        return ('<h3>Cycles per layer, simulation</h3><p class="na">not recorded (run hwgen sim DIR)</p>'
+                if sim else "")
+    names = [" + ".join(st.get("nodes") or ["?"]) for st in steps]
+    rows = [[" + ".join(_v("graph", f"nodes/{n}/name", n) for n in st.get("nodes") or []) or _na(),
+             _v("report", f"sim/cycles_per_step/{i}/cycles", st.get("cycles")),
+             _v("report", f"sim/cycles_per_step/{i}/min", st.get("min")),
+             _v("report", f"sim/cycles_per_step/{i}/max", st.get("max")),
+             _v("report", f"sim/cycles_per_step/{i}/model", st.get("model"))]
+            for i, (name, st) in enumerate(zip(names, steps))]
+    differ = [st for st in steps if st.get("model") is not None and st.get("cycles") != st.get("model")]
+    verdict = ("the model differs on some steps" if differ else
+               "the model predicts every step exactly" if all(st.get("model") is not None for st in steps) else "")
+    return ("<h3>Cycles per layer, simulation</h3><p>Measured in the simulation of the emitted Verilog: the "
+            "cycles the controller spends on each node (with the nodes chained to it), mean, min and max over "
+            f"the simulated windows, beside the analytic model{': ' + verdict if verdict else ''}.</p>"
+            + _img(report_plots.plot_bars(names, [st.get("cycles") or 0 for st in steps], "cycles"),
+                   "simulated cycles per layer")
+            + _table(["node(s)", "simulated cycles", "min", "max", "model"], rows))
 
 
 def _resources(r: dict) -> str:

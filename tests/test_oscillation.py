@@ -292,3 +292,31 @@ def test_cli_oscillation_flags_reach_the_options():
     defaults = TrainOptions()
     opts = _oscillation_options(args)
     assert opts == {"bn_reestimate": defaults.bn_reestimate, "freeze": False}
+
+
+@pytest.mark.slow
+def test_dampening_lowers_oscillations_and_freezing_freezes_on_pm25():
+    """The benchmark's effect in miniature: 3-bit QAT of the shipped FP32 model on an eighth of the PM2.5
+    training windows, 4 epochs. Dampening (lambda 1) leaves fewer weights oscillating at the end than the
+    same run without it (measured: 0.013 vs 0.029); freezing freezes some weights."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    from hwgen.data import load_pm25
+    from hwgen.frontend.checkpoint import load_checkpoint
+
+    data = load_pm25()
+    small = replace(data, train=replace(data.train, x=data.train.x[::8], y=data.train.y[::8]),
+                    val=replace(data.val, x=data.val.x[::4], y=data.val.y[::4]))
+    fp32, _ = load_checkpoint(str(Path(__file__).resolve().parents[1] / "models" / "pm25_fp32.pt"))
+    cfg = replace(fp32.cfg, quantized=True, bits_w=3, bits_a=8)
+    final = {}
+    for name, extra in (("plain", {}), ("dampen", dict(dampen=1.0)), ("freeze", dict(freeze=True))):
+        opts = TrainOptions(qat_epochs=4, patience=10, batch=64, progress=False, bn_reestimate=False,
+                            calib_windows=512, **extra)
+        _, info = train_qat(small, cfg, fp32, opts)
+        final[name] = info["history"][-1]
+    assert final["plain"]["osc_fraction"] > 0.01  # 3-bit weights do oscillate here
+    assert final["dampen"]["osc_fraction"] < 0.75 * final["plain"]["osc_fraction"]
+    assert final["plain"]["frozen_fraction"] == final["dampen"]["frozen_fraction"] == 0.0
+    assert final["freeze"]["frozen_fraction"] > 0.0

@@ -420,6 +420,13 @@ def test_report_after_a_real_simulation(estimated, expected, tmp_path, monkeypat
     assert {"sim/windows", "sim/mismatches", "sim/cycles_per_inference"} <= keys
     assert '<span class="ok">bit-exact</span>' in text
     assert "not run: simulation" not in text
+    # latency per layer measured in the simulation: every node in one controller step, in graph order, and
+    # the analytic model equal to the measurement on each step
+    steps = json.loads((folder / "report.json").read_text())["sim"]["cycles_per_step"]
+    assert [n for st in steps for n in st["nodes"]] == [n.name for n in Graph.load(folder).nodes]
+    assert all(st["cycles"] == st["min"] == st["max"] == st["model"] for st in steps)
+    assert {f"sim/cycles_per_step/{i}/cycles" for i in range(len(steps))} <= keys
+    assert "the model predicts every step exactly" in text
 
 
 # Headless Chromium as root: no sandbox, no GPU, and nothing that reaches for the network (a fresh profile is

@@ -70,6 +70,8 @@ class SimResult:
     error: str | None = None  # why the testbench stopped early (the design stopped answering), else None
     waves: Path | None = None  # the wave file when waves=True
     run_dir: Path | None = None  # case, log and results of a failing run (or one with waves); else removed
+    # the controller's node steps (1..n of hwgen_top's ``step``): {step: (mean, min, max) cycles per visit}
+    step_cycles: dict[int, tuple[float, int, int]] | None = None
 
     @property
     def passed(self) -> bool:
@@ -179,6 +181,8 @@ def simulate(
         error=res.get("error"),
         waves=wave_file,
         run_dir=run_dir,
+        step_cycles={int(k): (v[0], v[1], v[2]) for k, v in res["step_cycles"].items()}
+        if res.get("step_cycles") else None,
     )
 
 

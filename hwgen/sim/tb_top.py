@@ -134,6 +134,36 @@ class StreamSink:
             # else it changed at this falling edge (a combinational path from x): act now
 
 
+class StepMonitor:
+    """The cycles the controller spends in each of its steps, read off hwgen_top's ``step`` register (0: load
+    the input, 1..n: the node steps, a node chained to its producer sharing the producer's step, n+1: send the
+    output). One Python callback per step change: a few dozen per window."""
+
+    def __init__(self, dut, period: int) -> None:
+        self.step = getattr(dut, "step", None)  # internal: visible with Verilator's --public-flat-rw, Icarus
+        self.period = period
+        self.visits: dict[int, list[int]] = {}  # step -> cycles of every visit
+
+    async def run(self) -> None:
+        if self.step is None:
+            return
+        value, since = int(self.step.value), get_sim_time() // self.period
+        while True:
+            await self.step.value_change
+            now = get_sim_time() // self.period
+            self.visits.setdefault(value, []).append(int(now - since))
+            value, since = int(self.step.value), now
+
+    def summary(self) -> dict[str, list[float]] | None:
+        """{step: [mean, min, max]} over the visits of every node step (not load and send, which wait on the
+        streams), or None when the design does not expose ``step``."""
+        if self.step is None:
+            return None
+        last = max(self.visits, default=0)
+        return {str(k): [float(np.mean(v)), int(min(v)), int(max(v))]
+                for k, v in sorted(self.visits.items()) if 0 < k < last}
+
+
 class ProgressFile:
     """Writes the number of complete windows received to ``path`` (atomically, at most every ``interval``
     seconds of wall time, and at the last window) for the caller's progress bar; it polls the file."""
@@ -244,6 +274,8 @@ async def stream_all_windows(dut) -> None:
         tb.sink.progress = ProgressFile(os.environ["HWGEN_SIM_PROGRESS"], n_out, windows)
     await tb.reset()
     wall0, t0 = time.perf_counter(), get_sim_time()
+    steps = StepMonitor(dut, tb.period)
+    monitor = cocotb.start_soon(steps.run())
     sender = cocotb.start_soon(tb.source.send(inputs.reshape(-1).tolist()))
     receiver = cocotb.start_soon(tb.sink.receive(windows * n_out))
     watchdog = cocotb.start_soon(tb.watchdog(int(case["idle_timeout_cycles"])))
@@ -261,6 +293,7 @@ async def stream_all_windows(dut) -> None:
     drain = min(int(lat.max()) if lat.size else 0, int(case["idle_timeout_cycles"])) + 16
     extra = not timed_out and await tb.extra_output(drain)
     sender.cancel()
+    monitor.cancel()
     result.update(
         mismatches=mismatches,
         first_mismatch=first,
@@ -273,6 +306,7 @@ async def stream_all_windows(dut) -> None:
             "min": int(lat.min()) if lat.size else None,
             "max": int(lat.max()) if lat.size else None,
         },
+        step_cycles=steps.summary(),
         sim_cycles=int(cycles),
         sim_wall_s=wall,
         sim_cycles_per_s=cycles / wall if wall > 0 else None,
