@@ -385,9 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", help="Optuna storage URL instead of --study (shared by many machines)")
     p.add_argument("--study-name", help="study name within the storage (default hwgen-DATASET)")
     p.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
-    p.add_argument("--epochs", type=_positive, default=3, help="FP32 epochs per trial (default 3)")
-    p.add_argument("--qat-epochs", type=_positive, default=1, help="QAT epochs per trial (default 1)")
-    p.add_argument("--train-windows", type=_positive, default=2048, help="training windows per trial (default 2048)")
+    p.add_argument("--epochs", type=_positive, default=10, help="FP32 epochs per trial (default 10)")
+    p.add_argument("--qat-epochs", type=_positive, default=3, help="QAT epochs per trial (default 3)")
+    p.add_argument("--train-windows", type=_positive, default=8192, help="training windows per trial (default 8192)")
     p.add_argument("--val-windows", type=_positive, default=2048, help="validation windows scored (default 2048)")
     p.add_argument("--target", default="xc7s15", help="board or part the design must fit (default xc7s15)")
     p.add_argument("--objectives", default="mse,latency,lut",

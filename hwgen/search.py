@@ -93,9 +93,12 @@ class SearchSettings:
 
     dataset: str = "pm25"
     target: str = "xc7s15"
-    epochs: int = 3
-    qat_epochs: int = 1
-    train_windows: int = 2048
+    # per trial: 10 + 3 epochs on 8,192 training windows get the reference model to validation MSE 0.067
+    # (0.050 with all 25,670 windows, 0.041 fully trained) in about 8 s on one core; 3 + 1 epochs on 2,048
+    # windows took 4.6 s but left it at 0.57, ranking designs by how fast they start to learn
+    epochs: int = 10
+    qat_epochs: int = 3
+    train_windows: int = 8192
     val_windows: int = 2048
     seed: int = 0
     objectives: tuple[str, ...] = ("mse", "latency", "lut")
