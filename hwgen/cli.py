@@ -409,13 +409,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     set_quiet(getattr(args, "quiet", False))
     try:
-        return int(args.func(args) or 0)
+        rc = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return rc
     except HwgenError as exc:
         print(f"hwgen: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("hwgen: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (e.g. `hwgen eval ... | head`): stop quietly
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 141
 
 
 if __name__ == "__main__":

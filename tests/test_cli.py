@@ -83,3 +83,15 @@ def test_missing_files(tmp_path, capsys):
     assert main(["train", "--csv", str(tmp_path / "none.csv"), "--target", "a", "--fp32", "--out",
                  str(tmp_path / "x.pt")]) == 1
     assert "none.csv" in capsys.readouterr().err
+
+
+def test_closed_output_pipe_ends_quietly():
+    """`hwgen boards | head -1`: the reader leaves early; hwgen stops without a traceback."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from hwgen.cli import main; sys.exit(main())",
+                             "boards"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # nothing will read what it prints
+    err = proc.stderr.read().decode()
+    assert proc.wait() == 141 and "Traceback" not in err and err == ""

@@ -275,9 +275,20 @@ def test_cli_train_bad_inputs(tmp_path, capsys, argv, match):
 def test_shipped_task_model_bit_exact_on_verilator(name, tmp_path):
     from hwgen.build import build, simulate_build
 
-    report = build(str(ROOT / "models" / f"{name}.pt"), str(tmp_path / name), "xc7s15", "auto",
-                   with_accuracy=False)
+    from hwgen.summary import summary_markdown
+
+    report = build(str(ROOT / "models" / f"{name}.pt"), str(tmp_path / name), "xc7s15", "auto")
     assert report["model"]["task"] in ("classify", "anomaly")
     sim = simulate_build(str(tmp_path / name), "verilator", windows=32, stall=0.2, seed=1)
     assert sim["windows"] == 32 and sim["mismatches"] == 0 and sim["error"] is None
     assert sim["cycles_per_inference"] >= 0.95 * report["hardware"]["latency_cycles"]
+    assert all(st["cycles"] == st["model"] for st in sim["cycles_per_step"])  # per layer, simulated == model
+    # the terminal summary speaks the task's metrics, from report.json
+    text = summary_markdown(tmp_path / name)
+    integer = report["accuracy"]["integer"]
+    if name == "kdd135_w8":
+        assert report["model"]["horizon"] == 4 and "input 36 steps (32 + 4 scored)" in text
+        assert f"deployed integer {integer['precision']:.3f} / {integer['recall']:.3f} / {integer['f1']:.3f}, " \
+               f"{integer['roc_auc']:.3f}" in text
+    else:
+        assert f"deployed integer {integer['accuracy']:.3f} / {integer['macro_f1']:.3f}" in text
