@@ -33,6 +33,9 @@ test: install browser
 test-fast: install browser
 	$(PY) -m pytest -q -m "not slow"
 
+lint: install
+	$(VENV)/bin/ruff check hwgen tests bench
+
 bench: install
 	$(PY) -m bench.run
 

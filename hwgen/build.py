@@ -12,7 +12,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
 
 from hwgen import progress
 from hwgen.errors import HwgenError
@@ -97,16 +96,20 @@ def load_build(build_dir: str | os.PathLike) -> Graph:
     return Graph.load(build_dir)
 
 
-def graph_from(source: str | os.PathLike) -> tuple[Graph, dict[str, Any]]:
-    """A graph from a QAT checkpoint (.pt, exported now) or an exported/build folder; plus what is known
-    about the model's accuracy (from the checkpoint's evaluation, when it is a checkpoint)."""
+def graph_from(source: str | os.PathLike, class_scores: bool = True) -> tuple[Graph, dict[str, Any]]:
+    """A graph from a QAT checkpoint (.pt, exported now; a classifier returns its scores after the class
+    index when ``class_scores``) or an exported/build folder; plus what is known about the model's accuracy
+    (from the checkpoint's evaluation, when it is a checkpoint)."""
     source = Path(source)
     if source.is_dir():
+        if not class_scores:
+            raise HwgenError(f"{source}: an exported graph's outputs are fixed; give the checkpoint to return "
+                             "the class index alone")
         return load_build(source) if (source / "graph.json").is_file() else Graph.load(source), {}
     from hwgen import flow  # torch is only needed for checkpoints
 
     model, meta = flow.load_checkpoint(source)
-    graph = flow.export_model(model, {"model": source.name, "data": meta["data"]})
+    graph = flow.export_model(model, {"model": source.name, "data": meta["data"]}, class_scores)
     return graph, {"checkpoint": str(source)}
 
 
@@ -127,7 +130,7 @@ def accuracy_section(checkpoint: str) -> dict[str, Any]:
 
 
 def build(source: str, out: str, board_name: str = "xc7s15", parallel: str | int = "auto",
-          with_accuracy: bool = True) -> dict[str, Any]:
+          with_accuracy: bool = True, class_scores: bool = True) -> dict[str, Any]:
     """Lower a model to Verilog in ``out``: rtl/hwgen_top.v, graph.json + consts.npz, report.json.
 
     ``parallel`` is the number of multipliers (an integer >= 1) or "auto" (the fastest that fits the part).
@@ -141,7 +144,7 @@ def build(source: str, out: str, board_name: str = "xc7s15", parallel: str | int
 
     t0 = time.perf_counter()
     board = resolve_target(board_name)
-    graph, origin = graph_from(source)
+    graph, origin = graph_from(source, class_scores)
     p = choose_parallel(graph, board, parallel)
     say(f"build: lowering {len(graph.nodes)} nodes with {p} multipliers for {board.part}")
     with progress.step("build: lowering and emitting Verilog"):

@@ -117,7 +117,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from hwgen import flow
 
-    graph = flow.export(args.model, args.out)
+    graph = flow.export(args.model, args.out, class_scores=not args.index_only)
     print(f"wrote {args.out}/graph.json and consts.npz: {len(graph.nodes)} nodes, "
           f"{sum(c.value.size for c in graph.consts.values())} integer constants")
     return 0
@@ -152,7 +152,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_build(args: argparse.Namespace) -> int:
     from hwgen.build import build
 
-    report = build(args.model, args.out, args.board, args.parallel, with_accuracy=not args.no_eval)
+    report = build(args.model, args.out, args.board, args.parallel, with_accuracy=not args.no_eval,
+                   class_scores=not args.index_only)
     hw = report["hardware"]
     print(f"{args.out}: {hw['parallel']} multipliers, {hw['latency_cycles']} cycles per inference "
           f"({hw['latency_us']:.1f} us at {hw['clock_mhz']:g} MHz; DSP bound {hw['dsp_bound_cycles']} cycles)")
@@ -327,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a QAT checkpoint to the integer IR")
     p.add_argument("model")
     p.add_argument("--out", required=True, help="folder for graph.json and consts.npz")
+    p.add_argument("--index-only", action="store_true",
+                   help="classifier: return the class index alone (default: the index, then the class scores)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("eval", help="score FP32, fake-quant and the deployed integer model")
@@ -342,6 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parallel", default="auto", help="multipliers working each cycle, or 'auto' (default)")
     p.add_argument("--out", required=True, help="build folder (replaced whole when the build succeeds)")
     p.add_argument("--no-eval", action="store_true", help="skip scoring the model on the test split")
+    p.add_argument("--index-only", action="store_true",
+                   help="classifier: the accelerator returns the class index alone (default: the index, then "
+                   "the class scores)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_build)
 

@@ -144,10 +144,11 @@ def quantize(fp32_path: str, out: str, bits_w: int, bits_a: int | None = None, m
     return info
 
 
-def export(model_path: str, out_dir: str) -> Graph:
-    """Export a QAT checkpoint to ``out_dir`` (graph.json + consts.npz)."""
+def export(model_path: str, out_dir: str, class_scores: bool = True) -> Graph:
+    """Export a QAT checkpoint to ``out_dir`` (graph.json + consts.npz); ``class_scores``: a classifier
+    returns its class scores after the class index."""
     model, meta = load_checkpoint(model_path)
-    graph = export_model(model, {"model": Path(model_path).name, "data": meta["data"]})
+    graph = export_model(model, {"model": Path(model_path).name, "data": meta["data"]}, class_scores)
     graph.save(out_dir)
     return graph
 

@@ -483,7 +483,7 @@ def _resources(r: dict) -> str:
         if pct is not None:
             names.append(label)
             use.append(pct)
-    verdict = (f'<span class="ok">fits</span>' if res.get("fits") else '<span class="bad">does NOT fit</span>')
+    verdict = ('<span class="ok">fits</span>' if res.get("fits") else '<span class="bad">does NOT fit</span>')
     out += (f'<p>{_v("report", "resources/tool", res.get("tool"))} on {_v("report", "resources/part", res.get("part"))}:'
             f" the design {verdict} the part.</p>")
     out += _table(["resource", "used", "available", "use (%)", "resource model"], rows)

@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from hwgen.data.tasks import TaskDataset, describe, from_descriptor
 from hwgen.errors import HwgenError
-from hwgen.frontend.checkpoint import load_checkpoint, save_checkpoint
+from hwgen.frontend.checkpoint import save_checkpoint
 from hwgen.frontend.export import export_model, quantize_input
 from hwgen.frontend.model import ModelConfig, TimeSeriesTransformer
 from hwgen.frontend.task_head import SCORE_TRAIN_MAX, SCORE_TYPE

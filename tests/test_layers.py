@@ -43,3 +43,14 @@ def test_ir_has_no_synthetic_dependency_on_golden_outside_synthetic():
     offenders = [p.name for p in (ROOT / "ir").glob("*.py") if p.name != "synthetic.py"
                  and any(n.startswith("hwgen.golden") for n in _imports(p))]
     assert offenders == []
+
+
+def test_ruff_finds_nothing():
+    """The code lints clean (ruff, configured in pyproject.toml)."""
+    import subprocess
+    import sys
+
+    ruff = Path(sys.executable).parent / "ruff"
+    proc = subprocess.run([str(ruff), "check", "hwgen", "tests", "bench"], cwd=ROOT.parent, capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-1000:]

@@ -8,11 +8,6 @@ from pathlib import Path
 import pytest
 
 from hwgen.ir.synthetic import SyntheticConfig, random_graph
-
-hw = pytest.importorskip("hwgen.hw")
-if not hasattr(hw, "lower"):
-    pytest.skip("hwgen.hw does not export lower yet", allow_module_level=True)
-
 from hwgen.sim.spi_runner import simulate_spi
 
 CONFIG = SyntheticConfig(window=8, features=3, d_model=8, ffn=16)

@@ -194,6 +194,8 @@ TINY = ("--d-model", 8, "--ffn", 8, "--epochs", 2, "--qat-epochs", 1, "--bits", 
 
 
 def test_cli_classify_end_to_end(tmp_path, capsys):
+    from hwgen import flow
+
     model = tmp_path / "c.pt"
     assert _cli("train", "--task", "classify", "--dataset", "italypowerdemand", "--out", model, *TINY) == 0
     capsys.readouterr()
@@ -207,6 +209,18 @@ def test_cli_classify_end_to_end(tmp_path, capsys):
 
     g = Graph.load(tmp_path / "g")
     assert g.nodes[-1].op == "argmax" and g.output_type.shape == (1, 3) and g.meta["task"] == "classify"
+    # the class index alone: the same index, no scores after it
+    assert _cli("export", model, "--out", tmp_path / "gi", "--index-only") == 0
+    gi = Graph.load(tmp_path / "gi")
+    assert gi.output_type.shape == (1, 1) and gi.meta["class_scores"] is False and g.meta["class_scores"] is True
+    from hwgen.tasks import golden_outputs
+
+    x = flow.data_for_checkpoint({"data": g.meta["data"]}).test.x[:50]
+    assert (golden_outputs(gi, x)[:, 0] == golden_outputs(g, x)[:, 0]).all()
+    capsys.readouterr()
+    assert _cli("build", tmp_path / "g", "--out", tmp_path / "b", "--index-only", "--quiet") == 1
+    assert "give the checkpoint to return the class index alone" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
 
 
 def test_cli_anomaly_end_to_end_on_csv(tmp_path, capsys):
@@ -244,6 +258,8 @@ def test_cli_anomaly_end_to_end_on_csv(tmp_path, capsys):
     res = flow.evaluate(str(recon), "test")
     assert res["anomalous_windows"] == 19 + 8 - 1
     g = flow.export(str(recon), str(tmp_path / "gr"))
+    assert _cli("export", recon, "--out", tmp_path / "gi", "--index-only") == 1
+    assert "applies to classifiers, not to an anomaly model" in capsys.readouterr().err
     assert g.input_type.shape == (8, 1) and "rows" not in g.node("embed").attrs and "offset" not in g.node("anomaly").attrs
 
 
@@ -269,6 +285,20 @@ def test_cli_train_bad_inputs(tmp_path, capsys, argv, match):
 
 
 # ---- the shipped task models on Verilator --------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.sim
+def test_class_index_only_accelerator_bit_exact_on_verilator(tmp_path):
+    from hwgen.build import build, simulate_build
+
+    report = build(str(ROOT / "models" / "basicmotions_w8.pt"), str(tmp_path / "b"), "xc7s15", 8,
+                   with_accuracy=False, class_scores=False)
+    from hwgen.ir.graph import Graph
+
+    assert Graph.load(tmp_path / "b").output_type.shape == (1, 1) and report["model"]["task"] == "classify"
+    sim = simulate_build(str(tmp_path / "b"), "verilator", windows=16, stall=0.2, seed=2)
+    assert sim["mismatches"] == 0 and sim["error"] is None and sim["windows"] == 16
+
+
 @pytest.mark.slow
 @pytest.mark.sim
 @pytest.mark.parametrize("name", ["basicmotions_w8", "kdd135_w8"])

@@ -52,8 +52,9 @@ def _check_exportable(model: TimeSeriesTransformer) -> None:
 
 
 class _Exporter:
-    def __init__(self, model: TimeSeriesTransformer) -> None:
+    def __init__(self, model: TimeSeriesTransformer, class_scores: bool = True) -> None:
         self.model = model
+        self.class_scores = class_scores
         self.cfg = model.cfg
         self.b = GraphBuilder("x", (self.cfg.input_steps, self.cfg.features), IntType(self.cfg.bits_in))
 
@@ -132,7 +133,7 @@ class _Exporter:
         m0, shift = dyadic(_scale(hq) / (cfg.window * _scale(m.q_pool)))
         pooled = self.b.avgpool("pool", h, m0, shift, 0, m.q_pool.dtype)
         out = self.linear("head", m.head, pooled, _scale(m.q_pool), m.q_head, shl=_shl(m.q_pool))
-        out, head_meta = add_task_head(self.b, m, out, s_in)
+        out, head_meta = add_task_head(self.b, m, out, s_in, self.class_scores)
         full_meta = {
             **meta,
             "config": cfg.to_dict(),
@@ -147,13 +148,15 @@ class _Exporter:
         return self.b.finish(out, full_meta)
 
 
-def export_model(model: TimeSeriesTransformer, meta: dict[str, Any] | None = None) -> Graph:
+def export_model(model: TimeSeriesTransformer, meta: dict[str, Any] | None = None,
+                 class_scores: bool = True) -> Graph:
     """The integer graph of a fake-quantized model (eval mode). ``meta`` (dataset, scaling, ...) is copied
-    into the graph's host-side metadata. Raises HwgenError for an FP32 or non-exportable model."""
+    into the graph's host-side metadata; a classifier's graph returns the class index and, with
+    ``class_scores``, the class scores after it. Raises HwgenError for an FP32 or non-exportable model."""
     _check_exportable(model)
     model.eval()
     with torch.no_grad():
-        return _Exporter(model).run(dict(meta or {}))
+        return _Exporter(model, class_scores).run(dict(meta or {}))
 
 
 def quantize_input(x: np.ndarray, scale, bits: int) -> np.ndarray:

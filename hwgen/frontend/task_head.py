@@ -25,21 +25,27 @@ def score_shift(ratios: np.ndarray) -> int:
     return int(min(max((SCORE_M_BITS - 1) - math.floor(math.log2(big)), 0), 62))
 
 
-def add_task_head(b: GraphBuilder, model, out: str, s_in: np.ndarray) -> tuple[str, dict[str, Any]]:
+def add_task_head(b: GraphBuilder, model, out: str, s_in: np.ndarray,
+                  class_scores: bool = True) -> tuple[str, dict[str, Any]]:
     """Append the task's head op to the graph being built; returns (output value, graph metadata).
 
-    classify: ``argmax`` of the C class scores, output [index, score_0 .. score_C-1].
+    classify: ``argmax`` of the C class scores, output [index, score_0 .. score_C-1] (``class_scores``) or
+    [index].
     anomaly: ``anomaly_score`` of the input window x (scales s_in per feature) and the reconstruction
     (scale s_rec): score = round(sum |x*s_in - rec*s_rec| / score_scale), flag = score > threshold, with
     x*mx[f] - rec*mr[f] the difference at the common scale score_scale / 2**shift (dyadic multipliers). With
     a horizon H the model forecasts the H input steps after its window, and those are compared.
     """
     cfg = model.cfg
+    if not class_scores and cfg.task != "classify":
+        article = "an" if cfg.task == "anomaly" else "a"
+        raise HwgenError(f"returning the class index alone applies to classifiers, not to {article} {cfg.task} model")
     if cfg.task == "forecast":
         return out, {}
     s_head = float(model.q_head.effective_scale().reshape(-1)[0])
     if cfg.task == "classify":
-        return b.argmax("class", out, model.q_head.dtype, scores=True), {"task": "classify", "classes": cfg.outputs}
+        node = b.argmax("class", out, model.q_head.dtype, scores=class_scores)
+        return node, {"task": "classify", "classes": cfg.outputs, "class_scores": bool(class_scores)}
     s_score = float(model.score_scale)
     if not s_score > 0:
         raise HwgenError("the anomaly model has no score scale: it was not finished by 'hwgen train --task anomaly'")
