@@ -12,7 +12,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-
 from hwgen import progress
 from hwgen.errors import HwgenError
 from hwgen.ir.graph import Graph
@@ -218,10 +217,10 @@ def auto_parallel(graph: Graph, board) -> int:
     return min(fitting, key=lambda p: (latency_estimate(graph, p)["total"], p))
 
 
-def _idle_timeout(build_dir: Path) -> int:
+def _idle_timeout(hardware: dict[str, Any]) -> int:
     """Cycles without stream progress before a simulation gives up: an inference of a slow design (one MAC
     lane, a long window) computes for longer than the default 100,000 cycles between its input and output."""
-    latency = int((read_report(build_dir).get("hardware") or {}).get("latency_cycles") or 0)
+    latency = int(hardware.get("latency_cycles") or 0)
     return max(100_000, 4 * latency)
 
 
@@ -252,6 +251,8 @@ def simulate_build(build_dir: str, simulator: str = "verilator", windows: int = 
         raise HwgenError(f"unknown simulator {simulator!r} (supported: {', '.join(SIMULATORS)})")
     build_dir = Path(build_dir)
     graph = load_build(build_dir)
+    report = read_report(build_dir)
+    hardware = report.get("hardware") or {}
     verilog = build_dir / "rtl" / f"{TOP_NAME}.v"
     if "data" not in graph.meta:
         raise HwgenError(f"{build_dir}: the graph names no dataset to take test windows from")
@@ -269,9 +270,8 @@ def simulate_build(build_dir: str, simulator: str = "verilator", windows: int = 
 
         res = simulate(verilog, graph, xi, simulator=simulator, build_dir=build_dir / "sim_build", seed=seed,
                        stall_in=stall, stall_out=stall, progress=advance if progress.enabled() else None,
-                       idle_timeout_cycles=_idle_timeout(build_dir))
+                       idle_timeout_cycles=_idle_timeout(hardware))
     cpi = res.cycles_per_inference
-    hardware = read_report(build_dir).get("hardware") or {}
     per_step = (step_latency(graph, hardware["parallel"], res.step_cycles, hardware.get("cycles_per_node") or {})
                 if res.step_cycles and hardware.get("parallel") else None)
     section = {
@@ -287,7 +287,6 @@ def simulate_build(build_dir: str, simulator: str = "verilator", windows: int = 
         "wall_s": round(res.wall_s, 2),
         "error": res.error,
     }
-    report = read_report(build_dir)
     report["sim"] = section
     write_report(build_dir, report)
     if not res.passed:

@@ -102,6 +102,10 @@ def test_forecasting_anomaly_windows_score_their_last_steps():
     m = load_mitdb(window=32, horizon=2)
     # training windows touching the labelled run anywhere (context or scored steps) are dropped
     assert m.train.labels.sum() == 0 and m.test.x.shape[1:] == (34, 1)
+    from hwgen.data.tasks import MAX_HORIZON
+    from hwgen.frontend.model import MAX_HORIZON as MODEL_MAX_HORIZON
+
+    assert MAX_HORIZON == MODEL_MAX_HORIZON == 32  # the data and the model configuration agree
     with pytest.raises(HwgenError, match="horizon must be an integer in 0..32, not 33"):
         load_kdd135(window=32, horizon=33)
     with pytest.raises(HwgenError, match="a horizon is an anomaly-detection setting"):

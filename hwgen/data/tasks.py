@@ -44,6 +44,7 @@ ANOMALY_DATASETS = ANOMALY
 DEFAULT_WINDOW = {"basicmotions": 25, "gunpoint": 50, "italypowerdemand": 24, "mitdb": 32, "kdd135": 32}
 SERIES_COLUMN = "series"
 ANOMALY_SPLIT = (0.6, 0.1, 0.3)
+MAX_HORIZON = 32  # anomaly: the most steps after the window a forecasting detector scores
 
 
 @dataclass(frozen=True, eq=False)
@@ -308,8 +309,8 @@ def _anomaly(name: str, values: np.ndarray, labels: np.ndarray, bounds, window: 
              test_values=None, test_labels=None, test_bounds=None, horizon: int = 0) -> TaskDataset:
     if window < 2:
         raise HwgenError(f"window must be >= 2, not {window}")
-    if not isinstance(horizon, int) or isinstance(horizon, bool) or not 0 <= horizon <= 32:
-        raise HwgenError(f"horizon must be an integer in 0..32, not {horizon!r}")
+    if not isinstance(horizon, int) or isinstance(horizon, bool) or not 0 <= horizon <= MAX_HORIZON:
+        raise HwgenError(f"horizon must be an integer in 0..{MAX_HORIZON}, not {horizon!r}")
     mean, std = _stats(values[bounds[0][0]:bounds[0][1]][labels[bounds[0][0]:bounds[0][1]] == 0])
     scaled = _scale(values, mean, std)
     splits, dropped = {}, {}

@@ -21,6 +21,7 @@ from hwgen.frontend.quantizer import Quantizer, round_ste
 
 
 TASKS = ("forecast", "classify", "anomaly")
+MAX_HORIZON = 32  # the bound hwgen.data.tasks.MAX_HORIZON (not imported here: it would load pandas)
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ class ModelConfig:
             (self.init in ("minmax", "mse"), f"init must be 'minmax' or 'mse', not {self.init!r}"),
             (self.task in TASKS, f"task must be one of {', '.join(TASKS)}, not {self.task!r}"),
             (self.task != "classify" or self.outputs >= 2, f"a classifier needs >= 2 classes, not {self.outputs}"),
-            (0 <= self.horizon <= 32, f"horizon must be 0..32, not {self.horizon}"),
+            (0 <= self.horizon <= MAX_HORIZON, f"horizon must be 0..{MAX_HORIZON}, not {self.horizon}"),
             (self.horizon == 0 or self.task == "anomaly", "a horizon is an anomaly-detection setting"),
             (self.task != "anomaly" or self.outputs == self.scored_steps * self.features,
              f"an anomaly model predicts the {self.scored_steps} scored steps: outputs must be "

@@ -222,7 +222,8 @@ def anomaly_diff(x: np.ndarray, rec: np.ndarray, mx: np.ndarray, mr: np.ndarray,
     each) in exact integers; the result has rec's N / F rows: [..., N / F, F]."""
     x, r = np.asarray(x, I64), np.asarray(rec, I64)
     n = int(np.prod(r.shape[-2:]))  # rec is [..., 1, N] (a batch of rows) or [L', F]
-    seg = x.reshape(*x.shape[:-2], -1)[..., offset:offset + n].reshape(*x.shape[:-2], n // x.shape[-1], x.shape[-1])
+    lead, f = x.shape[:-2], x.shape[-1]
+    seg = x.reshape(*lead, -1)[..., offset:offset + n].reshape(*lead, n // f, f)
     return seg * np.asarray(mx, I64) - r.reshape(seg.shape) * np.asarray(mr, I64)
 
 
