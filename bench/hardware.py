@@ -9,7 +9,7 @@ from pathlib import Path
 
 from hwgen.build import auto_parallel, build, graph_from, simulate_build
 from hwgen.estimate.boards import resolve_target
-from hwgen.hw.latency import estimate
+from hwgen.estimate.latency import of_graph as estimate
 
 MODELS = {"w8": "models/pm25_w8.pt", "w6": "models/pm25_w6.pt", "w4": "models/pm25_w4.pt"}
 PARALLEL = [1, 4, 8, 16, 20]

@@ -15,11 +15,11 @@ from typing import Any, Iterator
 from hwgen import progress
 from hwgen.errors import HwgenError
 from hwgen.ir.graph import Graph
-from hwgen.ir.ops import macs
+from hwgen.ops import macs
 
 TOP_NAME = "hwgen_top"
 SPI_TOP_NAME = "hwgen_spi_top"
-CLOCK_MHZ = 100.0
+DESIGN_FILE = "design.json"  # the Design of the build: lanes, chains, memory plan, schedule, models
 
 
 def say(message: str) -> None:
@@ -137,9 +137,10 @@ def build(source: str, out: str, board_name: str = "xc7s15", parallel: str | int
     """
     from hwgen.codegen.vivado import write_vivado_project
     from hwgen.estimate.boards import resolve_target
-    from hwgen.hw import emit_verilog, lower
+    from hwgen.estimate.latency import estimate as latency_estimate
+    from hwgen.estimate.model import predict
+    from hwgen.hw import Top, build_design, emit_verilog
     from hwgen.hw.spi import SpiHostLink
-    from hwgen.hw.latency import estimate as latency_estimate
 
     t0 = time.perf_counter()
     board = resolve_target(board_name)
@@ -147,9 +148,9 @@ def build(source: str, out: str, board_name: str = "xc7s15", parallel: str | int
     p = choose_parallel(graph, board, parallel)
     say(f"build: lowering {len(graph.nodes)} nodes with {p} multipliers for {board.part}")
     with progress.step("build: lowering and emitting Verilog"):
-        top = lower(graph, parallel=p)
-        verilog = emit_verilog(top, name=TOP_NAME)
-        lat = latency_estimate(graph, p)
+        design = build_design(graph, p)  # the one Design of this build
+        verilog = emit_verilog(Top(design), name=TOP_NAME)
+        lat = latency_estimate(design)
     report: dict[str, Any] = {
         "model": model_section(graph),
         "hardware": {
@@ -159,7 +160,7 @@ def build(source: str, out: str, board_name: str = "xc7s15", parallel: str | int
             "parallel": p,
             "latency_cycles": int(lat["total"]),
             "latency_us": lat["total"] / board.clock_mhz,
-            "cycles_model": "analytic (hwgen.hw.latency)",
+            "cycles_model": "analytic (hwgen.estimate.latency)",
             "dsp_bound_cycles": -(-int(lat["macs"]) // board.device.resources.dsp),
             "cycles_per_node": {k: int(v) for k, v in lat["nodes"].items()},
         },
@@ -170,8 +171,10 @@ def build(source: str, out: str, board_name: str = "xc7s15", parallel: str | int
             report["accuracy"] = accuracy_section(origin["checkpoint"])
     say("build: wrapping it in the SPI host link for the board's Vivado project")
     with progress.step("build: emitting the SPI host link"):
-        spi_verilog = emit_verilog(SpiHostLink(lower(graph, parallel=p)), name=SPI_TOP_NAME)
+        spi_verilog = emit_verilog(SpiHostLink(Top(design)), name=SPI_TOP_NAME)
+    design_record = {**design.summary(), "latency": lat, "resources_model": predict(design)}
     with staged_folder(Path(out)) as tmp:
+        (tmp / DESIGN_FILE).write_text(json.dumps(design_record, indent=2, sort_keys=True) + "\n")
         (tmp / "rtl").mkdir()
         (tmp / "rtl" / f"{TOP_NAME}.v").write_text(verilog)
         (tmp / "rtl" / f"{SPI_TOP_NAME}.v").write_text(spi_verilog)
@@ -202,19 +205,21 @@ def choose_parallel(graph: Graph, board, parallel: str | int) -> int:
 
 def auto_parallel(graph: Graph, board) -> int:
     """The fastest parallelism that fits the part by the resource model (``hwgen.estimate.model``: DSPs as
-    Yosys synth_xilinx maps them, LUTs within 80%, flip-flops, BRAM); the fewest lanes among equally fast
-    ones."""
+    Yosys synth_xilinx maps them, LUTs within ``LUT_MARGIN``, flip-flops, BRAM); the fewest lanes among
+    equally fast ones. Each candidate is lowered once, without its ROM images."""
+    from hwgen.estimate.latency import estimate as latency_estimate
     from hwgen.estimate.model import fits, predict
-    from hwgen.hw.latency import estimate as latency_estimate
+    from hwgen.hw import build_design
 
     cap = board.device.resources
-    fitting = [p for p in range(1, int(cap.dsp) + 1) if fits(predict(graph, p), cap)]
+    candidates = {p: build_design(graph, p, images=False) for p in range(1, int(cap.dsp) + 1)}
+    fitting = [p for p, design in candidates.items() if fits(predict(design), cap)]
     if not fitting:
-        need = predict(graph, 1)
+        need = predict(candidates[1])
         raise HwgenError(f"even one multiplier lane does not fit {board.part}: predicted {need['lut']:.0f} LUT, "
                          f"{need['dsp']} DSP, {need['bram36']:.1f} BRAM36 (capacity {cap.lut} LUT, {cap.dsp} DSP, "
                          f"{cap.bram36} BRAM36)")
-    return min(fitting, key=lambda p: (latency_estimate(graph, p)["total"], p))
+    return min(fitting, key=lambda p: (latency_estimate(candidates[p])["total"], p))
 
 
 def _idle_timeout(hardware: dict[str, Any]) -> int:
@@ -224,16 +229,26 @@ def _idle_timeout(hardware: dict[str, Any]) -> int:
     return max(100_000, 4 * latency)
 
 
-def step_latency(graph: Graph, parallel: int, step_cycles: dict[int, tuple[float, int, int]],
+def read_design(build_dir: Path) -> dict[str, Any] | None:
+    """The build's ``design.json`` (None when the folder has none: built by an older hwgen)."""
+    path = Path(build_dir) / DESIGN_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise HwgenError(f"{path}: corrupt design record ({exc})") from None
+
+
+def step_latency(design: dict[str, Any], step_cycles: dict[int, tuple[float, int, int]],
                  model_nodes: dict[str, int]) -> list[dict[str, Any]]:
     """Simulated cycles of the controller's node steps, named by their nodes (a node chained to its producer
-    runs in the producer's step), beside the analytic model's cycles of the same nodes."""
-    from hwgen.hw.lower import build_design
-
-    heads = build_design(graph, int(parallel)).head
+    runs in the producer's step, as the build's ``design.json`` records), beside the analytic model's cycles
+    of the same nodes."""
+    steps = {s["step"]: s["nodes"] for s in design["steps"]}
     rows = []
     for step, (mean, lo, hi) in sorted(step_cycles.items()):
-        names = [n.name for i, n in enumerate(graph.nodes) if heads[i] == step - 1]
+        names = steps.get(step, [])
         model = sum(model_nodes[n] for n in names) if names and all(n in model_nodes for n in names) else None
         rows.append({"step": step, "nodes": names, "cycles": mean, "min": lo, "max": hi, "model": model})
     return rows
@@ -272,8 +287,9 @@ def simulate_build(build_dir: str, simulator: str = "verilator", windows: int = 
                        stall_in=stall, stall_out=stall, progress=advance if progress.enabled() else None,
                        idle_timeout_cycles=_idle_timeout(hardware))
     cpi = res.cycles_per_inference
-    per_step = (step_latency(graph, hardware["parallel"], res.step_cycles, hardware.get("cycles_per_node") or {})
-                if res.step_cycles and hardware.get("parallel") else None)
+    design = read_design(build_dir)
+    per_step = (step_latency(design, res.step_cycles, hardware.get("cycles_per_node") or {})
+                if res.step_cycles and design else None)
     section = {
         "simulator": simulator,
         "windows": res.windows,
@@ -328,9 +344,14 @@ def estimate_build(build_dir: str) -> dict[str, Any]:
         res = synthesize([verilog], TOP_NAME, work, quiet=progress.enabled() or progress.is_quiet())
     fits, problems = fit(res, board)
     cap = board.device.resources
-    from hwgen.estimate.model import predict
+    design = read_design(build_dir)
+    if design is None:
+        from hwgen.estimate.model import predict_graph
 
-    predicted = {k: round(v, 1) for k, v in predict(graph, int(report["hardware"]["parallel"])).items()}
+        model = predict_graph(graph, int(report["hardware"]["parallel"]))
+    else:
+        model = design["resources_model"]
+    predicted = {k: round(v, 1) for k, v in model.items()}
     report["resources"] = {
         "lut": res["lut"], "ff": res["ff"], "dsp": res["dsp"], "bram36": res["bram36"],
         "lutram_luts": res.get("lutram_luts"), "carry4": res.get("carry4"),

@@ -4,7 +4,7 @@ A trial samples an architecture (window, d_model, heads, layers, FFN width), wei
 group when ``ModelConfig`` has a ``precision`` field) and the number of MAC lanes; trains FP32 then QAT
 briefly on a subset of the training windows; exports the integer graph; and scores it on three objectives,
 all minimised: the deployed integer model's validation MSE (golden interpreter), the latency in cycles
-(``hwgen.hw.latency``) and the predicted LUTs (``hwgen.estimate.model``); DSPs, flip-flops, BRAM and energy
+(``hwgen.estimate.latency``) and the predicted LUTs (``hwgen.estimate.model``); DSPs, flip-flops, BRAM and energy
 (``hwgen.estimate.energy``) are recorded beside them. A design that does not fit the part, a model that
 diverges, or any exception fails the trial with its reason in the trial's user attribute ``failure``; the
 search goes on.
@@ -202,18 +202,21 @@ def _hardware(graph, parallel: int, board, dsp_slack: int = 0) -> dict[str, Any]
     """Latency, predicted resources and energy of ``lower(graph, parallel)``; TrialFailed if it does not fit
     (``dsp_slack`` DSPs of tolerance, for the check before training)."""
     from hwgen.estimate.energy import estimate as energy_estimate
+    from hwgen.estimate.latency import estimate as latency_estimate
     from hwgen.estimate.model import predict
-    from hwgen.hw.latency import estimate as latency_estimate
+    from hwgen.estimate.resources import LUT_MARGIN
+    from hwgen.hw import build_design
 
-    res = predict(graph, parallel)
+    design = build_design(graph, parallel, images=False)
+    res = predict(design)
     cap = board.device.resources
-    limits = {"lut": 0.8 * cap.lut, "ff": cap.ff, "dsp": cap.dsp, "bram36": cap.bram36}
+    limits = {"lut": LUT_MARGIN * cap.lut, "ff": cap.ff, "dsp": cap.dsp, "bram36": cap.bram36}
     slack = {"dsp": dsp_slack}
     over = [f"{res[k]:.1f} BRAM36 > {v:g}" if k == "bram36" else f"{res[k]:.0f} {k.upper()} > {v:.0f}"
             for k, v in limits.items() if res[k] > v + slack.get(k, 0)]
     if over:
         raise TrialFailed("does not fit", f"{board.part} at parallel {parallel}: predicted " + ", ".join(over))
-    lat = latency_estimate(graph, parallel)
+    lat = latency_estimate(design)
     energy = energy_estimate(res, int(lat["total"]), board.clock_mhz, part=board.device.name)
     return {"latency_cycles": int(lat["total"]), "latency_us": lat["total"] / board.clock_mhz,
             "lut": float(res["lut"]), "ff": float(res["ff"]), "dsp": int(res["dsp"]),

@@ -3,6 +3,7 @@ windows with random stalls on both streams, equals the golden model on every out
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -13,6 +14,14 @@ from hwgen.errors import HwgenError
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ["pm25_w8", "pm25_w6", "pm25_w4"]
+RECORDED_SHA256 = json.loads((Path(__file__).parent / "verilog_sha256.json").read_text())
+
+
+def assert_verilog_as_recorded(name: str, build_dir: Path) -> None:
+    """The emitted Verilog of a shipped model at --parallel auto is byte for byte what was recorded."""
+    for file, want in RECORDED_SHA256[name].items():
+        got = hashlib.sha256((build_dir / "rtl" / file).read_bytes()).hexdigest()
+        assert got == want, f"{name}: rtl/{file} changed (sha256 {got}); see tests/verilog_sha256.json"
 
 
 @pytest.mark.slow
@@ -22,6 +31,7 @@ def test_shipped_model_bit_exact_on_verilator(name, tmp_path):
     model = ROOT / "models" / f"{name}.pt"
     report = build(str(model), str(tmp_path / name), "xc7s15", "auto", with_accuracy=False)
     assert 1 <= report["hardware"]["parallel"] <= 20
+    assert_verilog_as_recorded(name, tmp_path / name)
     sim = simulate_build(str(tmp_path / name), "verilator", windows=256, stall=0.2, seed=1)
     assert sim["windows"] == 256 and sim["mismatches"] == 0 and sim["error"] is None
     saved = json.loads((tmp_path / name / "report.json").read_text())
@@ -72,7 +82,7 @@ def test_build_is_deterministic(tmp_path):
     for name in ("a", "b"):
         build(model, str(tmp_path / name), "xc7s15", 6, with_accuracy=False)
     for rel in ("rtl/hwgen_top.v", "rtl/hwgen_spi_top.v", "graph.json", "consts.npz", "report.json",
-                "vivado/build.tcl", "vivado/board.xdc"):
+                "design.json", "vivado/build.tcl", "vivado/board.xdc"):
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
 
 
@@ -92,3 +102,43 @@ def test_generalised_model_bit_exact_on_verilator(tmp_path):
     path.write_text(emit_verilog(lower(graph, parallel=6)))
     res = simulate(path, graph, x[:24], build_dir=tmp_path / "sim", seed=3, stall_in=0.2, stall_out=0.2)
     assert res.windows == 24 and res.mismatches == 0 and res.error is None
+
+
+@pytest.mark.sim
+def test_one_design_per_build_and_sim_reads_it(tmp_path, monkeypatch):
+    """`build --parallel auto` lowers each candidate once without ROM images and the chosen parallelism
+    once with them; design.json records the Design, and `sim` reads it instead of lowering again."""
+    import importlib
+
+    import hwgen.hw
+
+    lowering = importlib.import_module("hwgen.hw.lower")  # the module (hwgen.hw.lower is also a function)
+    calls = []
+    real = lowering.build_design
+
+    def counting(graph, lanes, images=True):
+        calls.append((lanes, images))
+        return real(graph, lanes, images)
+
+    monkeypatch.setattr(hwgen.hw, "build_design", counting)
+    monkeypatch.setattr(lowering, "build_design", counting)
+    out = tmp_path / "b"
+    report = build(str(ROOT / "models" / "pm25_w8.pt"), str(out), "xc7s15", "auto", with_accuracy=False)
+    p = report["hardware"]["parallel"]
+    assert [c for c in calls if c[1]] == [(p, True)]
+    assert sorted(lanes for lanes, images in calls if not images) == list(range(1, 21))
+    design = json.loads((out / "design.json").read_text())
+    assert design["lanes"] == p and design["latency"]["total"] == report["hardware"]["latency_cycles"]
+    assert [name for s in design["steps"] for name in s["nodes"]] == [n["name"] for n in design["nodes"]]
+    assert any(len(s["nodes"]) > 1 for s in design["steps"])  # chained element-wise nodes share a step
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("sim lowered the graph again")
+
+    monkeypatch.setattr(hwgen.hw, "build_design", refuse)
+    monkeypatch.setattr(lowering, "build_design", refuse)
+    sim = simulate_build(str(out), "verilator", windows=2)
+    assert sim["mismatches"] == 0
+    steps = {s["step"]: s["nodes"] for s in design["steps"]}
+    assert [st["nodes"] for st in sim["cycles_per_step"]] == [steps[st["step"]] for st in sim["cycles_per_step"]]
+    assert all(st["cycles"] == st["model"] for st in sim["cycles_per_step"])

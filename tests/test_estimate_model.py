@@ -9,7 +9,8 @@ import pytest
 from hwgen.build import auto_parallel, graph_from
 from hwgen.errors import HwgenError
 from hwgen.estimate.boards import load_part, resolve_target
-from hwgen.estimate.model import fits, predict
+from hwgen.estimate.model import fits
+from hwgen.estimate.model import predict_graph as predict
 
 ROOT = Path(__file__).resolve().parents[1]
 # Yosys synth_xilinx 0.70 on models/pm25_w8.pt (see hwgen/estimate/model.py)

@@ -10,7 +10,7 @@ from amaranth.sim import Simulator
 from hwgen.errors import HwgenError
 from hwgen.golden import run
 from hwgen.hw import emit_verilog, lower
-from hwgen.hw.latency import estimate
+from hwgen.estimate.latency import of_graph as estimate
 from hwgen.ir.synthetic import SyntheticConfig, random_graph
 
 
@@ -226,11 +226,13 @@ def test_reference_design_shares_units_and_chains_elementwise_nodes():
 
 
 def test_dsp_count_reference():
-    from hwgen.hw.resources import dsp_count
+    from hwgen.estimate.model import dsp_count
+    from hwgen.hw import build_design
 
     graph, _ = random_graph(REFERENCE, seed=0)
-    assert dsp_count(graph, 20) == 26  # what Yosys synth_xilinx 0.70 reported for this design
-    assert dsp_count(graph, 20, rescale_in_dsp=False) == 20
+    design = build_design(graph, 20, images=False)
+    assert dsp_count(design) == 26  # what Yosys synth_xilinx 0.70 reported for this design
+    assert dsp_count(design, rescale_in_dsp=False) == 20
 
 
 @pytest.mark.parametrize("parallel", [1, 4])

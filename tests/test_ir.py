@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 
 from hwgen.errors import HwgenError
 from hwgen.golden import run
-from hwgen.ir import (Const, Graph, IntType, Node, TensorType, clog2, infer_widths, macs, signed_bits_for,
-                      verify, widths)
+from hwgen.ir import Const, Graph, IntType, Node, TensorType, clog2, signed_bits_for
+from hwgen.ir.verify import infer_widths, verify
+from hwgen.ops import macs, widths
 from hwgen.ir.builder import GraphBuilder
 from hwgen.ir.dyadic import MAX_SHIFT, M0_BITS, common_dyadic, dyadic, dyadic_array, softmax_lut
 from hwgen.ir.synthetic import SyntheticConfig, random_graph

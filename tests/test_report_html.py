@@ -171,7 +171,7 @@ def add_estimate(build_dir: Path) -> dict:
     (seconds instead of a minute)."""
     from hwgen.estimate.boards import resolve_target
     from hwgen.estimate.energy import estimate as energy_estimate
-    from hwgen.estimate.model import predict
+    from hwgen.estimate.model import predict_graph as predict
     from hwgen.estimate.resources import fit
 
     report = read_report(build_dir)

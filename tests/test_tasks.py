@@ -12,9 +12,9 @@ import pytest
 from hwgen.errors import HwgenError
 from hwgen.golden import ops, run
 from hwgen.hw import lower
-from hwgen.hw.latency import estimate
+from hwgen.estimate.latency import of_graph as estimate
 from hwgen.ir.builder import GraphBuilder
-from hwgen.ir.ops import macs
+from hwgen.ops import macs
 from hwgen.ir.types import IntType
 from hwgen.tasks import accuracy, macro_f1, precision_recall_f1, roc_auc
 from tests.test_hw_top import simulate
@@ -309,6 +309,9 @@ def test_shipped_task_model_bit_exact_on_verilator(name, tmp_path):
 
     report = build(str(ROOT / "models" / f"{name}.pt"), str(tmp_path / name), "xc7s15", "auto")
     assert report["model"]["task"] in ("classify", "anomaly")
+    from tests.test_accelerator import assert_verilog_as_recorded
+
+    assert_verilog_as_recorded(name, tmp_path / name)
     sim = simulate_build(str(tmp_path / name), "verilator", windows=32, stall=0.2, seed=1)
     assert sim["windows"] == 32 and sim["mismatches"] == 0 and sim["error"] is None
     assert sim["cycles_per_inference"] >= 0.95 * report["hardware"]["latency_cycles"]

@@ -35,6 +35,9 @@ LUT_TYPES = [f"LUT{i}" for i in range(1, 7)]
 # Cells that end a combinational path for the timing proxy: flip-flops, latches, block RAM, DSPs (the
 # flow registers their inputs/outputs), shift registers (their output is registered).
 SEQUENTIAL_SELECT = "t:FD* t:LD* t:RAMB* t:DSP48E1 t:SRL*"
+# The share of a part's LUTs a design may use: placement and routing above ~80 % often fails or misses
+# timing on small parts.
+LUT_MARGIN = 0.8
 
 
 def _yosys_executable() -> str:
@@ -191,12 +194,12 @@ def _capacity(part: Board | Part | PartResources) -> PartResources:
 
 
 def fit(
-    resources: Mapping, part: Board | Part | PartResources, lut_margin: float = 0.8
+    resources: Mapping, part: Board | Part | PartResources, lut_margin: float = LUT_MARGIN
 ) -> tuple[bool, list[str]]:
     """Whether ``resources`` (from ``synthesize``) fit ``part``, and one line per resource that does not.
 
-    Every resource is checked against the device's capacity; LUTs against ``lut_margin`` of it, because
-    placement and routing of a design above ~80 % LUT use often fails or misses timing on small parts.
+    Every resource is checked against the device's capacity; LUTs against ``lut_margin`` of it
+    (``LUT_MARGIN``).
     A problem reads like ``"dsp: 31 used, 20 available (+11, 155%)"``.
     """
     if not 0 < lut_margin <= 1:

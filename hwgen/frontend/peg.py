@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from hwgen.frontend.quantizer import Quantizer
-from hwgen.ir.ops import MAX_IN_SHL
+from hwgen.ops import MAX_IN_SHL
 
 
 def peg_quantizers(model) -> list[tuple[str, Quantizer]]:

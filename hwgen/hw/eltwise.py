@@ -6,13 +6,17 @@ constant ROMs) and emits its output elements in row-major order, pipelined at on
 
 from __future__ import annotations
 
+import math
+
 from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from hwgen.hw.program import config_registers, count_writes, signed_width
+from hwgen.hw.memory import view
+from hwgen.hw.program import ELEMENT_TAIL, Lowered, config_registers, count_writes, signed_width
 from hwgen.hw.requant import Requantizer, clamp, round_shift
 from hwgen.hw.vendor import rescale_product_attrs
+from hwgen.ops import Unit
 
 
 def _ports(n_nodes: int, addr_width: int, in_width: int, out_width: int, reads: int) -> dict:
@@ -47,12 +51,38 @@ def _out_stage(m, unit, value, valid, cfg):
     m.d.sync += [unit.w_data.eq(clamp(value + cfg["zp"], cfg["qmin"], cfg["qmax"])), unit.w_valid.eq(valid)]
 
 
-class AddUnit(wiring.Component):
+class AddUnit(Lowered, wiring.Component):
     """``y = clamp(round_shift(a * ma + b * mb + bias, shift) + zp)`` over ``numel`` elements.
 
     ``programs`` holds per node: numel, ma, mb, bias, shift, zp, qmin, qmax, chained (``a`` arrives on the
     ``in_valid``/``in_data`` stream from the producing unit). Latency 6 cycles.
     """
+
+    kind = Unit.ADD
+    RESCALE_DSPS = 2  # a * ma and b * mb
+    CHAINED_CYCLES = 5
+
+    @classmethod
+    def program(cls, design, index, node, wd, q):
+        a = node.attrs
+        ma, mb = (a["mb"], a["ma"]) if design.streamed.get(index) == 1 else (a["ma"], a["mb"])
+        return {"numel": math.prod(view(node.out)), "ma": ma, "mb": mb, "bias": a["bias"], "shift": a["shift"],
+                "chained": int(index in design.streamed), **q}
+
+    @classmethod
+    def make(cls, design, programs, addr_width):
+        u = design.widths[cls.kind]
+        return cls(programs, u["in"], u["acc"], u["out"], addr_width)
+
+    @classmethod
+    def cycles(cls, design, prog):
+        return prog["numel"] + ELEMENT_TAIL
+
+    @staticmethod
+    def second_read(node, streamed):
+        other = node.inputs[0] if streamed == 1 else node.inputs[1]
+        same = streamed is None and node.inputs[1] == node.inputs[0]
+        return other, 1 if same else 0
 
     def __init__(self, programs: list[dict], in_width: int, acc_width: int, out_width: int, addr_width: int):
         self.programs, self.acc_width, self.out_width = programs, acc_width, out_width
@@ -81,13 +111,47 @@ class AddUnit(wiring.Component):
         return m
 
 
-class AffineUnit(wiring.Component):
+class AffineUnit(Lowered, wiring.Component):
     """``y[r, c] = clamp(round_shift(x * mul[c] + bias[c], shift[c]) + zp)`` (a folded BatchNorm).
 
     Per node: numel, channels, p_base (where its {shift, bias, mul} words start in the parameter ROM,
     read through ``p_addr``/``p_data``), zp, qmin, qmax, chained (``x`` arrives on ``in_valid``/``in_data``).
     Latency 6 cycles.
     """
+
+    kind = Unit.AFFINE
+    RESCALE_DSPS = 1  # x * mul
+    CHAINED_CYCLES = 5
+    ROM_PORTS = (("aff_params", "p"),)
+
+    @classmethod
+    def program(cls, design, index, node, wd, q):
+        rows, cols = view(node.out)
+        consts = design.graph.consts
+        mul, bias, sh = (consts[node.attrs[k]].value.reshape(-1) for k in ("mul", "bias", "shift"))
+        params = design.params.setdefault("aff_params", [])
+        prog = {"numel": rows * cols, "channels": cols, "p_base": len(params),
+                "chained": int(index in design.streamed), **q}
+        params += [(int(mul[c % mul.size]), int(bias[c % bias.size]), int(sh[c % sh.size])) for c in range(cols)]
+        return prog
+
+    @classmethod
+    def finish(cls, design):
+        params = design.params.get("aff_params")
+        if params:
+            af = design.widths[cls.kind]
+            af["mul"], af["bias"] = (signed_width(*[p[i] for p in params]) for i in (0, 1))
+            design.roms["aff_params"] = (af["mul"] + af["bias"] + 8,
+                                         [design.pack_fields(p, (af["mul"], af["bias"], 8)) for p in params])
+
+    @classmethod
+    def make(cls, design, programs, addr_width):
+        u = design.widths[cls.kind]
+        return cls(programs, u["in"], u["mul"], u["bias"], u["acc"], u["out"], addr_width)
+
+    @classmethod
+    def cycles(cls, design, prog):
+        return prog["numel"] + ELEMENT_TAIL
 
     def __init__(self, programs: list[dict], in_width: int, mul_width: int, bias_width: int, acc_width: int,
                  out_width: int, addr_width: int):
@@ -125,13 +189,34 @@ class AffineUnit(wiring.Component):
         return m
 
 
-class AvgpoolUnit(wiring.Component):
+class AvgpoolUnit(Lowered, wiring.Component):
     """``y[0, c] = requantize(sum_r x[r, c] + bias, m0, shift) + zp``, reading row-major into one
     accumulator per channel, so it can also be chained onto its producer (program field ``chained``).
 
     Per node: numel, rows, channels, m0, shift, bias, zp, qmin, qmax, chained. Each channel is requantized
     as its last row arrives; ``done`` follows the last channel.
     """
+
+    kind = Unit.AVGPOOL
+    RESCALE_DSPS = 1  # the requantizer
+    CHAINED_CYCLES = 4
+
+    @classmethod
+    def program(cls, design, index, node, wd, q):
+        a = node.attrs
+        rows, cols = view(design.graph.value_type(node.inputs[0]))
+        design.wmax(cls.kind, "m0", signed_width(a["m0"]))
+        return {"numel": rows * cols, "rows": rows, "channels": cols, "m0": a["m0"], "shift": a["shift"],
+                "bias": a["bias"], "chained": int(index in design.streamed), **q}
+
+    @classmethod
+    def make(cls, design, programs, addr_width):
+        u = design.widths[cls.kind]
+        return cls(programs, u["in"], u["acc"], u["out"], addr_width)
+
+    @classmethod
+    def cycles(cls, design, prog):
+        return prog["numel"] + ELEMENT_TAIL - 1
 
     def __init__(self, programs: list[dict], in_width: int, acc_width: int, out_width: int, addr_width: int):
         self.programs, self.acc_width, self.out_width = programs, acc_width, out_width

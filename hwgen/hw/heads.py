@@ -7,21 +7,46 @@ their few output elements in order; ``done`` follows the last one. Their arithme
 
 from __future__ import annotations
 
+import math
+
 from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 
 from hwgen.hw.eltwise import _ports
-from hwgen.hw.program import config_registers, count_writes, signed_width
+from hwgen.hw.memory import view
+from hwgen.hw.program import Lowered, config_registers, count_writes, signed_width
 from hwgen.hw.requant import clamp, round_shift
+from hwgen.ops import Unit
 
 
-class ArgmaxUnit(wiring.Component):
+class ArgmaxUnit(Lowered, wiring.Component):
     """Writes the index of the largest of ``cols`` scores (a strict ``>`` keeps the lowest index of equal
     maxima), then, when the program's ``scores`` is 1, the scores themselves.
 
     Per node: cols, scores, total (1 + cols * scores). ``cols + 3`` cycles from ``start`` to the index,
     ``2 cols + 4`` to ``done`` with the scores.
     """
+
+    kind = Unit.ARGMAX
+    # It only compares, yet Yosys 0.70 maps one more DSP48E1 in the classifier's design than the other units
+    # account for (measured: BasicMotions W8, 21 at P=13, 20 at P=12).
+    RESCALE_DSPS = 1
+    TAIL = 4  # start, read, compare, write, done
+
+    @classmethod
+    def program(cls, design, index, node, wd, q):
+        cols = design.graph.value_type(node.inputs[0]).shape[-1]
+        scores = int(bool(node.attrs.get("scores")))
+        return {"cols": cols, "scores": scores, "total": 1 + cols * scores}
+
+    @classmethod
+    def make(cls, design, programs, addr_width):
+        u = design.widths[cls.kind]
+        return cls(programs, u["in"], u["out"], addr_width)
+
+    @classmethod
+    def cycles(cls, design, prog):  # scan, then the scores read out again
+        return prog["cols"] * (1 + prog["scores"]) + cls.TAIL
 
     def __init__(self, programs: list[dict], in_width: int, out_width: int, addr_width: int):
         self.programs, self.out_width = programs, out_width
@@ -56,7 +81,7 @@ class ArgmaxUnit(wiring.Component):
         return m
 
 
-class AnomalyScoreUnit(wiring.Component):
+class AnomalyScoreUnit(Lowered, wiring.Component):
     """``score = clamp(round_shift(sum |x * mx[f] - rec * mr[f]|, shift), 0, qmax)``, then
     ``flag = score > threshold``: reads the window x (``rd0``, from element ``offset`` on) and its
     reconstruction or forecast (``rd1``) together, one element per cycle, feature f = element index mod
@@ -66,6 +91,33 @@ class AnomalyScoreUnit(wiring.Component):
     threshold, qmax. The multipliers of all nodes sit in one constant table. ``numel + 8`` cycles from
     ``start`` to ``done``.
     """
+
+    kind = Unit.ANOMALY
+    RESCALE_DSPS = 2  # x * mx and rec * mr
+    TAIL = 9  # start, read, products, difference, sum, round, clamp, score and flag writes, done
+
+    @classmethod
+    def program(cls, design, index, node, wd, q):
+        a, graph = node.attrs, design.graph
+        cols = view(graph.value_type(node.inputs[0]))[1]
+        mx, mr = ([int(v) for v in graph.consts[a[k]].value.reshape(-1)] for k in ("mx", "mr"))
+        return {"numel": math.prod(view(graph.value_type(node.inputs[1]))), "offset": a.get("offset") or 0,
+                "features": cols, "mx": [mx[f % len(mx)] for f in range(cols)],
+                "mr": [mr[f % len(mr)] for f in range(cols)], "shift": a["shift"],
+                "threshold": a["threshold"], "qmax": node.out.dtype.qmax}
+
+    @classmethod
+    def make(cls, design, programs, addr_width):
+        u = design.widths[cls.kind]
+        return cls(programs, u["in"], u["diff"], u["acc"], u["out"], addr_width)
+
+    @classmethod
+    def cycles(cls, design, prog):
+        return prog["numel"] + cls.TAIL
+
+    @staticmethod
+    def second_read(node, streamed):  # the reconstruction, read alongside the window
+        return node.inputs[1], 0
 
     def __init__(self, programs: list[dict], in_width: int, diff_width: int, acc_width: int, out_width: int,
                  addr_width: int):

@@ -17,8 +17,10 @@ class MacArray(wiring.Component):
     finished sums appear in ``hold`` with ``hold_valid`` for one cycle and that beat's ``tag``; ``hold``
     keeps them until the next sum completes, so they can be drained while the next sum accumulates.
 
-    Each lane is registered operands -> registered product -> accumulator: the shape Yosys and Vivado map
-    onto one DSP48E1 (AREG/BREG, MREG, PREG with the P feedback) for operands up to 25 x 18 bits.
+    Each lane is registered operands -> registered product -> accumulator. Yosys 0.70 synth_xilinx maps the
+    operand and product registers into one DSP48E1 per lane (AREG/BREG, MREG) for operands up to 25 x 18
+    bits, but keeps the accumulator (``Mux(first, prod, acc + prod)``) in fabric, not in the DSP's P
+    register.
     """
 
     def __init__(self, lanes: int, a_width: int, b_width: int, acc_width: int, tag_width: int = 1):

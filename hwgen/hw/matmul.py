@@ -19,8 +19,10 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from hwgen.hw.mac import MacArray
-from hwgen.hw.program import config_registers
+from hwgen.hw.memory import balanced, view
+from hwgen.hw.program import Lowered, config_registers, signed_width
 from hwgen.hw.requant import Requantizer
+from hwgen.ops import Unit, sbits
 
 
 @dataclass(frozen=True)
@@ -60,13 +62,102 @@ class MatmulProgram:
         return self.outer * self.inner * self.n_len
 
 
-class MatmulUnit(wiring.Component):
+class MatmulUnit(Lowered, wiring.Component):
     """Runs the product node ``sel`` of ``programs`` on ``start``; pulses ``done`` after its last write.
 
     Reads: ``a_addr`` (with ``a_en``) returns the element in ``a_data`` one cycle later; ``b_addr`` the
     wide word in ``b_data``; ``p_addr`` the per-channel parameter word ``p_data`` ({shift, m0, bias}).
     Writes: ``w_valid``/``w_data`` emit the output elements in row-major order.
     """
+
+    kind = Unit.MATMUL
+    RESCALE_DSPS = 1  # the requantizer's acc * m0
+    # Yosys splits the requantizer's product over two DSP48E1 once the accumulator is this wide (measured:
+    # W8 reference, 25-bit accumulator, 20 DSPs at P=13, 27 at P=20; W6/W4, 23/22 bits, 19 at P=13).
+    ACC_SPLIT_BITS = 25
+    TAIL = 11  # start, MAC pipeline (5), drain and requantizer (5), done
+
+    @classmethod
+    def program(cls, design, index, node, wd, q) -> MatmulProgram:
+        graph, P, a = design.graph, design.lanes, node.attrs
+        common = {"name": node.name, "relu": bool(a.get("relu", False)), **q}
+        wide = design.plan.wide_key(graph, node)
+        if wide is None:  # linear: the weights stream from the weight ROM, P per word
+            weights = design.params.setdefault("weights", [])
+            lin_params = design.params.setdefault("lin_params", [])
+            rows, k_len = view(graph.value_type(node.inputs[0]))
+            rows = rows if a.get("rows") is None else a["rows"]  # the first rows of a row-major buffer
+            w = graph.consts[a["weight"]].value
+            n_len = w.shape[0]
+            group = balanced(n_len, P)
+            groups = -(-n_len // group)
+            base = len(weights)
+            for k in range(k_len):
+                for g in range(groups):
+                    ns = range(g * group, min(g * group + group, n_len))
+                    weights.append([int(w[n, k]) for n in ns] + [0] * (P - len(ns)) if design.images else None)
+            design.wmax(cls.kind, "b", sbits(graph.consts[a["weight"]].dtype))
+            bias = graph.consts[a["bias"]].value.reshape(-1) if a.get("bias") else [0]
+            m0, sh = (graph.consts[a[k]].value.reshape(-1) for k in ("m0", "shift"))
+            p_base = len(lin_params)
+            lin_params += [(int(bias[n % len(bias)]), int(m0[n % m0.size]), int(sh[n % sh.size]))
+                           for n in range(n_len)]
+            shl = {}
+            if a.get("in_shl"):
+                shl = {"shl_base": len(design.shl_table), "use_shl": True}
+                design.shl_table += [int(v) for v in graph.consts[a["in_shl"]].value.reshape(-1)]
+            return MatmulProgram(group=group, outer=rows, inner=1, groups=groups, k_len=k_len, n_len=n_len,
+                                 a_o=k_len, a_u=0, b_base=base, b_o=0, b_u=0, b_k=groups, per_channel=True,
+                                 p_base=p_base, m0=0, shift=0, **shl, **common)
+        lay = design.plan.wide[wide]
+        design.wmax(cls.kind, "b", design.sbits_of(node.inputs[1]))
+        design.wmax(cls.kind, "m0", signed_width(a["m0"]))
+        scalar = {"per_channel": False, "p_base": 0, "m0": a["m0"], "shift": a["shift"]}
+        if wide[1] == "T":  # attn_scores: q (flat) against the transposed wide copy of k
+            (lq, c), heads = graph.value_type(node.inputs[0]).shape, a["heads"]
+            dh, wt = c // heads, lay.words_per_row
+            return MatmulProgram(group=lay.lanes, outer=heads, inner=lq, groups=wt, k_len=dh, n_len=lay.rows,
+                                 a_o=dh, a_u=c, b_base=0, b_o=dh * wt, b_u=0, b_k=wt, **scalar, **common)
+        # attn_apply: the probabilities (flat) against the per-head wide copy of v
+        heads, lq, lk = graph.value_type(node.inputs[0]).shape
+        dh = lay.cols // heads
+        gd = -(-dh // lay.lanes)
+        return MatmulProgram(group=lay.lanes, outer=lq, inner=heads, groups=gd, k_len=lk, n_len=dh, a_o=lk,
+                             a_u=lq * lk, b_base=0, b_o=0, b_u=gd, b_k=lay.words_per_row, **scalar, **common)
+
+    @classmethod
+    def finish(cls, design):
+        mm = design.widths[cls.kind]
+        weights, lin_params = design.params.get("weights"), design.params.get("lin_params", [])
+        if weights:
+            bw = mm["b"]
+            design.roms["weights"] = (design.lanes * bw, [design.pack(word, bw) for word in weights])
+        if lin_params:
+            mm["bias"] = signed_width(*[p[0] for p in lin_params])
+            mm["m0"] = max(mm.get("m0", 2), signed_width(*[p[1] for p in lin_params]))
+        mm.setdefault("bias", 2)
+        mm.setdefault("m0", 2)
+        design.roms["lin_params"] = (mm["bias"] + mm["m0"] + 8,
+                                     [design.pack_fields(p, (mm["bias"], mm["m0"], 8)) for p in lin_params] or [0])
+
+    @classmethod
+    def make(cls, design, programs, addr_width):
+        u = design.widths[cls.kind]
+        return cls(programs, design.lanes, u["in"], u["b"], u["acc"], u["m0"], u["bias"], u["out"], addr_width,
+                   shl_table=design.shl_table)
+
+    @classmethod
+    def cycles(cls, design, prog):
+        spans = []
+        for _ in range(prog.outer * prog.inner):
+            for g in range(prog.groups):
+                nv = min(prog.group, prog.n_len - g * prog.group)
+                spans.append((max(prog.k_len, nv), nv))
+        return sum(s for s, _ in spans[:-1]) + prog.k_len + spans[-1][1] + cls.TAIL
+
+    @classmethod
+    def dsps(cls, design):
+        return cls.RESCALE_DSPS + int(design.widths[cls.kind].get("acc", 0) >= cls.ACC_SPLIT_BITS)
 
     def __init__(self, programs: list[MatmulProgram], lanes: int, a_width: int, b_width: int,
                  acc_width: int, m0_width: int, bias_width: int, out_width: int, addr_width: int,

@@ -24,6 +24,7 @@ from amaranth.lib.wiring import In
 
 from hwgen.errors import HwgenError
 from hwgen.ir.graph import Graph, TensorType
+from hwgen.ops import OPS
 
 
 def view(t: TensorType) -> tuple[int, int]:
@@ -95,11 +96,7 @@ class MemoryPlan:
 
     def wide_key(self, graph: Graph, node) -> tuple[str, str, int] | None:
         """The wide copy a matrix-product node reads as its second operand (None for linear)."""
-        if node.op == "attn_scores":
-            return (node.inputs[1], "T", 1)
-        if node.op == "attn_apply":
-            return (node.inputs[1], "N", graph.value_type(node.inputs[0]).shape[0])
-        return None
+        return OPS[node.op].wide_copy(graph, node)
 
 
 def plan_memory(graph: Graph, lanes: int, head: list[int] | None = None) -> MemoryPlan:
@@ -120,7 +117,7 @@ def plan_memory(graph: Graph, lanes: int, head: list[int] | None = None) -> Memo
         if key is not None and key not in plan.wide:
             rows, cols = view(graph.value_type(key[0]))
             if key[1] == "N" and (cols % key[2]):
-                raise HwgenError(f"node {node.name!r} (attn_apply): width {cols} does not divide by {key[2]} heads")
+                raise HwgenError(f"node {node.name!r} ({node.op}): width {cols} does not divide by {key[2]} heads")
             n_len = rows if key[1] == "T" else cols // key[2]  # the consumer's output channels
             plan.wide[key] = WideLayout(key[1], rows, cols, key[2], balanced(n_len, lanes))
     for name in graph.consts:

@@ -12,16 +12,59 @@ from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from hwgen.hw.program import config_registers, count_writes
+from hwgen.errors import HwgenError
+from hwgen.hw.memory import view
+from hwgen.hw.program import ELEMENT_TAIL, Lowered, config_registers, count_writes, signed_width
 from hwgen.hw.requant import Divider, Isqrt, clamp, round_shift
 from hwgen.hw.vendor import rescale_product_attrs
+from hwgen.ops import Unit
 
 SUM, SQ, OUT = 1, 2, 3
 
 
-class LayerNormUnit(wiring.Component):
+class LayerNormUnit(Lowered, wiring.Component):
     """Per node program: rows, cols, p_base ({beta, gamma} words in the parameter ROM), recip_bits,
     n_shift (recip_bits - norm_bits), shift, zp, qmin, qmax, q1_bits (quotient bits of q // C)."""
+
+    kind = Unit.LAYERNORM
+    RESCALE_DSPS = 5  # C*x, xc*xc, xc*r (two DSPs: wider than 25 x 18) and n*gamma
+    ROW = 10  # cycles per row: square->divider wait (4) and three handshakes (2 each)
+    ROM_PORTS = (("ln_params", "p"),)
+
+    @classmethod
+    def program(cls, design, index, node, wd, q):
+        a, consts = node.attrs, design.graph.consts
+        rows, cols = view(node.out)
+        if a["recip_bits"] < a["norm_bits"]:
+            raise HwgenError(f"node {node.name!r} (layernorm): recip_bits < norm_bits")
+        gamma, beta = (consts[a[k]].value.reshape(-1) for k in ("gamma", "beta"))
+        params = design.params.setdefault("ln_params", [])
+        prog = {"rows": rows, "cols": cols, "p_base": len(params), "recip_bits": a["recip_bits"],
+                "n_shift": a["recip_bits"] - a["norm_bits"], "shift": a["shift"], "q1_bits": wd["sumsq"], **q}
+        params += [(int(gamma[c % gamma.size]), int(beta[c % beta.size])) for c in range(cols)]
+        design.wmax(cls.kind, "recip_bits", a["recip_bits"])
+        return prog
+
+    @classmethod
+    def finish(cls, design):
+        params = design.params.get("ln_params")
+        if params:
+            ln = design.widths[cls.kind]
+            ln["gamma"], ln["beta"] = (signed_width(*[p[i] for p in params]) for i in (0, 1))
+            design.roms["ln_params"] = (ln["gamma"] + ln["beta"],
+                                        [design.pack_fields(p, (ln["gamma"], ln["beta"])) for p in params])
+
+    @classmethod
+    def make(cls, design, programs, addr_width):
+        u = design.widths[cls.kind]
+        return cls(programs, u["in"], u, u["gamma"], u["beta"], u["out"], addr_width)
+
+    @classmethod
+    def cycles(cls, design, prog):
+        w = design.widths[cls.kind]["sumsq"]
+        sqrt_steps = (w + (w & 1)) // 2
+        per_row = 3 * prog["cols"] + prog["q1_bits"] + sqrt_steps + prog["recip_bits"] + 1 + cls.ROW
+        return prog["rows"] * per_row + ELEMENT_TAIL + 2
 
     def __init__(self, programs: list[dict], in_width: int, w: dict[str, int], gamma_width: int,
                  beta_width: int, out_width: int, addr_width: int):

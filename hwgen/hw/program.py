@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from amaranth.hdl import Shape, Signal
 
+# Cycles an element-wise pass adds to its element count: start, read, 4 arithmetic stages, done.
+ELEMENT_TAIL = 7
+
 
 def config_registers(m, start, sel, programs: list[dict[str, int]], shapes: dict[str, Shape]) -> dict:
     """Registers named like ``shapes``' keys, loaded with ``programs[sel][name]`` when ``start`` is high.
@@ -29,6 +32,52 @@ def signed_width(*values: int) -> int:
         while not -(1 << (bits - 1)) <= int(v) < (1 << (bits - 1)):
             bits += 1
     return bits
+
+
+class Lowered:
+    """What a shared unit declares for lowering and the estimators (mixed into each unit's Component).
+
+    ``kind``: the ``hwgen.ops.Unit`` it runs; ``RESCALE_DSPS``: its multipliers besides the MAC lanes, as
+    Yosys synth_xilinx maps them onto DSP48E1 (it ignores the ``use_dsp = "no"`` hint of
+    ``hwgen.hw.vendor``); ``CHAINED_CYCLES``: when chained onto its producer, the cycles it ends after it;
+    ``ROM_PORTS``: (ROM, port prefix) pairs it reads parameters through; ``params``: the name of its list of
+    parameter words in ``Design.params``.
+    """
+
+    kind = None
+    RESCALE_DSPS = 0
+    CHAINED_CYCLES: int | None = None
+    ROM_PORTS: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def program(cls, design, index: int, node, wd: dict[str, int], q: dict[str, int]):
+        """The unit's program for node ``index`` (and its parameter words appended to ``design.params``)."""
+        raise NotImplementedError
+
+    @classmethod
+    def finish(cls, design) -> None:
+        """After every node: pack the unit's parameter ROMs into ``design.roms`` (and their widths)."""
+
+    @classmethod
+    def make(cls, design, programs: list, addr_width: int):
+        """The component for ``design``'s nodes of this kind."""
+        raise NotImplementedError
+
+    @classmethod
+    def cycles(cls, design, prog) -> int:
+        """Cycles from ``start`` to ``done`` of one node (no stalls)."""
+        raise NotImplementedError
+
+    @classmethod
+    def dsps(cls, design) -> int:
+        """DSP48E1 slices the unit takes besides the MAC lanes."""
+        return cls.RESCALE_DSPS
+
+    @staticmethod
+    def second_read(node, streamed: int | None) -> tuple[str, int] | None:
+        """The value the unit's ``rd1`` port reads in this node's step, and which read port of that
+        value's memory (0 or 1); None when the unit has no second read."""
+        return None
 
 
 def count_writes(m, unit, total, written) -> None:

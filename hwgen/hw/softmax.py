@@ -14,20 +14,71 @@ from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from hwgen.hw.program import config_registers, count_writes
+from hwgen.errors import HwgenError
+from hwgen.hw.memory import view
+from hwgen.hw.program import ELEMENT_TAIL, Lowered, config_registers, count_writes
 from hwgen.hw.requant import Divider, clamp, round_shift
 from hwgen.hw.vendor import rescale_product_attrs
+from hwgen.ops import Unit
 
 MAX, SUM = 1, 2
 
 
-class SoftmaxUnit(wiring.Component):
+class SoftmaxUnit(Lowered, wiring.Component):
     """Per node program: rows, cols, lut_base, recip_bits, out_shift, q_bits, qmax.
 
     Reads the scores (flat) through two ports, ``rd0`` (max and sum passes) and ``rd1`` (output pass), and
     the exp tables of all softmax nodes, concatenated, through ``lut``/``lut1``. Emits the probabilities
     in row-major order on ``w_valid``/``w_data``.
     """
+
+    kind = Unit.SOFTMAX
+    RESCALE_DSPS = 1  # e * r
+    ROW = 2  # cycles per row: sum -> divider wait
+    ROM_PORTS = (("lut", "lut"), ("lut1", "lut1"))  # the exp table, read in two pipelines
+
+    @classmethod
+    def program(cls, design, index, node, wd, q):
+        a, graph, out = node.attrs, design.graph, node.out.dtype
+        rows, cols = view(node.out)
+        lut = [int(v) for v in graph.consts[a["lut"]].value.reshape(-1)]
+        in_t = graph.value_type(node.inputs[0]).dtype
+        if len(lut) < in_t.qmax - in_t.qmin + 1:
+            # max(x) - x can reach qmax - qmin; a shorter table would be read past its end.
+            raise HwgenError(f"node {node.name!r} (softmax): exp table has {len(lut)} entries, the {in_t} "
+                             f"input needs {in_t.qmax - in_t.qmin + 1}")
+        out_shift = a["recip_bits"] - out.bits
+        if out_shift < 0 or a["recip_bits"] > 62:
+            raise HwgenError(f"node {node.name!r} (softmax): recip_bits {a['recip_bits']} must lie in "
+                             f"[{out.bits}, 62]")
+        luts = design.params.setdefault("lut", [])
+        prog = {"rows": rows, "cols": cols, "lut_base": len(luts), "recip_bits": a["recip_bits"],
+                "out_shift": out_shift, "q_bits": max(wd["recip"] - 1, 1), "qmax": out.qmax}
+        luts += lut
+        design.wmax(cls.kind, "lut", max(max(lut).bit_length(), 1))
+        return prog
+
+    @classmethod
+    def finish(cls, design):
+        if design.params.get("lut"):
+            design.roms["lut"] = (design.widths[cls.kind]["lut"], design.params["lut"])
+
+    @classmethod
+    def make(cls, design, programs, addr_width):
+        u = design.widths[cls.kind]
+        return cls(programs, u["in"], u["lut"], u["sum"], u["recip"], u["out"], addr_width)
+
+    @classmethod
+    def cycles(cls, design, prog):
+        # Max and sum passes of row 0, then per row: divider (alongside the next row's max pass), output
+        # pass (alongside the next row's sum pass), wait for the last sum.
+        length, rows, div = prog["cols"], prog["rows"], prog["q_bits"] + 2
+        per_row = [(max(div, length) if r + 1 < rows else div) + length for r in range(rows)]
+        return 2 * length + cls.ROW * rows + sum(per_row) + ELEMENT_TAIL
+
+    @staticmethod
+    def second_read(node, streamed):  # the output pass reads the scores again through a second port
+        return node.inputs[0], 1
 
     def __init__(self, programs: list[dict], in_width: int, lut_width: int, sum_width: int, recip_width: int,
                  out_width: int, addr_width: int):

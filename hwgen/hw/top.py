@@ -13,13 +13,10 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from hwgen.hw.eltwise import AddUnit, AffineUnit, AvgpoolUnit
-from hwgen.hw.heads import AnomalyScoreUnit, ArgmaxUnit
 from hwgen.hw.lower import Design
-from hwgen.hw.matmul import MatmulUnit
 from hwgen.hw.memory import WideWriter, view
-from hwgen.hw.norm import LayerNormUnit
-from hwgen.hw.softmax import SoftmaxUnit
+from hwgen.hw.units import UNITS
+from hwgen.ops import Unit
 
 
 def _shape(dtype):
@@ -45,28 +42,7 @@ class Top(wiring.Component):
 
     # ---- construction helpers ------------------------------------------------------------------------
     def _units(self, d: Design) -> dict:
-        w, P, aw = d.widths, d.lanes, self.addr_width
-        units = {}
-        for kind, progs in d.programs.items():
-            u = w[kind]
-            if kind == "matmul":
-                units[kind] = MatmulUnit(progs, P, u["in"], u["b"], u["acc"], u["m0"], u["bias"], u["out"], aw,
-                                         shl_table=d.shl_table)
-            elif kind == "add":
-                units[kind] = AddUnit(progs, u["in"], u["acc"], u["out"], aw)
-            elif kind == "affine":
-                units[kind] = AffineUnit(progs, u["in"], u["mul"], u["bias"], u["acc"], u["out"], aw)
-            elif kind == "avgpool":
-                units[kind] = AvgpoolUnit(progs, u["in"], u["acc"], u["out"], aw)
-            elif kind == "softmax":
-                units[kind] = SoftmaxUnit(progs, u["in"], u["lut"], u["sum"], u["recip"], u["out"], aw)
-            elif kind == "argmax":
-                units[kind] = ArgmaxUnit(progs, u["in"], u["out"], aw)
-            elif kind == "anomaly":
-                units[kind] = AnomalyScoreUnit(progs, u["in"], u["diff"], u["acc"], u["out"], aw)
-            elif kind == "layernorm":
-                units[kind] = LayerNormUnit(progs, u["in"], u, u["gamma"], u["beta"], u["out"], aw)
-        return units
+        return {kind: UNITS[kind].make(d, progs, self.addr_width) for kind, progs in d.programs.items()}
 
     def elaborate(self, platform):
         m = Module()
@@ -142,13 +118,13 @@ class Top(wiring.Component):
             st, (kind, _) = d.head[i] + 1, d.node_unit[i]  # chained nodes run in their head's step
             u = units[kind]
             streamed = d.streamed.get(i)
-            if kind == "matmul":
+            if kind is Unit.MATMUL:  # the MAC array: a broadcast operand, a wide operand, parameter words
                 port, bits = source(node.inputs[0])
                 route(st, port, u.a_addr, u.a_data, bits)
-                if node.op == "linear":
-                    route(st, rom_rd["weights"], u.b_addr, u.b_data, d.widths["matmul"]["b"], d.lanes)
+                key = plan.wide_key(g, node)
+                if key is None:  # linear: the weight ROM
+                    route(st, rom_rd["weights"], u.b_addr, u.b_data, d.widths[kind]["b"], d.lanes)
                 else:
-                    key = plan.wide_key(g, node)
                     route(st, wide_rd[key], u.b_addr, u.b_data, sb(key[0]), plan.wide[key].lanes)
                 route_raw = rom_rd["lin_params"]
                 addr_of.setdefault(id(route_raw), (route_raw, []))[1].append((st, u.p_addr))
@@ -161,20 +137,11 @@ class Top(wiring.Component):
                     producer = units[d.node_unit[i - 1][0]]
                     with m.If(step == st):
                         m.d.comb += [u.in_valid.eq(producer.w_valid), u.in_data.eq(producer.w_data)]
-                if kind == "add":
-                    other = node.inputs[0] if streamed == 1 else node.inputs[1]
-                    same = streamed is None and node.inputs[1] == node.inputs[0]
-                    port, bits = source(other, port_index=1 if same else 0)
+                second = UNITS[kind].second_read(node, streamed)
+                if second is not None:
+                    port, bits = source(second[0], port_index=second[1])
                     route(st, port, u.rd1_addr, u.rd1_data, bits)
-                if kind == "anomaly":  # the reconstruction, read alongside the window
-                    port, bits = source(node.inputs[1])
-                    route(st, port, u.rd1_addr, u.rd1_data, bits)
-                if kind == "softmax":
-                    port, bits = source(node.inputs[0], port_index=1)
-                    route(st, port, u.rd1_addr, u.rd1_data, bits)
-                extra = {"affine": [("aff_params", "p")], "layernorm": [("ln_params", "p")],
-                         "softmax": [("lut", "lut"), ("lut1", "lut1")]}
-                for rom, pre in extra.get(kind, []):
+                for rom, pre in UNITS[kind].ROM_PORTS:
                     port, a_sig, d_sig = rom_rd[rom], getattr(u, f"{pre}_addr"), getattr(u, f"{pre}_data")
                     addr_of.setdefault(id(port), (port, []))[1].append((st, a_sig))
                     data_of.setdefault(id(d_sig), (d_sig, []))[1].append((st, port.data))

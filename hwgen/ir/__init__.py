@@ -1,9 +1,10 @@
-"""The integer-only intermediate representation: types, ops, graph, verifier and passes."""
+"""The integer-only intermediate representation: types, graph, (de)serialisation, builder and verifier.
+
+The ops themselves are defined in ``hwgen.ops``; the verifier (``hwgen.ir.verify``) checks a graph
+against that table.
+"""
 
 from hwgen.ir.graph import Const, Graph, Node, TensorType
-from hwgen.ir.ops import OPS, macs, widths
 from hwgen.ir.types import IntType, clog2, signed_bits_for
-from hwgen.ir.verify import infer_widths, verify
 
-__all__ = ["Const", "Graph", "IntType", "Node", "OPS", "TensorType", "clog2", "infer_widths", "macs",
-           "signed_bits_for", "verify", "widths"]
+__all__ = ["Const", "Graph", "IntType", "Node", "TensorType", "clog2", "signed_bits_for"]

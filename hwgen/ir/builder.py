@@ -8,9 +8,9 @@ import numpy as np
 
 from hwgen.errors import HwgenError
 from hwgen.ir.graph import Const, Graph, Node, TensorType
-from hwgen.ir.ops import out_shape
 from hwgen.ir.types import IntType, signed_bits_for
 from hwgen.ir.verify import infer_widths
+from hwgen.ops import out_shape
 
 
 class GraphBuilder:
@@ -43,7 +43,7 @@ class GraphBuilder:
         self.nodes.append(Node(op, name, inputs, attrs, TensorType(tuple(shape), dtype)))
         return name
 
-    # ---- ops (see hwgen.golden.ops for their meaning) -------------------------------------------------
+    # ---- ops (see hwgen.ops for their meaning) -------------------------------------------------
     def linear(self, name, x, weight, bias, m0, shift, dtype: IntType, wtype: IntType, zp=0, relu=False,
                in_shl=None, rows: int | None = None) -> str:
         n = np.asarray(weight).shape[0]

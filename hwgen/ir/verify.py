@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hwgen.errors import HwgenError
-from hwgen.ir.ops import OPS, out_shape, widths
+from hwgen.ops import op_of
 
 
 def verify(graph) -> None:
@@ -11,9 +11,7 @@ def verify(graph) -> None:
     shape mismatch, or declared widths that differ from the inferred ones (when declared)."""
     defined = {graph.input_name}
     for node in graph.nodes:
-        spec = OPS.get(node.op)
-        if spec is None:
-            raise HwgenError(f"node {node.name!r}: unsupported op {node.op!r} (supported: {', '.join(OPS)})")
+        spec = op_of(node)
         if node.name in defined or node.name in graph.consts:
             raise HwgenError(f"node {node.name!r}: name used twice")
         if len(node.inputs) != spec.n_inputs:
@@ -31,10 +29,10 @@ def verify(graph) -> None:
             if not isinstance(node.attrs.get(key), int) or isinstance(node.attrs.get(key), bool):
                 raise HwgenError(f"node {node.name!r}: attribute {key!r} must be an integer")
         try:
-            shape = out_shape(graph, node)
+            shape = spec.shape(graph, node)
             if tuple(shape) != tuple(node.out.shape):
                 raise HwgenError(f"node {node.name!r}: declared shape {node.out.shape} but computes {shape}")
-            inferred = widths(graph, node)
+            inferred = spec.widths(graph, node)
             if max(inferred.values()) > 63:
                 raise HwgenError(f"node {node.name!r}: an intermediate needs {max(inferred.values())} bits, "
                                  "more than the 63 the integer datapaths (and the golden int64 arithmetic) hold")
@@ -46,7 +44,7 @@ def verify(graph) -> None:
             declared = node.attrs.get("widths")
             if declared is not None and dict(declared) != inferred:
                 raise HwgenError(f"node {node.name!r}: declared widths {dict(declared)} differ from "
-                                 f"inferred {widths(graph, node)}")
+                                 f"inferred {inferred}")
         except (KeyError, IndexError, TypeError, ValueError, ZeroDivisionError) as exc:
             # e.g. an input of the wrong rank, or a 'widths' attribute that is not a mapping
             raise HwgenError(f"node {node.name!r} ({node.op}): malformed "
@@ -62,7 +60,7 @@ def infer_widths(graph):
     partial = graph.replace_nodes([])
     for node in graph.nodes:
         partial = partial.replace_nodes([*partial.nodes, node])
-        nodes.append(node.with_attrs(widths=widths(partial, node)))
+        nodes.append(node.with_attrs(widths=op_of(node).widths(partial, node)))
     result = graph.replace_nodes(nodes)
     verify(result)
     return result

@@ -1,0 +1,36 @@
+"""Analytic latency of a ``Design`` (the accelerator ``hwgen.hw.lower`` builds from it).
+
+It follows the schedules of the units cycle by cycle (no stalls on x or y): the input load, every
+controller step in graph order, the output send. Each unit declares its own cycles (``cycles``) and, when
+chained onto its producer, how many cycles it ends after it (``CHAINED_CYCLES``), beside its pipeline.
+"""
+
+from __future__ import annotations
+
+from hwgen.hw.lower import Design, build_design
+from hwgen.hw.memory import view
+from hwgen.hw.units import UNITS
+from hwgen.ir.graph import Graph
+from hwgen.ops import macs
+
+
+def estimate(design: Design) -> dict:
+    """Cycles per node (by node name), for the input load and output send, and ``total``: cycles from the
+    first input beat accepted to the last output beat sent, with no stalls. Also ``macs`` and
+    ``mac_cycles`` (cycles of the product nodes) so utilisation can be read off."""
+    graph = design.graph
+    n_in, n_out = (view(t)[0] * view(t)[1] for t in (graph.input_type, graph.output_type))
+    nodes = {}
+    for i, (node, (kind, idx)) in enumerate(zip(graph.nodes, design.node_unit)):
+        unit = UNITS[kind]
+        chained = design.head[i] != i
+        nodes[node.name] = unit.CHAINED_CYCLES if chained else unit.cycles(design, design.programs[kind][idx])
+    node_macs = {n.name: macs(graph, n) for n in graph.nodes}
+    mac_cycles = sum(nodes[name] for name, m in node_macs.items() if m)
+    return {"load": n_in, "nodes": nodes, "send": n_out + 1, "total": n_in + sum(nodes.values()) + n_out + 1,
+            "macs": sum(node_macs.values()), "mac_cycles": mac_cycles, "parallel": design.lanes}
+
+
+def of_graph(graph: Graph, parallel: int) -> dict:
+    """:func:`estimate` of ``graph`` at ``parallel`` lanes (lowered without ROM images)."""
+    return estimate(build_design(graph, parallel, images=False))
