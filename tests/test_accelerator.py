@@ -92,7 +92,7 @@ def test_generalised_model_bit_exact_on_verilator(tmp_path):
     """A randomly configured model unlike the reference (2 heads, 2 layers, LayerNorm, another window and
     d_model, 6-bit) lowered, emitted and simulated on Verilator with stalls: every element == golden."""
     from hwgen.hw import emit_verilog, lower
-    from hwgen.ir.synthetic import SyntheticConfig, random_graph
+    from tests.synthetic import SyntheticConfig, random_graph
     from hwgen.sim import simulate
 
     cfg = SyntheticConfig(window=12, features=4, d_model=24, heads=2, layers=2, ffn=32, norm="layer",

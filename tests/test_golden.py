@@ -21,7 +21,7 @@ from hwgen.ir.builder import GraphBuilder
 from hwgen.ir.dyadic import EXP_BITS, common_dyadic, dyadic, softmax_lut
 from hwgen.ir.graph import Const, Graph, Node, TensorType
 from hwgen.ops import OPS
-from hwgen.ir.synthetic import SyntheticConfig, random_graph
+from tests.synthetic import SyntheticConfig, random_graph
 from hwgen.ir.types import IntType, signed_bits_for
 from hwgen.ir.verify import infer_widths, verify
 

@@ -11,7 +11,7 @@ from hwgen.errors import HwgenError
 from hwgen.golden import run
 from hwgen.hw import emit_verilog, lower
 from hwgen.estimate.latency import of_graph as estimate
-from hwgen.ir.synthetic import SyntheticConfig, random_graph
+from tests.synthetic import SyntheticConfig, random_graph
 
 
 def simulate(top, windows, stall_seed=None, max_cycles=2_000_000):

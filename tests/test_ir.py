@@ -22,7 +22,7 @@ from hwgen.ir.verify import infer_widths, verify
 from hwgen.ops import macs, widths
 from hwgen.ir.builder import GraphBuilder
 from hwgen.ir.dyadic import MAX_SHIFT, M0_BITS, common_dyadic, dyadic, dyadic_array, softmax_lut
-from hwgen.ir.synthetic import SyntheticConfig, random_graph
+from tests.synthetic import SyntheticConfig, random_graph
 
 I8, U8 = IntType(8), IntType(8, False)
 FAST = settings(deadline=None, max_examples=80)

@@ -13,7 +13,7 @@ import pytest
 
 from hwgen.golden import run as golden_run
 from hwgen.ir.graph import Const, Graph
-from hwgen.ir.synthetic import SyntheticConfig, random_graph
+from tests.synthetic import SyntheticConfig, random_graph
 from hwgen.sim import simulate
 
 hw = pytest.importorskip("hwgen.hw")

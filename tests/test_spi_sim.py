@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hwgen.ir.synthetic import SyntheticConfig, random_graph
+from tests.synthetic import SyntheticConfig, random_graph
 from hwgen.sim.spi_runner import simulate_spi
 
 CONFIG = SyntheticConfig(window=8, features=3, d_model=8, ffn=16)
