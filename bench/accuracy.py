@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hwgen import flow
+from hwgen.steps import flow
 from hwgen.frontend.checkpoint import load_checkpoint
 
 MODELS = {"fp32": "models/pm25_fp32.pt", "w8": "models/pm25_w8.pt", "w6": "models/pm25_w6.pt",

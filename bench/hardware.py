@@ -7,7 +7,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from hwgen.build import auto_parallel, build, graph_from, simulate_build
+from hwgen.steps.build import auto_parallel, build, graph_from, simulate_build
 from hwgen.estimate.boards import resolve_target
 from hwgen.estimate.latency import of_graph as estimate
 

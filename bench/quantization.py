@@ -70,7 +70,7 @@ def _data():
 
 def _integer_test_mse(model, data) -> dict:
     """Test MSE of the deployed integer (golden) model, normalised and in (µg/m³)²."""
-    from hwgen.flow import golden_predict
+    from hwgen.steps.flow import golden_predict
     from hwgen.frontend.export import export_model
     from hwgen.frontend.train import mse_mae
 

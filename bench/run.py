@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from hwgen.flow import write_json
+from hwgen.steps.flow import write_json
 
 SECTIONS = ["accuracy", "hardware", "target", "quantization"]
 SECTIONS.append("search")  # about 20 minutes: a 15-minute, 2-worker PM2.5 search, then 2 Pareto points verified

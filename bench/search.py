@@ -9,7 +9,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from hwgen.search import SearchSettings, run_search
+from hwgen.steps.search import SearchSettings, run_search
 
 MINUTES = 15.0
 WORKERS = 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from hwgen.build import build, estimate_build, read_report, simulate_build
+from hwgen.steps.build import build, estimate_build, read_report, simulate_build
 from hwgen.errors import HwgenError
 
 MODELS = {"w8": "models/pm25_w8.pt", "w6": "models/pm25_w6.pt", "w4": "models/pm25_w4.pt"}

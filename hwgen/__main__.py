@@ -1,5 +1,5 @@
 import sys
 
-from hwgen.cli import main
+from hwgen.steps.cli import main
 
 sys.exit(main())

@@ -237,7 +237,7 @@ DEFAULT_EPOCHS = {"classify": (300, 100), "anomaly": (60, 20)}  # FP32, QAT maxi
 
 
 def cli_train(args, oscillation: dict | None = None) -> int:
-    """`hwgen train --task classify|anomaly ...` (arguments as parsed by hwgen.cli; ``oscillation``: the
+    """`hwgen train --task classify|anomaly ...` (arguments as parsed by hwgen.steps.cli; ``oscillation``: the
     TrainOptions fields of the QAT oscillation flags)."""
     import shlex
     import sys

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hwgen.build import build, simulate_build
+from hwgen.steps.build import build, simulate_build
 from hwgen.errors import HwgenError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from hwgen.cli import main
+from hwgen.steps.cli import main
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ def test_closed_output_pipe_ends_quietly():
     import subprocess
     import sys
 
-    proc = subprocess.Popen([sys.executable, "-c", "import sys; from hwgen.cli import main; sys.exit(main())",
+    proc = subprocess.Popen([sys.executable, "-c", "import sys; from hwgen.steps.cli import main; sys.exit(main())",
                              "boards"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     proc.stdout.close()  # nothing will read what it prints
     err = proc.stderr.read().decode()

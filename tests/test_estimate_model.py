@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from hwgen.build import auto_parallel, graph_from
+from hwgen.steps.build import auto_parallel, graph_from
 from hwgen.errors import HwgenError
 from hwgen.estimate.boards import load_part, resolve_target
 from hwgen.estimate.model import fits

@@ -273,7 +273,7 @@ def test_calibrated_tracker_starts_clean():
     (["--fp32", "--no-bn-reestimate"], "--no-bn-reestimate"),
 ])
 def test_cli_oscillation_flags_bad_values(tmp_path, capsys, args, culprit):
-    from hwgen.cli import main
+    from hwgen.steps.cli import main
 
     rc = main(["train", *args, "--out", str(tmp_path / "x.pt"), "--quiet"])
     err = capsys.readouterr().err.strip().splitlines()
@@ -282,7 +282,7 @@ def test_cli_oscillation_flags_bad_values(tmp_path, capsys, args, culprit):
 
 
 def test_cli_oscillation_flags_reach_the_options():
-    from hwgen.cli import _oscillation_options, build_parser
+    from hwgen.steps.cli import _oscillation_options, build_parser
 
     args = build_parser().parse_args(["train", "--bits", "3", "--out", "x.pt", "--dampen", "0.5", "--freeze",
                                       "--freeze-threshold", "0.2:0.02", "--no-bn-reestimate"])

@@ -12,8 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hwgen import flow
-from hwgen.cli import main
+from hwgen.steps import flow
+from hwgen.steps.cli import main
 from hwgen.data import load_pm25
 from hwgen.errors import HwgenError
 from hwgen.frontend import ptq

@@ -190,7 +190,7 @@ OPTIONS = {
 
 def _ptq_checkpoint(tmp_path, name, spec) -> str:
     from hwgen.data import load_pm25
-    from hwgen.flow import data_descriptor
+    from hwgen.steps.flow import data_descriptor
     from hwgen.frontend import ptq
     from hwgen.frontend.checkpoint import save_checkpoint
 
@@ -206,7 +206,7 @@ def _ptq_checkpoint(tmp_path, name, spec) -> str:
 
 def _qat_checkpoint(tmp_path, name, cfg_extra, opts_extra=None) -> str:
     from hwgen.data import load_pm25
-    from hwgen.flow import data_descriptor
+    from hwgen.steps.flow import data_descriptor
     from hwgen.frontend.checkpoint import save_checkpoint
 
     fp32, meta = load_checkpoint(str(ROOT / "models" / "pm25_fp32.pt"))
@@ -226,7 +226,7 @@ def _qat_checkpoint(tmp_path, name, cfg_extra, opts_extra=None) -> str:
 @pytest.mark.sim
 @pytest.mark.parametrize("name", sorted(OPTIONS))
 def test_option_bit_exact_on_verilator(name, tmp_path):
-    from hwgen.build import build, simulate_build
+    from hwgen.steps.build import build, simulate_build
 
     spec = OPTIONS[name]
     if "ptq" in spec:

@@ -15,13 +15,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hwgen import flow, progress
-from hwgen.build import build, read_report, simulate_build, write_report
-from hwgen.cli import main
+from hwgen import progress
+from hwgen.steps import flow
+from hwgen.steps.build import build, read_report, simulate_build, write_report
+from hwgen.steps.cli import main
 from hwgen.errors import HwgenError
 from hwgen.ir.graph import Graph
-from hwgen.report_html import render_report, report_html
-from hwgen.report_plots import confusion_matrix, plot_anomaly, plot_confusion
+from hwgen.report.html import render_report, report_html
+from hwgen.report.plots import confusion_matrix, plot_anomaly, plot_confusion
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINT = ROOT / "models" / "pm25_w8.pt"

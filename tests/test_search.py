@@ -7,10 +7,10 @@ from dataclasses import replace
 
 import pytest
 
-from hwgen import search
-from hwgen.cli import main
+from hwgen.steps import search
+from hwgen.steps.cli import main
 from hwgen.errors import HwgenError
-from hwgen.search import SearchSettings, SearchSpace, pareto_front, run_search
+from hwgen.steps.search import SearchSettings, SearchSpace, pareto_front, run_search
 
 TINY = SearchSpace(window=(8,), d_model=(8,), heads=(1, 2), layers=(1,), ffn=(8, 16), bits_w=(4, 8), bits_a=(8,),
                    parallel=(1, 2))

@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from hwgen.search import SearchSettings, SearchSpace, open_storage, run_search
+from hwgen.steps.search import SearchSettings, SearchSpace, open_storage, run_search
 
 URL = os.environ.get("HWGEN_TEST_POSTGRES_URL", "")
 NO_SERVER = ("no PostgreSQL server: set HWGEN_TEST_POSTGRES_URL=postgresql://... (scripts/postgres.sh starts one "

@@ -185,7 +185,7 @@ def test_anomaly_unit_matches_golden(L, F, shift, threshold, horizon):
 
 # ---- the command line end to end on a tiny run -------------------------------------------------------------
 def _cli(*argv):
-    from hwgen.cli import main
+    from hwgen.steps.cli import main
 
     return main([str(a) for a in argv])
 
@@ -194,7 +194,7 @@ TINY = ("--d-model", 8, "--ffn", 8, "--epochs", 2, "--qat-epochs", 1, "--bits", 
 
 
 def test_cli_classify_end_to_end(tmp_path, capsys):
-    from hwgen import flow
+    from hwgen.steps import flow
 
     model = tmp_path / "c.pt"
     assert _cli("train", "--task", "classify", "--dataset", "italypowerdemand", "--out", model, *TINY) == 0
@@ -237,7 +237,7 @@ def test_cli_anomaly_end_to_end_on_csv(tmp_path, capsys):
     assert _cli("eval", model, "--quiet") == 0
     text = capsys.readouterr().out
     assert "ROC-AUC" in text and "integer" in text
-    from hwgen import flow
+    from hwgen.steps import flow
 
     res = flow.evaluate(str(model), "test")
     assert res["anomalous_windows"] == 19 + 4 - 1 and res["integer"]["roc_auc"] is not None
@@ -288,7 +288,7 @@ def test_cli_train_bad_inputs(tmp_path, capsys, argv, match):
 @pytest.mark.slow
 @pytest.mark.sim
 def test_class_index_only_accelerator_bit_exact_on_verilator(tmp_path):
-    from hwgen.build import build, simulate_build
+    from hwgen.steps.build import build, simulate_build
 
     report = build(str(ROOT / "models" / "basicmotions_w8.pt"), str(tmp_path / "b"), "xc7s15", 8,
                    with_accuracy=False, class_scores=False)
@@ -303,9 +303,9 @@ def test_class_index_only_accelerator_bit_exact_on_verilator(tmp_path):
 @pytest.mark.sim
 @pytest.mark.parametrize("name", ["basicmotions_w8", "kdd135_w8"])
 def test_shipped_task_model_bit_exact_on_verilator(name, tmp_path):
-    from hwgen.build import build, simulate_build
+    from hwgen.steps.build import build, simulate_build
 
-    from hwgen.summary import summary_markdown
+    from hwgen.report.summary import summary_markdown
 
     report = build(str(ROOT / "models" / f"{name}.pt"), str(tmp_path / name), "xc7s15", "auto")
     assert report["model"]["task"] in ("classify", "anomaly")

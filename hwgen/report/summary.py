@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hwgen.build import load_build, read_report
+from hwgen.steps.build import load_build, read_report
 
 
 def _fmt(value: Any, spec: str = "") -> str:

@@ -186,7 +186,7 @@ def _spread(split, n: int):
 
 @functools.lru_cache(maxsize=8)
 def _dataset(name: str, window: int):
-    from hwgen import flow
+    from hwgen.steps import flow
 
     return flow.load_data(name, None, None, None, window)
 
@@ -226,7 +226,7 @@ def _hardware(graph, parallel: int, board, dsp_slack: int = 0) -> dict[str, Any]
 
 def train_and_export(params: dict[str, Any], settings: SearchSettings):
     """Train FP32 then QAT on the trial's data subset and export; returns (graph, info)."""
-    from hwgen import flow
+    from hwgen.steps import flow
     from hwgen.frontend.export import export_model
     from hwgen.frontend.train import TrainOptions, train_fp32, train_qat
 
@@ -591,10 +591,11 @@ def front_table(summary: dict[str, Any]) -> str:
 
 def verify_front(summary: dict[str, Any], settings: SearchSettings, out: Path, count: int,
                  sim_windows: int = 32) -> list[dict[str, Any]]:
-    """Re-check up to ``count`` Pareto points (lowest MSE first) with the real flow: ``hwgen.build.build``,
-    bit-exact simulation against the golden model and the Yosys estimate. A point whose graph is not in
-    ``out/graphs`` (a trial run on another machine) is retrained from its parameters (seeded)."""
-    from hwgen.build import build, estimate_build, read_report, simulate_build
+    """Re-check up to ``count`` Pareto points (lowest MSE first) with the real flow:
+    ``hwgen.steps.build.build``, bit-exact simulation against the golden model and the Yosys estimate. A
+    point whose graph is not in ``out/graphs`` (a trial run on another machine) is retrained from its
+    parameters (seeded)."""
+    from hwgen.steps.build import build, estimate_build, read_report, simulate_build
 
     results = []
     for t in summary["pareto_front"][:count]:
@@ -636,7 +637,7 @@ def run_search(settings: SearchSettings, trials: int, out: str | os.PathLike, st
     """Run (or resume) a search until the study holds ``trials`` finished trials or ``timeout`` seconds pass;
     write ``out/search.json`` and return it. ``workers`` > 1 runs that many local processes on the study.
     Ctrl-C stops the workers, writes search.json with what finished and re-raises KeyboardInterrupt."""
-    from hwgen.flow import write_json
+    from hwgen.steps.flow import write_json
 
     for what, value, low in (("--trials", trials, 1), ("--workers", workers, 1), ("--verify", verify, 0)):
         if not isinstance(value, int) or value < low:
@@ -644,7 +645,7 @@ def run_search(settings: SearchSettings, trials: int, out: str | os.PathLike, st
     if timeout is not None and timeout <= 0:
         raise HwgenError(f"--timeout must be positive, not {timeout!r}")
     settings.validate()
-    from hwgen.flow import DATASETS
+    from hwgen.steps.flow import DATASETS
 
     if settings.dataset not in DATASETS:  # fail before touching the study
         raise HwgenError(f"unknown dataset {settings.dataset!r} (built in: {', '.join(DATASETS)})")

@@ -105,7 +105,7 @@ def graph_from(source: str | os.PathLike, class_scores: bool = True) -> tuple[Gr
             raise HwgenError(f"{source}: an exported graph's outputs are fixed; give the checkpoint to return "
                              "the class index alone")
         return load_build(source) if (source / "graph.json").is_file() else Graph.load(source), {}
-    from hwgen import flow  # torch is only needed for checkpoints
+    from hwgen.steps import flow  # torch is only needed for checkpoints
 
     model, meta = flow.load_checkpoint(source)
     graph = flow.export_model(model, {"model": source.name, "data": meta["data"]}, class_scores)
@@ -114,7 +114,7 @@ def graph_from(source: str | os.PathLike, class_scores: bool = True) -> tuple[Gr
 
 def accuracy_section(checkpoint: str) -> dict[str, Any]:
     """FP32 and deployed-integer test MSE of a checkpoint (normalised and in the data's units)."""
-    from hwgen import flow
+    from hwgen.steps import flow
 
     result = flow.evaluate(checkpoint, "test")
     if result.get("task", "forecast") != "forecast":  # classify / anomaly: that task's metrics
@@ -258,7 +258,7 @@ def simulate_build(build_dir: str, simulator: str = "verilator", windows: int = 
                    seed: int = 0) -> dict[str, Any]:
     """Run the build's Verilog under cocotb on ``windows`` real test windows, compare with the golden model
     (==), write ``sim`` into report.json. Returns the sim section; raises HwgenError on any mismatch."""
-    from hwgen import flow
+    from hwgen.steps import flow
     from hwgen.frontend.export import quantize_input
     from hwgen.sim.runner import SIMULATORS, simulate
 

@@ -54,7 +54,7 @@ def _oscillation_options(args: argparse.Namespace) -> dict:
 def cmd_train(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from hwgen import flow
+    from hwgen.steps import flow
     from hwgen.frontend.model import ModelConfig
     from hwgen.frontend.train import TrainOptions
 
@@ -91,7 +91,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
-    from hwgen import flow
+    from hwgen.steps import flow
     from hwgen.frontend.ptq import PIPELINES
 
     opts = {"method": args.method or "mse", "cle": args.cle, "bias_correction": args.bias_correction,
@@ -115,7 +115,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from hwgen import flow
+    from hwgen.steps import flow
 
     graph = flow.export(args.model, args.out, class_scores=not args.index_only)
     print(f"wrote {args.out}/graph.json and consts.npz: {len(graph.nodes)} nodes, "
@@ -124,7 +124,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from hwgen import flow, progress
+    from hwgen import progress
+    from hwgen.steps import flow
 
     with progress.step(f"eval: scoring {args.model} on the {args.split} split"):
         result = flow.evaluate(args.model, args.split)
@@ -150,7 +151,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from hwgen.build import build
+    from hwgen.steps.build import build
 
     report = build(args.model, args.out, args.board, args.parallel, with_accuracy=not args.no_eval,
                    class_scores=not args.index_only)
@@ -161,7 +162,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
-    from hwgen.build import simulate_build
+    from hwgen.steps.build import simulate_build
 
     sim = simulate_build(args.build_dir, args.simulator, args.windows, args.stall, args.seed)
     print(f"{args.build_dir}: bit-exact on {sim['windows']} windows ({sim['simulator']}), "
@@ -170,7 +171,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:
-    from hwgen.build import estimate_build
+    from hwgen.steps.build import estimate_build
 
     estimate_build(args.build_dir)
     return 0
@@ -192,15 +193,15 @@ def cmd_boards(args: argparse.Namespace) -> int:
 
 
 def cmd_vivado(args: argparse.Namespace) -> int:
-    from hwgen.build import vivado_build
+    from hwgen.steps.build import vivado_build
 
     vivado_build(args.build_dir)
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from hwgen.report_html import render_report
-    from hwgen.summary import summary_markdown
+    from hwgen.report.html import render_report
+    from hwgen.report.summary import summary_markdown
 
     print(summary_markdown(args.build_dir))
     path = render_report(args.build_dir, max_windows=args.windows)
@@ -209,7 +210,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from hwgen.search import SearchSettings, front_table, parse_space, run_search
+    from hwgen.steps.search import SearchSettings, front_table, parse_space, run_search
 
     settings = SearchSettings(dataset=args.dataset, target=args.target, epochs=args.epochs,
                               qat_epochs=args.qat_epochs, train_windows=args.train_windows,

@@ -23,8 +23,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from hwgen import progress, report_plots
-from hwgen.build import load_build, read_report
+from hwgen import progress
+from hwgen.report import plots
+from hwgen.steps.build import load_build, read_report
 from hwgen.errors import HwgenError
 from hwgen.ir.graph import Graph
 
@@ -145,7 +146,7 @@ def predictions(graph: Graph, max_windows: int = MAX_WINDOWS) -> dict[str, Any]:
     forecast ``truth``/``pred`` in the target's units and ``mse_units``; classify ``truth``/``pred`` labels
     and ``accuracy``; anomaly ``scores``, ``threshold`` and ``truth`` labels when the data have them. Raises
     HwgenError when the graph names no data or the data cannot be loaded."""
-    from hwgen import flow
+    from hwgen.steps import flow
 
     if "data" not in graph.meta:
         raise HwgenError("the graph names no dataset to take test windows from")
@@ -368,15 +369,15 @@ def _predictions(pred: dict[str, Any] | None, problem: str | None) -> str:
             f' of {_v("pred", "windows_test", pred["windows_test"])} test windows.')
     try:
         if pred["task"] == "classify":
-            img = report_plots.plot_confusion(pred["truth"], pred["pred"], pred.get("labels"))
+            img = plots.plot_confusion(pred["truth"], pred["pred"], pred.get("labels"))
             text = f' Accuracy on these windows: {_v("pred", "accuracy", pred["accuracy"])}.'
             return out + f"<p>{span}{text}</p>" + _img(img, "confusion matrix")
         if pred["task"] == "anomaly":
-            img = report_plots.plot_anomaly(pred["scores"], pred["threshold"], pred.get("truth"))
+            img = plots.plot_anomaly(pred["scores"], pred["threshold"], pred.get("truth"))
             text = (f' Threshold {_v("pred", "threshold", pred["threshold"])}; '
                     f'{_v("pred", "flagged", pred["flagged"])} windows score above it.')
             return out + f"<p>{span}{text}</p>" + _img(img, "anomaly scores and threshold")
-        img = report_plots.plot_forecast(pred["truth"], pred["pred"], pred.get("units", ""))
+        img = plots.plot_forecast(pred["truth"], pred["pred"], pred.get("units", ""))
         text = f' MSE on these windows: {_v("pred", "mse_units", pred["mse_units"])} (units²).'
         return out + f"<p>{span}{text}</p>" + _img(img, "forecast against truth")
     except (ValueError, KeyError, TypeError) as exc:
@@ -433,7 +434,7 @@ def _latency(r: dict, g: dict) -> str:
             "cycle by cycle. A node chained to its producer counts only the cycles it adds.</p>")
     nodes = g.get("nodes", {})
     names = [n for n in nodes if n in per_node] + [n for n in per_node if n not in nodes]  # graph order
-    out += _img(report_plots.plot_bars(names, [per_node[n] for n in names], "cycles"), "cycles per node")
+    out += _img(plots.plot_bars(names, [per_node[n] for n in names], "cycles"), "cycles per node")
     rows = [[_v("graph", f"nodes/{n}/name", n) if n in nodes else _esc(n),
              _v("graph", f"nodes/{n}/op", _get(nodes, f"{n}/op")) if n in nodes else "",
              _v("report", f"hardware/cycles_per_node/{n}", per_node[n]),
@@ -462,7 +463,7 @@ def _step_latency(sim: dict) -> str:
     return ("<h3>Cycles per layer, simulation</h3><p>Measured in the simulation of the emitted Verilog: the "
             "cycles the controller spends on each node (with the nodes chained to it), mean, min and max over "
             f"the simulated windows, beside the analytic model{': ' + verdict if verdict else ''}.</p>"
-            + _img(report_plots.plot_bars(names, [st.get("cycles") or 0 for st in steps], "cycles"),
+            + _img(plots.plot_bars(names, [st.get("cycles") or 0 for st in steps], "cycles"),
                    "simulated cycles per layer")
             + _table(["node(s)", "simulated cycles", "min", "max", "model"], rows))
 
@@ -488,7 +489,7 @@ def _resources(r: dict) -> str:
             f" the design {verdict} the part.</p>")
     out += _table(["resource", "used", "available", "use (%)", "resource model"], rows)
     if names:
-        out += _img(report_plots.plot_bars(names, use, "% of the part", limit=100.0), "resource use")
+        out += _img(plots.plot_bars(names, use, "% of the part", limit=100.0), "resource use")
     for i, problem in enumerate(res.get("problems") or []):
         out += f'<p class="bad">{_v("report", f"resources/problems/{i}", problem)}</p>'
     t = r.get("timing")
@@ -522,7 +523,7 @@ def _search(build_dir: Path) -> str:
     two = [(i, pairs) for i, pairs in usable if len(pairs) >= 2]
     if two:
         v = np.array([[pairs[0][1], pairs[1][1]] for _, pairs in two], dtype=float)
-        out += _img(report_plots.plot_pareto(v, [i in front for i, _ in two], names[:2]), "Pareto front")
+        out += _img(plots.plot_pareto(v, [i in front for i, _ in two], names[:2]), "Pareto front")
     rows = []
     for i, pairs in usable:
         if front and i not in front:
