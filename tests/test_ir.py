@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from fractions import Fraction
 import zipfile
@@ -490,3 +491,41 @@ def test_synthetic_reference_graph_round_trips_through_disk(tmp_path):
     assert_same_graph(graph, loaded)
     assert np.array_equal(run(graph, x), run(loaded, x))
     assert math.prod(loaded.input_type.shape) == 8 * 3
+
+
+def _tampered(synth, tmp_path, change) -> Path:
+    graph, _ = synth
+    graph.save(tmp_path / "g")
+    path = tmp_path / "g" / "graph.json"
+    obj = json.loads(path.read_text())
+    change(obj)
+    path.write_text(json.dumps(obj))
+    return tmp_path / "g"
+
+
+def _set_attr(op: str, key: str, value):
+    def change(obj):
+        node = next(n for n in obj["nodes"] if n["op"] == op)
+        node["attrs"][key] = value
+        node["attrs"].pop("widths", None)
+    return change
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda obj: obj.update(version=2), "IR version 2; this hwgen reads version 1"),
+    (lambda obj: obj.pop("version"), "IR version None"),
+    (_set_attr("linear", "relu", "no"), "attribute 'relu' must be true or false, not 'no'"),
+    (_set_attr("softmax", "recip_bits", 99), "attribute 'recip_bits' must lie in 1..62, not 99"),
+])
+def test_load_refuses_tampered_graph(synth, tmp_path, change, message):
+    with pytest.raises(HwgenError, match=re.escape(message)):
+        Graph.load(_tampered(synth, tmp_path, change))
+
+
+def test_save_refuses_non_finite_meta(synth, tmp_path):
+    graph, _ = synth
+    bad = Graph(graph.input_name, graph.input_type, graph.nodes, graph.consts, graph.output_name,
+                {**graph.meta, "input_scale": float("inf")})
+    with pytest.raises(HwgenError, match="non-finite"):
+        bad.save(tmp_path / "g")
+    assert not (tmp_path / "g").exists()

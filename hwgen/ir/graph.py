@@ -158,7 +158,11 @@ class Graph:
         directory.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
         try:
-            (tmp / "graph.json").write_text(json.dumps(self.to_json(), indent=1, sort_keys=False) + "\n")
+            try:
+                text = json.dumps(self.to_json(), indent=1, sort_keys=False, allow_nan=False)
+            except ValueError as exc:  # an infinite or NaN number: graph.json is strict JSON
+                raise HwgenError(f"graph {self.input_name!r}: cannot write a non-finite number ({exc})") from None
+            (tmp / "graph.json").write_text(text + "\n")
             # np.savez writes a zip with fixed timestamps, so equal graphs give identical bytes.
             with open(tmp / "consts.npz", "wb") as fh:
                 np.savez(fh, **{name: c.value for name, c in sorted(self.consts.items())})
@@ -190,6 +194,9 @@ class Graph:
         if not isinstance(obj, dict) or obj.get("format") != "hwgen-ir":
             fmt = obj.get("format") if isinstance(obj, dict) else type(obj).__name__
             raise HwgenError(f"{gpath}: not an hwgen IR file (format {fmt!r})")
+        if obj.get("version") != FORMAT_VERSION:
+            raise HwgenError(f"{gpath}: IR version {obj.get('version')!r}; this hwgen reads version "
+                             f"{FORMAT_VERSION} (export or build the model again)")
         try:
             with np.load(cpath, allow_pickle=False) as npz:
                 arrays = {k: npz[k] for k in npz.files}

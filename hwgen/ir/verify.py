@@ -28,6 +28,14 @@ def verify(graph) -> None:
         for key in spec.ints + tuple(k for k in spec.optional_ints if node.attrs.get(k) is not None):
             if not isinstance(node.attrs.get(key), int) or isinstance(node.attrs.get(key), bool):
                 raise HwgenError(f"node {node.name!r}: attribute {key!r} must be an integer")
+        for key, (lo, hi) in spec.int_ranges.items():
+            if not lo <= node.attrs[key] <= hi:
+                raise HwgenError(f"node {node.name!r}: attribute {key!r} must lie in {lo}..{hi}, "
+                                 f"not {node.attrs[key]}")
+        for key in spec.flags:
+            if node.attrs.get(key) is not None and not isinstance(node.attrs[key], bool):
+                raise HwgenError(f"node {node.name!r}: attribute {key!r} must be true or false, "
+                                 f"not {node.attrs[key]!r}")
         try:
             shape = spec.shape(graph, node)
             if tuple(shape) != tuple(node.out.shape):

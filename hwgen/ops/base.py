@@ -53,6 +53,7 @@ class OpDef:
     ints: tuple[str, ...] = ()  # integer attributes
     optional_ints: tuple[str, ...] = ()
     flags: tuple[str, ...] = ()  # boolean attributes
+    int_ranges: dict[str, tuple[int, int]] = {}  # integer attributes with bounds (inclusive)
     unit: Unit
     chainable: bool = False  # may run chained onto its producer, fed by the producer's output stream
     chain_any_input: bool = False  # chained through any input (else through the first only)

@@ -41,6 +41,7 @@ class LayerNorm(OpDef):
     n_inputs = 1
     consts = ("gamma", "beta")
     ints = ("shift", "norm_bits", "recip_bits", "zp")
+    int_ranges = {"norm_bits": (0, 62), "recip_bits": (1, 62)}
     unit = Unit.LAYERNORM
 
     def shape(self, graph, node):

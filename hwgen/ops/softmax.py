@@ -35,6 +35,7 @@ class Softmax(OpDef):
     n_inputs = 1
     consts = ("lut",)
     ints = ("recip_bits",)
+    int_ranges = {"recip_bits": (1, 62)}
     unit = Unit.SOFTMAX
 
     def shape(self, graph, node):
