@@ -20,7 +20,7 @@ $(BROWSER_STAMP): scripts/install.sh | $(STAMP)
 	@bash scripts/install.sh --browser
 	@touch $@
 
-$(STAMP): requirements.txt pyproject.toml scripts/install.sh
+$(STAMP): requirements.txt pyproject.toml setup.py scripts/install.sh
 	@bash scripts/install.sh
 	@touch $@
 
@@ -34,7 +34,7 @@ test-fast: install browser
 	$(PY) -m pytest -q -m "not slow"
 
 lint: install
-	$(VENV)/bin/ruff check hwgen tests bench
+	$(VENV)/bin/ruff check hwgen sim tests bench
 
 bench: install
 	$(PY) -m bench.run

@@ -1,17 +1,18 @@
-"""Board and part descriptions in boards/spartan7/."""
+"""Board and part descriptions in boards/spartan7/ (packaged as hwgen/boards)."""
 
 import re
 
 import pytest
 
 from hwgen.errors import HwgenError
-from hwgen.estimate.boards import BOARDS_DIR, list_boards, list_parts, load_board, load_part
+from hwgen.datafiles import boards_dir
+from hwgen.estimate.boards import list_boards, list_parts, load_board, load_part
 
 BOARDS = ["arty_s7_25", "arty_s7_50", "elastic_node_v5", "spartan_edge_accelerator"]
 
 
 def test_boards_folder_is_found_from_the_package():
-    assert (BOARDS_DIR / "spartan7" / "xc7s15.toml").is_file()
+    assert (boards_dir() / "spartan7" / "xc7s15.toml").is_file()
 
 
 def test_every_board_and_part_is_listed():

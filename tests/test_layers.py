@@ -51,6 +51,6 @@ def test_ruff_finds_nothing():
     import sys
 
     ruff = Path(sys.executable).parent / "ruff"
-    proc = subprocess.run([str(ruff), "check", "hwgen", "tests", "bench"], cwd=ROOT.parent, capture_output=True,
-                          text=True)
+    proc = subprocess.run([str(ruff), "check", "hwgen", "sim", "tests", "bench"], cwd=ROOT.parent,
+                          capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-1000:]

@@ -362,7 +362,7 @@ def test_progress_silent_off_terminal(capsys):
 
 def test_sim_progress_file_reaches_the_callback(tmp_path):
     from hwgen.sim.runner import _watch_progress
-    from hwgen.sim.tb_top import ProgressFile
+    from hwgen.testbenches.tb_top import ProgressFile
 
     seen = []
     path = tmp_path / "progress"

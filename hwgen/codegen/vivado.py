@@ -24,11 +24,10 @@ from pathlib import Path
 
 import jinja2
 
-import hwgen
+from hwgen.datafiles import templates_dir
 from hwgen.errors import HwgenError
 from hwgen.estimate.boards import Board, load_board
 
-TEMPLATES_DIR = Path(hwgen.__file__).resolve().parents[1] / "rtl_templates"
 BOARD_TOP = "hwgen_board_top"
 POR_CYCLES = 15
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -99,7 +98,7 @@ def _braced(value: str) -> str:
 
 def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
+        loader=jinja2.FileSystemLoader(str(templates_dir())),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,

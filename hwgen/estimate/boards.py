@@ -1,4 +1,4 @@
-"""Part and board descriptions read from ``boards/spartan7/*.toml``.
+"""Part and board descriptions read from ``boards/spartan7/*.toml`` (packaged as ``hwgen/boards``).
 
 A *part* file (table ``[part]``) gives a device's resources; a *board* file (table ``[board]``) names its
 part and gives the clock, the pins of the SPI link to the microcontroller, busy and LED pins, and the
@@ -11,10 +11,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import hwgen
+from hwgen.datafiles import boards_dir
 from hwgen.errors import HwgenError
-
-BOARDS_DIR = Path(hwgen.__file__).resolve().parents[1] / "boards"
 
 
 @dataclass(frozen=True)
@@ -91,7 +89,7 @@ def _read(path: Path) -> dict:
 def _files(kind: str) -> dict[str, Path]:
     """Name -> file for every ``boards/**/*.toml`` whose top table is ``kind`` ("board" or "part")."""
     found: dict[str, Path] = {}
-    for path in sorted(BOARDS_DIR.glob("*/*.toml")):
+    for path in sorted(boards_dir().glob("*/*.toml")):
         if kind in _read(path):
             found[path.stem] = path
     return found

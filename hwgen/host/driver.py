@@ -33,7 +33,7 @@ Every command exists twice. ``txn_<command>(...)`` is a generator holding the pr
 yields ``bytes`` for one transaction (CS_n low for exactly those bytes) and is sent the bytes read back, or
 yields ``WAIT`` between two status polls; its ``return`` value is the command's result. ``<command>(...)``
 runs that generator with the ``transfer`` and ``poll`` functions given to the constructor. A simulation (see
-``hwgen.sim.tb_spi``) runs the same generators against the RTL pins with :func:`run_async`.
+``hwgen.testbenches.tb_spi``) runs the same generators against the RTL pins with :func:`run_async`.
 """
 
 WRITE_INPUT = 0x01

@@ -1,4 +1,5 @@
-"""Simulation of the emitted Verilog against the golden model: cocotb testbench and runner."""
+"""Simulation of the emitted Verilog against the golden model: the runners of the cocotb testbenches
+(package ``hwgen.testbenches``, source folder ``sim/``)."""
 
 from hwgen.sim.runner import SIMULATORS, SimResult, simulate
 

@@ -2,8 +2,8 @@
 
 :func:`simulate` computes the expected outputs with :func:`hwgen.golden.run`, writes a case file, builds the
 simulator once per distinct Verilog text (cached under ``build_dir``; Verilator through ccache when present)
-and runs the testbench :mod:`hwgen.sim.tb_top`, which streams every window through the design with seeded
-idle and back-pressure patterns and compares every output element with ``==``.
+and runs the testbench :mod:`hwgen.testbenches.tb_top` (source ``sim/tb_top.py``), which streams every window
+through the design with seeded idle and back-pressure patterns and compares every output element with ``==``.
 """
 
 from __future__ import annotations
@@ -23,11 +23,12 @@ from typing import Callable
 
 import numpy as np
 
+from hwgen.datafiles import testbench_module
 from hwgen.errors import HwgenError
 
 SIMULATORS = ("verilator", "icarus")
 TOPLEVEL = "hwgen_top"
-TB_MODULE = "hwgen.sim.tb_top"
+TB_NAME = "tb_top"  # the testbench module hwgen.testbenches.tb_top (source: sim/tb_top.py)
 # Amaranth output trips these lint warnings (fatal by default): width casts, FSM casez without default,
 # zero-width signals emitted as [-1:0]. Every other warning stays fatal.
 VERILATOR_ARGS = ("-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-CASEINCOMPLETE", "-Wno-ASCRANGE")
@@ -340,10 +341,11 @@ def _watch_progress(path: Path, progress: Callable[[str, int], None] | None):
 
 def _run(simulator: str, sim_build: Path, run_dir: Path, case: Path, results: Path, seed: int,
          waves: bool, env: dict[str, str] | None = None) -> None:
+    tb_module = testbench_module(TB_NAME)
     with _tool_env():
         runner = _runner(simulator)
         try:
-            runner.test(test_module=TB_MODULE, hdl_toplevel=TOPLEVEL, hdl_toplevel_lang="verilog",
+            runner.test(test_module=tb_module, hdl_toplevel=TOPLEVEL, hdl_toplevel_lang="verilog",
                         build_dir=sim_build, test_dir=run_dir, results_xml=str(run_dir / "results.xml"),
                         seed=seed, waves=waves, log_file=run_dir / "sim.log",
                         extra_env={"HWGEN_SIM_CASE": str(case), "HWGEN_SIM_RESULTS": str(results),

@@ -1,9 +1,9 @@
 """Simulate the SPI-wrapped accelerator (``hwgen_spi_top``) with the reference host driver on its pins.
 
 :func:`simulate_spi` lowers the graph, wraps it in :class:`hwgen.hw.spi.SpiHostLink`, emits Verilog, builds
-it (cached by Verilog text, as :mod:`hwgen.sim.runner` does) and runs :mod:`hwgen.sim.tb_spi`: every window
-goes through ``HwgenSpi.infer`` bit-banged at SCLK = clk / ``sclk_divider``, then the protocol's error and
-abort cases run. Outputs are compared with ``hwgen.golden.run`` using ``==``.
+it (cached by Verilog text, as :mod:`hwgen.sim.runner` does) and runs :mod:`hwgen.testbenches.tb_spi` (source
+``sim/tb_spi.py``): every window goes through ``HwgenSpi.infer`` bit-banged at SCLK = clk / ``sclk_divider``,
+then the protocol's error and abort cases run. Outputs are compared with ``hwgen.golden.run`` using ``==``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hwgen.datafiles import testbench_module
 from hwgen.errors import HwgenError
 from hwgen.sim.runner import (
     ICARUS_ARGS,
@@ -33,7 +34,7 @@ from hwgen.sim.runner import (
 )
 
 TOPLEVEL = "hwgen_spi_top"
-TB_MODULE = "hwgen.sim.tb_spi"
+TB_NAME = "tb_spi"  # the testbench module hwgen.testbenches.tb_spi (source: sim/tb_spi.py)
 CLOCK_MHZ = 100.0
 
 
@@ -113,9 +114,10 @@ def simulate_spi(graph, windows: np.ndarray, build_dir: str | os.PathLike = "bui
              sclk_divider=np.int64(sclk_divider), in_bits=np.int64(din.bits), out_bits=np.int64(dout.bits),
              in_signed=np.bool_(din.signed), out_signed=np.bool_(dout.signed),
              n_in=np.int64(math.prod(in_shape)), n_out=np.int64(math.prod(graph.output_type.shape)))
+    tb_module = testbench_module(TB_NAME)
     with _tool_env():
         try:
-            _runner(simulator).test(test_module=TB_MODULE, hdl_toplevel=TOPLEVEL, hdl_toplevel_lang="verilog",
+            _runner(simulator).test(test_module=tb_module, hdl_toplevel=TOPLEVEL, hdl_toplevel_lang="verilog",
                                     build_dir=sim_build, test_dir=run_dir, results_xml=str(run_dir / "results.xml"),
                                     seed=seed, log_file=run_dir / "sim.log",
                                     extra_env={"HWGEN_SIM_CASE": str(case), "HWGEN_SIM_RESULTS": str(results)})

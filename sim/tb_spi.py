@@ -24,7 +24,7 @@ from cocotb.utils import get_sim_steps
 
 from hwgen.host import driver
 from hwgen.host.driver import HwgenSpi, HwgenSpiError, run_async
-from hwgen.sim.tb_top import CLOCK_NS, load_case, score, start_clock_and_reset
+from hwgen.testbenches.tb_top import CLOCK_NS, load_case, score, start_clock_and_reset
 
 BUSY_TIMEOUT_CYCLES = 200_000
 
