@@ -19,7 +19,6 @@ from hwgen.ir.ops import macs
 
 TOP_NAME = "hwgen_top"
 SPI_TOP_NAME = "hwgen_spi_top"
-CLOCK_MHZ = 100.0
 
 
 def say(message: str) -> None:
@@ -243,8 +242,8 @@ def simulate_build(build_dir: str, simulator: str = "verilator", windows: int = 
                    seed: int = 0) -> dict[str, Any]:
     """Run the build's Verilog under cocotb on ``windows`` real test windows, compare with the golden model
     (==), write ``sim`` into report.json. Returns the sim section; raises HwgenError on any mismatch."""
-    from hwgen.steps import flow
-    from hwgen.frontend.export import quantize_input
+    from hwgen import tasks
+    from hwgen.host.quantize import quantize_input
     from hwgen.sim.runner import SIMULATORS, simulate
 
     if simulator not in SIMULATORS:
@@ -256,7 +255,7 @@ def simulate_build(build_dir: str, simulator: str = "verilator", windows: int = 
     verilog = build_dir / "rtl" / f"{TOP_NAME}.v"
     if "data" not in graph.meta:
         raise HwgenError(f"{build_dir}: the graph names no dataset to take test windows from")
-    data = flow.data_for_checkpoint({"data": graph.meta["data"]})
+    data = tasks.reload_data(graph.meta["data"])
     x = data.test.x[:windows]
     if len(x) < windows:
         say(f"sim: only {len(x)} test windows exist; simulating those")
