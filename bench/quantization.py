@@ -70,9 +70,9 @@ def _data():
 
 def _integer_test_mse(model, data) -> dict:
     """Test MSE of the deployed integer (golden) model, normalised and in (µg/m³)²."""
-    from hwgen.steps.flow import golden_predict
+    from hwgen.tasks.forecast import golden_predict
     from hwgen.frontend.export import export_model
-    from hwgen.frontend.train import mse_mae
+    from hwgen.tasks.metrics import mse_mae
 
     graph = export_model(model)
     _, yr = golden_predict(graph, data.test.x)
@@ -84,7 +84,8 @@ def _fp32(seed: int) -> dict:
     import torch
 
     from hwgen.frontend.model import ModelConfig
-    from hwgen.frontend.train import TrainOptions, mse_mae, predict, train_fp32
+    from hwgen.frontend.train import TrainOptions, predict, train_fp32
+    from hwgen.tasks.metrics import mse_mae
 
     torch.set_num_threads(1)
     path = CACHE / f"fp32_s{seed}.pt"

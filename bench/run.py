@@ -21,6 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help=f"comma-separated sections ({', '.join(SECTIONS)})")
     args = parser.parse_args(argv)
     sections = args.only.split(",") if args.only else SECTIONS
+    import torch
+
+    torch.set_num_threads(1)  # as the CLI's torch commands: 2 cores, oversubscribed OpenMP threads spin
     for name in sections:
         if name not in SECTIONS:
             print(f"bench: error: unknown section {name!r} (known: {', '.join(SECTIONS)})", file=sys.stderr)

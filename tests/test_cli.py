@@ -95,3 +95,62 @@ def test_closed_output_pipe_ends_quietly():
     proc.stdout.close()  # nothing will read what it prints
     err = proc.stderr.read().decode()
     assert proc.wait() == 141 and "Traceback" not in err and err == ""
+
+
+# ---- the commands that need no torch load none ---------------------------------------------------------------
+TORCH_FREE = """
+import json, sys
+sys.modules["torch"] = None  # any `import torch` now raises ImportError
+import hwgen
+from hwgen.steps.cli import main
+
+build_dir = sys.argv[1]
+rcs = [main(["boards"]), main(["sim", build_dir, "--windows", "3", "--quiet"]),
+       main(["report", build_dir, "--windows", "20", "--quiet"])]
+loaded = sorted(m for m in sys.modules if m.startswith(("torch", "hwgen.frontend", "hwgen.steps.flow")))
+print(json.dumps({"rcs": rcs, "loaded": loaded}))
+"""
+
+
+@pytest.mark.sim
+def test_boards_sim_and_report_run_without_torch(trained, tmp_path):
+    """`hwgen boards`, `hwgen sim` and `hwgen report` on a build folder import no torch (nor the torch
+    steps): they work where torch cannot even be imported."""
+    import subprocess
+    import sys
+
+    build_dir = tmp_path / "build"
+    assert main(["build", str(trained), "--out", str(build_dir), "--quiet"]) == 0
+    proc = subprocess.run([sys.executable, "-c", TORCH_FREE, str(build_dir)], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result == {"rcs": [0, 0, 0], "loaded": ["torch"]}, proc.stderr[-3000:]  # torch: the None placeholder
+    report = json.loads((build_dir / "report.json").read_text())
+    assert report["sim"]["windows"] == 3 and report["sim"]["mismatches"] == 0
+    assert (build_dir / "report.html").is_file()
+
+
+IMPORT_ALL = """
+import importlib, pkgutil, sys
+import torch
+torch.set_num_threads(2)
+import hwgen
+names = [m.name for m in pkgutil.walk_packages(hwgen.__path__, "hwgen.")
+         if not m.name.startswith("hwgen.sim.tb_") and m.name != "hwgen.__main__"]
+for name in names:
+    importlib.import_module(name)
+print(len(names), torch.get_num_threads())
+"""
+
+
+def test_importing_hwgen_changes_no_global_state():
+    """Importing any hwgen module (hwgen.steps.flow included) leaves torch's thread count alone; the CLI
+    sets it for the torch commands."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", IMPORT_ALL], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    modules, threads = map(int, proc.stdout.split())
+    assert modules > 40 and threads == 2

@@ -11,7 +11,8 @@ import torch
 
 from hwgen.errors import HwgenError
 from hwgen.frontend.checkpoint import load_checkpoint, save_checkpoint
-from hwgen.frontend.export import export_model, quantize_input
+from hwgen.frontend.export import export_model
+from hwgen.host.quantize import quantize_input
 from hwgen.frontend.integer_kernels import (LN_NORM_BITS, LN_RECIP_BITS, SOFTMAX_RECIP_BITS, int_layernorm_norm,
                                             int_softmax)
 from hwgen.frontend.model import ModelConfig, TimeSeriesTransformer

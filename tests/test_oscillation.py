@@ -239,7 +239,7 @@ def test_short_qat_logs_oscillation_history():
     assert info["val_mse"] == min(info["val_mse_before_bn"], info["val_mse_bn_reestimated"])
     assert info["bn_reestimated"] == (info["val_mse_bn_reestimated"] <= info["val_mse_before_bn"])
     assert math.isfinite(info["val_mse"])
-    from hwgen.frontend.task_loss import validation_loss
+    from hwgen.frontend.train import validation_loss
     assert validation_loss(model, data.val) == pytest.approx(info["val_mse"], rel=1e-6)
     assert not model.training
 

@@ -20,7 +20,9 @@ from hwgen.frontend import ptq
 from hwgen.frontend.checkpoint import load_checkpoint
 from hwgen.frontend.export import export_model
 from hwgen.frontend.quantizer import Quantizer
-from hwgen.frontend.train import mse_mae, predict
+from hwgen.frontend.train import predict
+from hwgen.tasks.forecast import golden_predict
+from hwgen.tasks.metrics import mse_mae
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 FP32 = MODELS / "pm25_fp32.pt"
@@ -166,7 +168,7 @@ def test_each_option_exports_and_runs_on_golden(fp32, data, option):
     assert ("cle" in steps) == bool(OPTIONS[option].get("cle")) and "ranges" in steps
     graph = export_model(model)
     x, y = data.test.x[:256], data.test.y[:256]
-    yi, yr = flow.golden_predict(graph, x)
+    yi, yr = golden_predict(graph, x)
     assert yi.dtype.kind == "i" and yi.shape == (256, 1)
     fq = predict(model, x, double=True)
     # the integer model follows fake-quant (16-bit output: 512 LSB ~ 14 ug/m3 at most, on single windows)
@@ -240,5 +242,5 @@ def test_peg_model_gets_group_exponents_and_exports(fp32, data):
     exponents = shared_exponents(model)
     assert exponents is not None and exponents.tolist() == info["peg"]["exponent"] and exponents.max() > 0
     x = data.test.x[:128]
-    yi, _ = flow.golden_predict(export_model(model), x)
+    yi, _ = golden_predict(export_model(model), x)
     assert yi.shape == (128, 1)

@@ -134,7 +134,7 @@ def _fake_quant_integers(model, x: np.ndarray) -> dict[str, np.ndarray]:
 
 def test_peg_model_exports_group_shifts_and_golden_tracks_fake_quant():
     from hwgen.data import load_pm25
-    from hwgen.frontend.export import quantize_input
+    from hwgen.host.quantize import quantize_input
 
     fp32, _ = load_checkpoint(str(ROOT / "models" / "pm25_fp32.pt"))
     data = load_pm25()
@@ -190,7 +190,7 @@ OPTIONS = {
 
 def _ptq_checkpoint(tmp_path, name, spec) -> str:
     from hwgen.data import load_pm25
-    from hwgen.steps.flow import data_descriptor
+    from hwgen.data.timeseries import describe as data_descriptor
     from hwgen.frontend import ptq
     from hwgen.frontend.checkpoint import save_checkpoint
 
@@ -206,7 +206,7 @@ def _ptq_checkpoint(tmp_path, name, spec) -> str:
 
 def _qat_checkpoint(tmp_path, name, cfg_extra, opts_extra=None) -> str:
     from hwgen.data import load_pm25
-    from hwgen.steps.flow import data_descriptor
+    from hwgen.data.timeseries import describe as data_descriptor
     from hwgen.frontend.checkpoint import save_checkpoint
 
     fp32, meta = load_checkpoint(str(ROOT / "models" / "pm25_fp32.pt"))

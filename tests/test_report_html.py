@@ -16,13 +16,14 @@ import numpy as np
 import pytest
 
 from hwgen import progress
-from hwgen.steps import flow
 from hwgen.steps.build import build, read_report, simulate_build, write_report
 from hwgen.steps.cli import main
 from hwgen.errors import HwgenError
 from hwgen.ir.graph import Graph
 from hwgen.report.html import render_report, report_html
 from hwgen.report.plots import confusion_matrix, plot_anomaly, plot_confusion
+from hwgen.tasks import reload_data
+from hwgen.tasks.forecast import golden_predict
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINT = ROOT / "models" / "pm25_w8.pt"
@@ -119,9 +120,9 @@ def assert_shows(text: str, value, where: str) -> None:
 def expected_predictions(build_dir: Path, windows: int) -> dict:
     """Predictions on the test split, computed here independently of the page."""
     graph = Graph.load(build_dir)
-    data = flow.data_for_checkpoint({"data": graph.meta["data"]})
+    data = reload_data(graph.meta["data"])
     n = min(windows, len(data.test.x))
-    _, real = flow.golden_predict(graph, data.test.x[:n])
+    _, real = golden_predict(graph, data.test.x[:n])
     truth, pred = data.to_units(data.test.y[:n].reshape(n, -1)[:, 0]), data.to_units(real[:, 0])
     return {"windows_plotted": n, "windows_test": len(data.test.x),
             "mse_units": float(np.mean((pred - truth) ** 2))}

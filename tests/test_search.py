@@ -133,8 +133,7 @@ def test_mixed_precision_spec():
               "bits_a": 8, "parallel": 2, "bits_w_attn": 4, "bits_w_ffn": 6}
     assert search.precision_spec(params) == "attn.w=4"
     cfg = search.model_config(params, 7)
-    if search.supports_mixed():
-        assert (cfg.bits_for("attn", "w"), cfg.bits_for("ffn", "w"), cfg.bits_for("embed", "w")) == (4, 6, 6)
+    assert (cfg.bits_for("attn", "w"), cfg.bits_for("ffn", "w"), cfg.bits_for("embed", "w")) == (4, 6, 6)
     uniform = {k: v for k, v in params.items() if not k.startswith("bits_w_")}
     assert search.precision_spec(uniform) == "" and search.model_config(uniform, 7).bits_w == 6
 

@@ -16,7 +16,7 @@ from hwgen.estimate.latency import of_graph as estimate
 from hwgen.ir.builder import GraphBuilder
 from hwgen.ops import macs
 from hwgen.ir.types import IntType
-from hwgen.tasks import accuracy, macro_f1, precision_recall_f1, roc_auc
+from hwgen.tasks.metrics import accuracy, macro_f1, precision_recall_f1, roc_auc
 from tests.test_hw_top import simulate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -194,8 +194,6 @@ TINY = ("--d-model", 8, "--ffn", 8, "--epochs", 2, "--qat-epochs", 1, "--bits", 
 
 
 def test_cli_classify_end_to_end(tmp_path, capsys):
-    from hwgen.steps import flow
-
     model = tmp_path / "c.pt"
     assert _cli("train", "--task", "classify", "--dataset", "italypowerdemand", "--out", model, *TINY) == 0
     capsys.readouterr()
@@ -213,9 +211,10 @@ def test_cli_classify_end_to_end(tmp_path, capsys):
     assert _cli("export", model, "--out", tmp_path / "gi", "--index-only") == 0
     gi = Graph.load(tmp_path / "gi")
     assert gi.output_type.shape == (1, 1) and gi.meta["class_scores"] is False and g.meta["class_scores"] is True
-    from hwgen.tasks import golden_outputs
+    from hwgen.tasks import reload_data
+    from hwgen.tasks.base import integer_outputs as golden_outputs
 
-    x = flow.data_for_checkpoint({"data": g.meta["data"]}).test.x[:50]
+    x = reload_data(g.meta["data"]).test.x[:50]
     assert (golden_outputs(gi, x)[:, 0] == golden_outputs(g, x)[:, 0]).all()
     capsys.readouterr()
     assert _cli("build", tmp_path / "g", "--out", tmp_path / "b", "--index-only", "--quiet") == 1
@@ -247,9 +246,11 @@ def test_cli_anomaly_end_to_end_on_csv(tmp_path, capsys):
     assert graph.node("anomaly").attrs["offset"] == 8 and graph.output_type.shape == (1, 2)
     assert graph.consts["l0.ffn1.weight"].dtype.bits == 4 and graph.meta["config"]["precision"] == "ffn.w=4"
     # the threshold: the largest integer score of the normal (training and validation) windows
-    from hwgen.tasks import golden_outputs, normal_windows
+    from hwgen.tasks import reload_data
+    from hwgen.tasks.anomaly import normal_windows
+    from hwgen.tasks.base import integer_outputs as golden_outputs
 
-    data = flow.data_for_checkpoint({"data": graph.meta["data"]})
+    data = reload_data(graph.meta["data"])
     assert graph.meta["threshold"] == golden_outputs(graph, normal_windows(data))[:, 0].max()
     # --horizon 0: reconstruct the whole window instead
     recon = tmp_path / "r.pt"

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from hwgen.data.tasks import (downsample_factor, load_anomaly_csv, load_classify_csv, load_kdd135, load_mitdb,
-                              load_task_data, load_ucr, parse_ts, stratified_split)
+                              load_ucr, parse_ts, stratified_split)
+from hwgen.data.tasks import load_anomaly_data, load_classify_data
+from hwgen.tasks import get as get_task
 from hwgen.errors import HwgenError
 
 TS = """# a comment
@@ -109,7 +111,7 @@ def test_forecasting_anomaly_windows_score_their_last_steps():
     with pytest.raises(HwgenError, match="horizon must be an integer in 0..32, not 33"):
         load_kdd135(window=32, horizon=33)
     with pytest.raises(HwgenError, match="a horizon is an anomaly-detection setting"):
-        load_task_data("classify", "gunpoint", None, None, None, 0, 2)
+        get_task("classify").load_data("gunpoint", None, None, None, 0, 2)
 
 
 def _classify_csv(tmp_path, n_series=20, length=12, bad=None):
@@ -157,10 +159,10 @@ def test_anomaly_csv_and_missing_label(tmp_path):
 
 def test_unknown_dataset_and_task_mismatch():
     with pytest.raises(HwgenError, match="unknown classification dataset 'nope'"):
-        load_task_data("classify", "nope", None, None, None)
+        load_classify_data("nope", None, None, None)
     with pytest.raises(HwgenError, match="use --task anomaly"):
-        load_task_data("classify", "mitdb", None, None, None)
+        load_classify_data("mitdb", None, None, None)
     with pytest.raises(HwgenError, match="use --task classify"):
-        load_task_data("anomaly", "basicmotions", None, None, None)
+        load_anomaly_data("basicmotions", None, None, None)
     with pytest.raises(HwgenError, match="needs --target"):
-        load_task_data("anomaly", None, "x.csv", None, None)
+        load_anomaly_data(None, "x.csv", None, None)

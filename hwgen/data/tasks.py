@@ -369,34 +369,37 @@ def load_anomaly_csv(path: str | Path, label: str, window: int = 32, horizon: in
 
 
 # ---- by name / descriptor ---------------------------------------------------------------------------------
-def load_task_data(task: str, dataset: str | None, csv: str | None, target: str | None, window: int | None,
-                   seed: int = 0, horizon: int = 0) -> TaskDataset:
-    """The dataset of a classify/anomaly run: built in by name, or a user CSV (``target`` = label column);
-    ``horizon``: anomaly detection by forecasting that many steps (0: by reconstructing the window)."""
-    if horizon and task != "anomaly":
-        raise HwgenError(f"a horizon is an anomaly-detection setting, not one of --task {task}")
+def load_classify_data(dataset: str | None, csv: str | None, target: str | None, window: int | None,
+                       seed: int = 0) -> TaskDataset:
+    """The dataset of a classification run: built in by name, or a user CSV (``target`` = label column)."""
     if csv:
         if not target:
-            raise HwgenError(f"--csv with --task {task} needs --target LABEL_COLUMN")
-        if task == "classify":
-            return load_classify_csv(csv, target, window or 24, seed)
+            raise HwgenError("--csv with --task classify needs --target LABEL_COLUMN")
+        return load_classify_csv(csv, target, window or 24, seed)
+    key = (dataset or "").lower()
+    if key in UCR:
+        return load_ucr(key, window, seed)
+    hint = " (an anomaly dataset: use --task anomaly)" if key in ANOMALY else ""
+    raise HwgenError(f"unknown classification dataset {dataset!r}{hint} (built in: {', '.join(UCR)}; "
+                     "or use --csv FILE --target LABEL)")
+
+
+def load_anomaly_data(dataset: str | None, csv: str | None, target: str | None, window: int | None,
+                      horizon: int = 0) -> TaskDataset:
+    """The dataset of an anomaly-detection run: built in by name, or a user CSV (``target`` = the 0/1 label
+    column); ``horizon``: detection by forecasting that many steps (0: by reconstructing the window)."""
+    if csv:
+        if not target:
+            raise HwgenError("--csv with --task anomaly needs --target LABEL_COLUMN")
         return load_anomaly_csv(csv, target, window or 32, horizon)
     key = (dataset or "").lower()
-    if task == "classify":
-        if key in UCR:
-            return load_ucr(key, window, seed)
-        hint = " (an anomaly dataset: use --task anomaly)" if key in ANOMALY else ""
-        raise HwgenError(f"unknown classification dataset {dataset!r}{hint} (built in: {', '.join(UCR)}; "
-                         "or use --csv FILE --target LABEL)")
-    if task == "anomaly":
-        if key == "mitdb":
-            return load_mitdb(window, horizon)
-        if key == "kdd135":
-            return load_kdd135(window, horizon)
-        hint = " (a classification dataset: use --task classify)" if key in UCR else ""
-        raise HwgenError(f"unknown anomaly dataset {dataset!r}{hint} (built in: {', '.join(ANOMALY)}; "
-                         "or use --csv FILE --target LABEL)")
-    raise HwgenError(f"task must be classify or anomaly here, not {task!r}")
+    if key == "mitdb":
+        return load_mitdb(window, horizon)
+    if key == "kdd135":
+        return load_kdd135(window, horizon)
+    hint = " (a classification dataset: use --task classify)" if key in UCR else ""
+    raise HwgenError(f"unknown anomaly dataset {dataset!r}{hint} (built in: {', '.join(ANOMALY)}; "
+                     "or use --csv FILE --target LABEL)")
 
 
 def describe(data: TaskDataset, dataset: str | None, csv: str | None, seed: int) -> dict[str, Any]:
@@ -421,11 +424,9 @@ def describe(data: TaskDataset, dataset: str | None, csv: str | None, seed: int)
     }
 
 
-def from_descriptor(d: dict[str, Any]) -> TaskDataset:
-    """Reload a checkpoint's dataset; HwgenError when its scaling changed."""
-    window = int(d.get("requested_window") or d["window"])
-    data = load_task_data(d["task"], None if d.get("csv") else d["name"], d.get("csv"), d.get("target") or None,
-                          window, int(d.get("seed", 0)), int(d.get("horizon") or 0))
+def check_unchanged(data: TaskDataset, d: dict[str, Any]) -> TaskDataset:
+    """``data`` reloaded for the checkpoint descriptor ``d`` (``describe``); HwgenError when its window or
+    scaling changed since training."""
     if data.window != int(d["window"]) or not np.allclose(data.mean, d["mean"]) or not np.allclose(data.std, d["std"]):
         raise HwgenError(f"the data of {d.get('csv') or d['name']} changed since training (scaling differs)")
     return data

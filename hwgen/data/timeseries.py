@@ -244,3 +244,48 @@ def load_csv(
         if not pd.api.types.is_numeric_dtype(table[col]):
             raise HwgenError(f"{path}: column {col!r} is not numeric")
     return _build(name or path.stem, str(path), table, tuple(cols), target, window, horizon)
+
+
+# ---- by name / descriptor ---------------------------------------------------------------------------------
+DATASETS = ("pm25",)  # built-in forecasting datasets
+
+
+def load_forecast_data(dataset: str | None, csv: str | None, target: str | None, features: list[str] | None,
+                       window: int) -> Dataset:
+    """The dataset a forecasting run asks for: a built-in one by name, or a user CSV."""
+    if csv:
+        if not target:
+            raise HwgenError("--csv needs --target COLUMN")
+        return load_csv(csv, target=target, features=features, window=window)
+    if dataset == "pm25":
+        return load_pm25(window=window)
+    raise HwgenError(f"unknown dataset {dataset!r} (built in: {', '.join(DATASETS)}; or use --csv FILE)")
+
+
+def describe(data: Dataset, csv: str | None) -> dict:
+    """What a checkpoint records about its data: enough to reload the same splits and scaling."""
+    return {
+        "name": "csv" if csv else "pm25",
+        "title": data.name,
+        "csv": str(Path(csv).resolve()) if csv else None,
+        "features": list(data.features),
+        "target": data.target,
+        "window": data.window,
+        "horizon": data.horizon,
+        "mean": [float(v) for v in data.mean],
+        "std": [float(v) for v in data.std],
+        "target_mean": float(data.target_mean),
+        "target_std": float(data.target_std),
+        "windows": {"train": len(data.train.x), "val": len(data.val.x), "test": len(data.test.x)},
+        "dropped": dict(data.dropped),
+    }
+
+
+def from_descriptor(d: dict) -> Dataset:
+    """Reload the dataset a checkpoint was trained on (its ``describe``), checking that its scaling is
+    unchanged."""
+    data = load_forecast_data(d["name"] if not d.get("csv") else None, d.get("csv"), d["target"],
+                              list(d["features"]) if d.get("csv") else None, int(d["window"]))
+    if not np.allclose(data.mean, d["mean"]) or not np.allclose(data.std, d["std"]):
+        raise HwgenError(f"the data of {d.get('csv') or d['name']} changed since training (scaling differs)")
+    return data

@@ -14,11 +14,11 @@ from hwgen.frontend.integer_kernels import LN_NORM_BITS, LN_RECIP_BITS, SOFTMAX_
 from hwgen.frontend.model import EncoderLayer, Norm, QLinear, TimeSeriesTransformer
 from hwgen.frontend.peg import shared_exponents
 from hwgen.frontend.quantizer import Quantizer
-from hwgen.frontend.task_head import add_task_head
 from hwgen.ir.builder import GraphBuilder
 from hwgen.ir.dyadic import common_dyadic, dyadic, dyadic_array, softmax_lut
 from hwgen.ir.graph import Graph
 from hwgen.ir.types import IntType
+from hwgen.tasks import get as get_task
 
 
 def _scale(q: Quantizer) -> float:
@@ -133,7 +133,7 @@ class _Exporter:
         m0, shift = dyadic(_scale(hq) / (cfg.window * _scale(m.q_pool)))
         pooled = self.b.avgpool("pool", h, m0, shift, 0, m.q_pool.dtype)
         out = self.linear("head", m.head, pooled, _scale(m.q_pool), m.q_head, shl=_shl(m.q_pool))
-        out, head_meta = add_task_head(self.b, m, out, s_in, self.class_scores)
+        out, head_meta = get_task(cfg.task).add_head(self.b, m, out, s_in, self.class_scores)
         full_meta = {
             **meta,
             "config": cfg.to_dict(),
@@ -158,10 +158,3 @@ def export_model(model: TimeSeriesTransformer, meta: dict[str, Any] | None = Non
     with torch.no_grad():
         return _Exporter(model, class_scores).run(dict(meta or {}))
 
-
-def quantize_input(x: np.ndarray, scale, bits: int) -> np.ndarray:
-    """Host side: real (scaled) inputs to the graph's input integers, with the quantizer's rounding;
-    ``scale`` is one number or one per feature (the last axis)."""
-    t = IntType(bits)
-    s = np.asarray(scale, np.float64)
-    return np.clip(np.floor(np.asarray(x, np.float64) / s + 0.5), t.qmin, t.qmax).astype(np.int64)

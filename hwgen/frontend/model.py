@@ -18,9 +18,8 @@ from torch import nn
 from hwgen.errors import HwgenError
 from hwgen.frontend.integer_kernels import layernorm_ste, softmax_ste
 from hwgen.frontend.quantizer import Quantizer, round_ste
+from hwgen.tasks import TASKS
 
-
-TASKS = ("forecast", "classify", "anomaly")
 MAX_HORIZON = 32  # the bound hwgen.data.tasks.MAX_HORIZON (not imported here: it would load pandas)
 
 
@@ -83,12 +82,8 @@ class ModelConfig:
             (8 <= self.bits_out <= 16, f"output bits must be 8..16, not {self.bits_out}"),
             (self.init in ("minmax", "mse"), f"init must be 'minmax' or 'mse', not {self.init!r}"),
             (self.task in TASKS, f"task must be one of {', '.join(TASKS)}, not {self.task!r}"),
-            (self.task != "classify" or self.outputs >= 2, f"a classifier needs >= 2 classes, not {self.outputs}"),
             (0 <= self.horizon <= MAX_HORIZON, f"horizon must be 0..{MAX_HORIZON}, not {self.horizon}"),
-            (self.horizon == 0 or self.task == "anomaly", "a horizon is an anomaly-detection setting"),
-            (self.task != "anomaly" or self.outputs == self.scored_steps * self.features,
-             f"an anomaly model predicts the {self.scored_steps} scored steps: outputs must be "
-             f"{self.scored_steps * self.features}, not {self.outputs}"),
+            *(TASKS[self.task].config_checks(self) if self.task in TASKS else []),
             (1 <= self.peg_groups <= self.d_model and self.d_model % self.peg_groups == 0,
              f"PEG groups must divide d_model {self.d_model}, not {self.peg_groups}"),
             (self.peg_groups == 1 or self.norm == "batch",
@@ -294,9 +289,9 @@ class TimeSeriesTransformer(nn.Module):
         self.q_head = Quantizer(cfg.bits_out, **act)
         for q in (self.q_in, self.q_embed, self.q_pe, self.q_pos, self.q_pool, self.q_head):
             q.enabled = cfg.quantized
-        if cfg.task == "anomaly":
+        if TASKS[cfg.task].scores_threshold:
             # The deployed score's unit (real units per score LSB) and the integer threshold, both set after
-            # training from the training windows (hwgen.tasks); -1: not set yet.
+            # training from the training windows (hwgen.steps.flow.calibrate_threshold); -1: not set yet.
             self.register_buffer("score_scale", torch.tensor(0.0, dtype=torch.float64))
             self.register_buffer("score_threshold", torch.tensor(-1, dtype=torch.int64))
 

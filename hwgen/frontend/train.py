@@ -11,12 +11,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from hwgen import tasks
 from hwgen.data import Dataset, Split
 from hwgen.errors import HwgenError
 from hwgen.frontend.model import ModelConfig, TimeSeriesTransformer
-from hwgen.frontend.task_loss import task_loss, validation_loss
-from hwgen.frontend.peg import assign_groups
 from hwgen.frontend.oscillation import OscillationControl, reestimate_batchnorm
+from hwgen.frontend.peg import assign_groups
 
 
 @dataclass(frozen=True)
@@ -55,9 +55,9 @@ def predict(model: TimeSeriesTransformer, x: np.ndarray, batch: int = 2048, doub
     return np.concatenate(outs).astype(np.float64)
 
 
-def mse_mae(pred: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    err = np.asarray(pred, np.float64) - np.asarray(y, np.float64)
-    return float(np.mean(err**2)), float(np.mean(np.abs(err)))
+def validation_loss(model: TimeSeriesTransformer, split: Split) -> float:
+    """The loss early stopping watches: the task's loss on the validation split (eval mode)."""
+    return tasks.get(model.cfg.task).validation_loss(predict(model, split.x), split.y)
 
 
 def _fit(model: TimeSeriesTransformer, data: Dataset, opts: TrainOptions, lr: float, epochs: int,
@@ -65,6 +65,7 @@ def _fit(model: TimeSeriesTransformer, data: Dataset, opts: TrainOptions, lr: fl
     train, val = data.train, data.val
     if len(train.x) == 0 or len(val.x) == 0:
         raise HwgenError("training needs non-empty training and validation splits")
+    task = tasks.get(model.cfg.task)
     gen = torch.Generator().manual_seed(opts.seed)
     optim = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(optim, T_max=max(epochs, 1))
@@ -92,7 +93,7 @@ def _fit(model: TimeSeriesTransformer, data: Dataset, opts: TrainOptions, lr: fl
             idx = order[i : i + opts.batch]
             if len(idx) < 2:  # BatchNorm needs two samples
                 continue
-            loss = task_loss(model.cfg.task, model(x_all[idx]), y_all[idx])
+            loss = task.loss(model(x_all[idx]), y_all[idx])
             damp = osc.loss(step) if osc is not None else None
             optim.zero_grad(set_to_none=True)
             (loss if damp is None else loss + damp).backward()

@@ -146,39 +146,17 @@ def predictions(graph: Graph, max_windows: int = MAX_WINDOWS) -> dict[str, Any]:
     forecast ``truth``/``pred`` in the target's units and ``mse_units``; classify ``truth``/``pred`` labels
     and ``accuracy``; anomaly ``scores``, ``threshold`` and ``truth`` labels when the data have them. Raises
     HwgenError when the graph names no data or the data cannot be loaded."""
-    from hwgen.steps import flow
+    from hwgen import tasks
 
     if "data" not in graph.meta:
         raise HwgenError("the graph names no dataset to take test windows from")
-    data = flow.data_for_checkpoint({"data": graph.meta["data"]})
-    test = data.test
-    n = min(int(max_windows), len(test.x))
+    data = tasks.reload_data(graph.meta["data"])
+    n = min(int(max_windows), len(data.test.x))
     if n == 0:
         raise HwgenError("the test split is empty")
-    x = test.x[:n]
     task = task_of(graph)
-    out: dict[str, Any] = {"task": task, "windows_plotted": n, "windows_test": len(test.x)}
-    if task in ("classify", "anomaly"):
-        # the graph returns [class, scores...] / [score, flag] (hwgen.tasks); the labels are the truth
-        from hwgen.tasks import golden_outputs
-
-        ints = golden_outputs(graph, x)
-        truth = np.asarray(test.labels[:n]).astype(np.int64)
-        if task == "classify":
-            pred = ints[:, 0].astype(np.int64)
-            out.update(truth=truth, pred=pred, accuracy=float(np.mean(truth == pred)),
-                       labels=list(getattr(data, "classes", ()) or ()) or None)
-        else:
-            if "threshold" not in graph.meta:
-                raise HwgenError("the graph metadata holds no anomaly threshold")
-            out.update(scores=ints[:, 0], threshold=graph.meta["threshold"], flagged=int(np.sum(ints[:, 1] != 0)),
-                       truth=truth)
-        return out
-    y = np.asarray(test.y[:n])
-    _, real = flow.golden_predict(graph, x)
-    truth, pred = data.to_units(y.reshape(n, -1)[:, 0]), data.to_units(real[:, 0])
-    out.update(truth=truth, pred=pred, mse_units=float(np.mean((pred - truth) ** 2)), units=data.target)
-    return out
+    return {"task": task, "windows_plotted": n, "windows_test": len(data.test.x),
+            **tasks.get(task).predictions(graph, data, n)}
 
 
 def load_search(build_dir: Path) -> tuple[dict[str, Any] | None, str | None]:
@@ -368,20 +346,31 @@ def _predictions(pred: dict[str, Any] | None, problem: str | None) -> str:
     span = (f'The deployed integer model (golden interpreter) on the first {_v("pred", "windows_plotted", pred["windows_plotted"])}'
             f' of {_v("pred", "windows_test", pred["windows_test"])} test windows.')
     try:
-        if pred["task"] == "classify":
-            img = plots.plot_confusion(pred["truth"], pred["pred"], pred.get("labels"))
-            text = f' Accuracy on these windows: {_v("pred", "accuracy", pred["accuracy"])}.'
-            return out + f"<p>{span}{text}</p>" + _img(img, "confusion matrix")
-        if pred["task"] == "anomaly":
-            img = plots.plot_anomaly(pred["scores"], pred["threshold"], pred.get("truth"))
-            text = (f' Threshold {_v("pred", "threshold", pred["threshold"])}; '
-                    f'{_v("pred", "flagged", pred["flagged"])} windows score above it.')
-            return out + f"<p>{span}{text}</p>" + _img(img, "anomaly scores and threshold")
-        img = plots.plot_forecast(pred["truth"], pred["pred"], pred.get("units", ""))
-        text = f' MSE on these windows: {_v("pred", "mse_units", pred["mse_units"])} (units²).'
-        return out + f"<p>{span}{text}</p>" + _img(img, "forecast against truth")
+        img, alt, text = _PLOTS[pred["task"]](pred)
+        return out + f"<p>{span}{text}</p>" + _img(img, alt)
     except (ValueError, KeyError, TypeError) as exc:
         return out + f'<p class="na">not available: cannot plot the predictions ({_esc(exc)})</p>'
+
+
+def _plot_forecast(pred: dict[str, Any]) -> tuple[str, str, str]:
+    img = plots.plot_forecast(pred["truth"], pred["pred"], pred.get("units", ""))
+    return img, "forecast against truth", f' MSE on these windows: {_v("pred", "mse_units", pred["mse_units"])} (units²).'
+
+
+def _plot_classify(pred: dict[str, Any]) -> tuple[str, str, str]:
+    img = plots.plot_confusion(pred["truth"], pred["pred"], pred.get("labels"))
+    return img, "confusion matrix", f' Accuracy on these windows: {_v("pred", "accuracy", pred["accuracy"])}.'
+
+
+def _plot_anomaly(pred: dict[str, Any]) -> tuple[str, str, str]:
+    img = plots.plot_anomaly(pred["scores"], pred["threshold"], pred.get("truth"))
+    text = (f' Threshold {_v("pred", "threshold", pred["threshold"])}; '
+            f'{_v("pred", "flagged", pred["flagged"])} windows score above it.')
+    return img, "anomaly scores and threshold", text
+
+
+# the plot of each task's predictions (hwgen.tasks: Task.predictions computes what it draws)
+_PLOTS = {"forecast": _plot_forecast, "classify": _plot_classify, "anomaly": _plot_anomaly}
 
 
 def _bit_exactness(r: dict) -> str:

@@ -3,33 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
+from hwgen import tasks
 from hwgen.steps.build import load_build, read_report
-
-
-def _fmt(value: Any, spec: str = "") -> str:
-    if value is None:
-        return "-"
-    return format(value, spec) if spec else str(value)
-
-
-def _accuracy_line(acc: dict[str, Any]) -> str:
-    """The accuracy of the FP32 and the deployed integer model, in the task's own metrics."""
-    task = acc.get("task", "forecast")
-    fp32, integer = acc.get("fp32") or {}, acc.get("integer") or {}
-    if task == "classify":
-        return (f"- accuracy on {acc.get('windows')} test windows (accuracy / macro-F1): FP32 "
-                f"{_fmt(fp32.get('accuracy'), '.3f')} / {_fmt(fp32.get('macro_f1'), '.3f')}, deployed integer "
-                f"{_fmt(integer.get('accuracy'), '.3f')} / {_fmt(integer.get('macro_f1'), '.3f')}")
-    if task == "anomaly":
-        return (f"- anomaly detection on {acc.get('windows')} test windows (precision / recall / F1, ROC-AUC): "
-                f"FP32 {_fmt(fp32.get('precision'), '.3f')} / {_fmt(fp32.get('recall'), '.3f')} / "
-                f"{_fmt(fp32.get('f1'), '.3f')}, {_fmt(fp32.get('roc_auc'), '.3f')}; deployed integer "
-                f"{_fmt(integer.get('precision'), '.3f')} / {_fmt(integer.get('recall'), '.3f')} / "
-                f"{_fmt(integer.get('f1'), '.3f')}, {_fmt(integer.get('roc_auc'), '.3f')}")
-    return (f"- accuracy (test MSE, units²): FP32 {_fmt(acc.get('fp32_test_mse_units'), '.1f')}, "
-            f"deployed integer {_fmt(acc.get('int_test_mse_units'), '.1f')}")
+from hwgen.tasks.base import fmt as _fmt
 
 
 def summary_markdown(build_dir: str | Path) -> str:
@@ -46,7 +23,7 @@ def summary_markdown(build_dir: str | Path) -> str:
                  f"{m.get('heads')} head(s), {m.get('layers')} layer(s), W{m.get('bits_w')}A{m.get('bits_a')}, "
                  f"{m.get('macs')} MACs per inference")
     if acc:
-        lines.append(_accuracy_line(acc))
+        lines.append(tasks.get(acc.get("task", "forecast")).summary_line(acc))
     sim = r.get("sim")
     if sim:
         verdict = "BIT-EXACT" if sim.get("mismatches") == 0 and not sim.get("error") else "MISMATCH"

@@ -258,8 +258,8 @@ def simulate_build(build_dir: str, simulator: str = "verilator", windows: int = 
                    seed: int = 0) -> dict[str, Any]:
     """Run the build's Verilog under cocotb on ``windows`` real test windows, compare with the golden model
     (==), write ``sim`` into report.json. Returns the sim section; raises HwgenError on any mismatch."""
-    from hwgen.steps import flow
-    from hwgen.frontend.export import quantize_input
+    from hwgen import tasks
+    from hwgen.host.quantize import quantize_input
     from hwgen.sim.runner import SIMULATORS, simulate
 
     if simulator not in SIMULATORS:
@@ -271,7 +271,7 @@ def simulate_build(build_dir: str, simulator: str = "verilator", windows: int = 
     verilog = build_dir / "rtl" / f"{TOP_NAME}.v"
     if "data" not in graph.meta:
         raise HwgenError(f"{build_dir}: the graph names no dataset to take test windows from")
-    data = flow.data_for_checkpoint({"data": graph.meta["data"]})
+    data = tasks.reload_data(graph.meta["data"])
     x = data.test.x[:windows]
     if len(x) < windows:
         say(f"sim: only {len(x)} test windows exist; simulating those")

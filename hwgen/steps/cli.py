@@ -51,48 +51,57 @@ def _oscillation_options(args: argparse.Namespace) -> dict:
     return out
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from dataclasses import replace
+def _torch_step() -> None:
+    """A command that trains, quantizes, exports or scores torch models: one torch thread. The machines have
+    2 cores and training often shares them; oversubscribed OpenMP threads spin and slow a small model down
+    by an order of magnitude. (Set here, not on import, so that importing hwgen changes no global state.)"""
+    import torch
 
-    from hwgen.steps import flow
+    torch.set_num_threads(1)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from hwgen import tasks
     from hwgen.frontend.model import ModelConfig
     from hwgen.frontend.train import TrainOptions
+    from hwgen.steps import flow
 
     if args.fp32 == (args.bits is not None):
         raise HwgenError("give exactly one of --bits N (quantization-aware training) or --fp32")
-    if args.horizon is not None and args.task != "anomaly":
+    task = tasks.get(args.task)
+    if args.horizon is not None and task.default_horizon is None:
         raise HwgenError("--horizon works with --task anomaly only")
     oscillation = _oscillation_options(args)
-    if args.task != "forecast":
-        from hwgen.tasks import cli_train
-
-        return cli_train(args, oscillation)
-    args.window, args.dataset = args.window or 24, args.dataset or "pm25"
+    task.check_train_args(args)
+    _torch_step()
+    dataset = None if args.csv else (args.dataset or task.default_dataset)
+    horizon = task.default_horizon if args.horizon is None else args.horizon
     features = args.features.split(",") if args.features else None
-    data = flow.load_data(args.dataset, args.csv, args.target, features, args.window)
+    data = task.load_data(dataset, args.csv, args.target, args.window, args.seed, horizon or 0, features)
     cfg = ModelConfig(features=len(data.features), window=data.window, d_model=args.d_model, heads=args.heads,
-                      layers=args.layers, ffn=args.ffn, norm=args.norm).validate()
+                      layers=args.layers, ffn=args.ffn, norm=args.norm, bits_res=args.res_bits,
+                      precision=args.precision or "", peg_groups=args.peg_groups,
+                      peg_permute=not args.no_peg_permute)
     defaults = TrainOptions()
-    opts = TrainOptions(epochs=args.epochs or defaults.epochs, qat_epochs=args.qat_epochs or defaults.qat_epochs,
-                        seed=args.seed, lr=args.lr or defaults.lr, progress=progress_enabled())
-    opts = replace(opts, **oscillation)
-    print(f"data: {data.name}: {len(data.train.x)}/{len(data.val.x)}/{len(data.test.x)} windows "
-          f"(train/val/test), {sum(data.dropped.values())} dropped for missing values", file=sys.stderr)
+    epochs, qat_epochs = task.default_epochs or (defaults.epochs, defaults.qat_epochs)
+    opts = TrainOptions(epochs=args.epochs or epochs, qat_epochs=args.qat_epochs or qat_epochs, seed=args.seed,
+                        lr=args.lr or defaults.lr, progress=progress_enabled(), **oscillation)
+    print(task.data_line(data), file=sys.stderr)
     command = "hwgen " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    cfg = replace(cfg, bits_res=args.res_bits, precision=args.precision or "", peg_groups=args.peg_groups,
-                  peg_permute=not args.no_peg_permute).validate()
-    info = flow.train(data, cfg, opts, args.out, args.bits, args.init_from, args.csv, command,
-                      act_bits=args.act_bits)
-    parts = [f"fp32 val mse {info['fp32']['val_mse']:.4f}"]
+    info = flow.train(data, task, cfg, opts, args.out, args.bits, command, csv=args.csv, dataset=dataset,
+                      init_from=args.init_from, act_bits=args.act_bits, quantile=args.threshold_quantile)
+    parts = [f"fp32 val {task.loss_name} {info['fp32']['val_mse']:.4f}"]
     if "qat" in info:
-        parts.append(f"qat val mse {info['qat']['val_mse']:.4f}")
+        parts.append(f"qat val {task.loss_name} {info['qat']['val_mse']:.4f}")
+    if "threshold" in info:
+        parts.append(f"integer threshold {info['threshold']}")
     print(f"saved {args.out} ({', '.join(parts)}, {info['seconds']:.0f} s)")
     return 0
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
-    from hwgen.steps import flow
     from hwgen.frontend.ptq import PIPELINES
+    from hwgen.steps import flow
 
     opts = {"method": args.method or "mse", "cle": args.cle, "bias_correction": args.bias_correction,
             "adaround": args.adaround, "adaround_objective": args.adaround_objective or "layer"}
@@ -104,6 +113,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         opts["method"] = args.method or full["method"]
         opts["adaround_objective"] = args.adaround_objective or full["adaround_objective"]
     command = "hwgen " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    _torch_step()
     info = flow.quantize(args.model, args.out, args.bits, args.act_bits, calib_windows=args.calib_windows,
                          seed=args.seed, command=command, progress=progress_enabled(), **opts)
     ptq = info["ptq"]
@@ -117,6 +127,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from hwgen.steps import flow
 
+    _torch_step()
     graph = flow.export(args.model, args.out, class_scores=not args.index_only)
     print(f"wrote {args.out}/graph.json and consts.npz: {len(graph.nodes)} nodes, "
           f"{sum(c.value.size for c in graph.consts.values())} integer constants")
@@ -124,35 +135,24 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from hwgen import progress
+    from hwgen import progress, tasks
     from hwgen.steps import flow
 
+    _torch_step()
     with progress.step(f"eval: scoring {args.model} on the {args.split} split"):
         result = flow.evaluate(args.model, args.split)
     if args.json:
         print(json.dumps(result, indent=2, sort_keys=True))
         return 0
-    if result.get("task", "forecast") != "forecast":
-        from hwgen.tasks import format_eval
-
-        print(format_eval(result))
-        return 0
-    print(f"{result['model']} on the {result['split']} split ({result['windows']} windows)")
-    print(f"{'model':<12}{'MSE':>10}{'MAE':>10}{'MSE (units²)':>16}{'MAE (units)':>14}")
-    for key in ("fp32", "fake_quant", "integer"):
-        if key in result:
-            m = result[key]
-            print(f"{key:<12}{m['mse']:>10.4f}{m['mae']:>10.4f}{m['mse_units']:>16.2f}{m['mae_units']:>14.3f}")
-    if "fake_quant_vs_integer" in result:
-        d = result["fake_quant_vs_integer"]
-        print(f"fake-quant vs integer: {100 * d['fraction_differ']:.2f}% of outputs differ, "
-              f"at most {d['max_lsb']} LSB")
+    print(tasks.get(result.get("task", "forecast")).format_eval(result))
     return 0
 
 
 def cmd_build(args: argparse.Namespace) -> int:
     from hwgen.steps.build import build
 
+    if not Path(args.model).is_dir():  # a checkpoint: exported with torch now
+        _torch_step()
     report = build(args.model, args.out, args.board, args.parallel, with_accuracy=not args.no_eval,
                    class_scores=not args.index_only)
     hw = report["hardware"]
@@ -212,6 +212,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_search(args: argparse.Namespace) -> int:
     from hwgen.steps.search import SearchSettings, front_table, parse_space, run_search
 
+    _torch_step()
     settings = SearchSettings(dataset=args.dataset, target=args.target, epochs=args.epochs,
                               qat_epochs=args.qat_epochs, train_windows=args.train_windows,
                               val_windows=args.val_windows, seed=args.seed,
@@ -234,13 +235,15 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from hwgen.tasks import TASKS
+
     parser = argparse.ArgumentParser(
         prog="hwgen", description="Compile quantization-aware time-series Transformers into verified integer-only "
         "FPGA accelerators. On bad input every command prints one line 'hwgen: error: ...' and exits 1.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train a model (FP32, or QAT at N bits)")
-    p.add_argument("--task", choices=("forecast", "classify", "anomaly"), default="forecast",
+    p.add_argument("--task", choices=tuple(TASKS), default="forecast",
                    help="forecast (default), classify (class index and scores) or anomaly (score and flag)")
     p.add_argument("--dataset", help="built-in dataset: pm25 (forecast, the default); basicmotions (the "
                    "classify default), gunpoint, italypowerdemand; kdd135 (the anomaly default), mitdb")

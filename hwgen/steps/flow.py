@@ -1,80 +1,39 @@
-"""The steps users run (train, export, eval, ...), shared by the CLI and the benchmarks."""
+"""The torch steps users run (train, quantize, export, eval), shared by the CLI and the benchmarks.
+
+Importing this module loads torch but changes no global state: the CLI sets torch's thread count for the
+torch commands (``hwgen.steps.cli``)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
-from hwgen.data import Dataset, load_csv, load_pm25
 from hwgen.errors import HwgenError
 from hwgen.frontend.checkpoint import load_checkpoint, save_checkpoint
-from hwgen.frontend.export import export_model, quantize_input
+from hwgen.frontend.export import export_model
 from hwgen.frontend.model import ModelConfig, TimeSeriesTransformer
-from hwgen.frontend.train import TrainOptions, mse_mae, predict, train_fp32, train_qat
-from hwgen.golden import run as golden_run
+from hwgen.frontend.train import TrainOptions, predict, train_fp32, train_qat
 from hwgen.ir.graph import Graph
-
-DATASETS = ("pm25",)
-
-
-def load_data(dataset: str | None, csv: str | None, target: str | None, features: list[str] | None,
-              window: int) -> Dataset:
-    """The dataset a training run asks for: a built-in one by name, or a user CSV."""
-    if csv:
-        if not target:
-            raise HwgenError("--csv needs --target COLUMN")
-        return load_csv(csv, target=target, features=features, window=window)
-    if dataset == "pm25":
-        return load_pm25(window=window)
-    raise HwgenError(f"unknown dataset {dataset!r} (built in: {', '.join(DATASETS)}; or use --csv FILE)")
+from hwgen.tasks import Task
+from hwgen.tasks import get as get_task
+from hwgen.tasks.anomaly import (SCORE_TRAIN_MAX, THRESHOLD_QUANTILE, host_scores, integer_threshold,
+                                 normal_windows)
+from hwgen.tasks.base import integer_outputs
 
 
-def data_descriptor(data: Dataset, csv: str | None) -> dict[str, Any]:
-    """What a checkpoint records about its data: enough to reload the same splits and scaling."""
-    return {
-        "name": "csv" if csv else "pm25",
-        "title": data.name,
-        "csv": str(Path(csv).resolve()) if csv else None,
-        "features": list(data.features),
-        "target": data.target,
-        "window": data.window,
-        "horizon": data.horizon,
-        "mean": [float(v) for v in data.mean],
-        "std": [float(v) for v in data.std],
-        "target_mean": float(data.target_mean),
-        "target_std": float(data.target_std),
-        "windows": {"train": len(data.train.x), "val": len(data.val.x), "test": len(data.test.x)},
-        "dropped": dict(data.dropped),
-    }
-
-
-def data_for_checkpoint(meta: dict[str, Any]) -> Dataset:
-    """Reload the dataset a checkpoint was trained on, checking that its scaling is unchanged."""
-    d = meta["data"]
-    if d.get("task", "forecast") != "forecast":  # classification / anomaly detection (hwgen.data.tasks)
-        from hwgen.data.tasks import from_descriptor
-
-        return from_descriptor(d)
-    data = load_data(d["name"] if not d.get("csv") else None, d.get("csv"), d["target"],
-                     list(d["features"]) if d.get("csv") else None, int(d["window"]))
-    if not np.allclose(data.mean, d["mean"]) or not np.allclose(data.std, d["std"]):
-        raise HwgenError(f"the data of {d.get('csv') or d['name']} changed since training (scaling differs)")
-    return data
-
-
-def train(data: Dataset, cfg: ModelConfig, opts: TrainOptions, out: str, bits: int | None,
-          init_from: str | None, csv: str | None, command: str, act_bits: int | None = None) -> dict[str, Any]:
+def train(data, task: Task, cfg: ModelConfig, opts: TrainOptions, out: str, bits: int | None, command: str,
+          csv: str | None = None, dataset: str | None = None, init_from: str | None = None,
+          act_bits: int | None = None, quantile: float = THRESHOLD_QUANTILE) -> dict[str, Any]:
     """Train FP32 (bits None) or QAT at ``bits`` weights and ``act_bits`` (default ``bits``) activations,
-    from ``init_from`` or a fresh FP32 model, and save."""
-    if cfg.window != data.window or cfg.features != len(data.features):
-        cfg = replace(cfg, window=data.window, features=len(data.features))
-    cfg.validate()
+    from ``init_from`` (an FP32 checkpoint) or a fresh FP32 model, and save. A task whose graph flags scores
+    above a threshold gets it calibrated after QAT (the ``quantile`` of the normal windows' scores)."""
+    cfg = task.model_config(cfg, data).validate()
+    opts = task.train_options(opts, len(data.train.x))
+    descriptor = task.describe_data(data, dataset, csv, opts.seed)
     start = time.perf_counter()
     if init_from:
         fp32, fmeta = load_checkpoint(init_from)
@@ -83,26 +42,39 @@ def train(data: Dataset, cfg: ModelConfig, opts: TrainOptions, out: str, bits: i
         fcfg = fp32.cfg
         cfg = replace(cfg, **{k: getattr(fcfg, k) for k in ("features", "window", "d_model", "heads", "layers",
                                                             "ffn", "outputs", "norm")})
-        if fmeta["data"].get("mean") != data_descriptor(data, csv)["mean"]:
+        if fmeta["data"].get("mean") != descriptor["mean"]:
             raise HwgenError(f"{init_from}: was trained on other data than this run's")
         fp32_info = fmeta["train"].get("fp32") or fmeta["train"]
     else:
         fp32, fp32_info = train_fp32(data, cfg, opts)
-    result = {"fp32": {k: v for k, v in fp32_info.items() if k != "history"}}
+    info: dict[str, Any] = {"command": command, "seed": opts.seed, **task.train_record(opts),
+                            "fp32": {k: v for k, v in fp32_info.items() if k != "history"}}
     model = fp32
     if bits is not None:
         qcfg = replace(cfg, quantized=True, bits_w=bits, bits_a=act_bits or bits)
         model, qinfo = train_qat(data, qcfg, fp32, opts)
-        result["qat"] = {k: v for k, v in qinfo.items() if k != "history"}
-    info = {
-        "command": command,
-        "seed": opts.seed,
-        "seconds": time.perf_counter() - start,
-        **result,
-    }
+        info["qat"] = {k: v for k, v in qinfo.items() if k != "history"}
+        if task.scores_threshold:
+            info["threshold"] = calibrate_threshold(model, data, quantile)
+    if task.scores_threshold:
+        info["threshold_quantile"] = quantile
+    info["seconds"] = time.perf_counter() - start
     extra = {"fp32_state_dict": fp32.state_dict()} if bits is not None else {}
-    save_checkpoint(out, model, data_descriptor(data, csv), info, extra)
+    save_checkpoint(out, model, descriptor, info, extra)
     return info
+
+
+def calibrate_threshold(model: TimeSeriesTransformer, data, quantile: float) -> int:
+    """Set a QAT anomaly model's score unit (the largest fake-quant training score -> SCORE_TRAIN_MAX) and
+    its integer threshold (the ``quantile`` of the deployed integer scores of the normal windows, rounded
+    up). Returns the threshold."""
+    fq = host_scores(predict(model, data.train.x, double=True), data.train.x, model.cfg.scored_steps)
+    model.score_scale.fill_(max(float(fq.max()), 1e-6) / SCORE_TRAIN_MAX)
+    model.score_threshold.fill_(-1)
+    graph = export_model(model, {})
+    threshold = integer_threshold(integer_outputs(graph, normal_windows(data))[:, 0], quantile)
+    model.score_threshold.fill_(threshold)
+    return threshold
 
 
 def quantize(fp32_path: str, out: str, bits_w: int, bits_a: int | None = None, method: str = "mse",
@@ -125,9 +97,10 @@ def quantize(fp32_path: str, out: str, bits_w: int, bits_a: int | None = None, m
     if fmeta["config"].get("quantized"):
         raise HwgenError(f"{fp32_path}: already quantized; post-training quantization takes an FP32 "
                          "checkpoint")
-    if fmeta["config"].get("task", "forecast") != "forecast":
+    task = get_task(fmeta["config"].get("task", "forecast"))
+    if not task.post_training_quantization:
         raise HwgenError(f"{fp32_path}: post-training quantization supports forecasting models only")
-    data = data_for_checkpoint(fmeta)
+    data = task.reload_data(fmeta["data"])
     start = time.perf_counter()
     model, ptq_info = quantize_model(fp32, data, bits_w, bits_a, method=method, cle=cle,
                                      bias_correction=bias_correction, adaround=adaround,
@@ -153,46 +126,20 @@ def export(model_path: str, out_dir: str, class_scores: bool = True) -> Graph:
     return graph
 
 
-def _metrics(data: Dataset, pred: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    mse, mae = mse_mae(pred, y)
-    return {"mse": mse, "mae": mae, "mse_units": data.mse_to_units(mse), "mae_units": data.mae_to_units(mae)}
-
-
-def golden_predict(graph: Graph, x: np.ndarray) -> np.ndarray:
-    """The deployed integer model on real windows: quantize inputs, run the golden interpreter, dequantize.
-
-    Returns (integer outputs [n, outputs], real outputs [n, outputs])."""
-    xi = quantize_input(x, graph.meta["input_scale"], graph.input_type.dtype.bits)
-    yi = np.concatenate([golden_run(graph, xi[i : i + 4096]) for i in range(0, len(xi), 4096)])
-    yi = yi.reshape(len(x), -1)
-    return yi, yi * graph.meta["output_scale"]
-
-
 def evaluate(model_path: str, split: str = "test") -> dict[str, Any]:
-    """Score a checkpoint on a split: FP32, fake-quant torch and the deployed integer (golden) model."""
+    """Score a checkpoint on a split: FP32, fake-quant torch and the deployed integer (golden) model, in the
+    metrics of its task."""
     model, meta = load_checkpoint(model_path)
-    if model.cfg.task != "forecast":
-        from hwgen.tasks import evaluate_task
-
-        return evaluate_task(model, meta, model_path, split)
-    data = data_for_checkpoint(meta)
-    part = getattr(data, split)
-    result: dict[str, Any] = {"model": str(model_path), "split": split, "windows": len(part.x)}
-    if not model.cfg.quantized:
-        result["fp32"] = _metrics(data, predict(model, part.x), part.y)
-        return result
-    fp32 = TimeSeriesTransformer(replace(model.cfg, quantized=False))
-    fp32.load_state_dict(meta["fp32_state_dict"], strict=False)
-    result["fp32"] = _metrics(data, predict(fp32, part.x), part.y)
-    fq = predict(model, part.x, double=True)
-    result["fake_quant"] = _metrics(data, fq, part.y)
-    graph = export_model(model, {"model": Path(model_path).name, "data": meta["data"]})
-    yi, yr = golden_predict(graph, part.x)
-    result["integer"] = _metrics(data, yr, part.y)
-    fq_int = np.floor(fq / graph.meta["output_scale"] + 0.5)
-    diff = np.abs(fq_int - yi)
-    result["fake_quant_vs_integer"] = {"fraction_differ": float(np.mean(diff > 0)), "max_lsb": int(diff.max())}
-    return result
+    task = get_task(model.cfg.task)
+    data = task.reload_data(meta["data"])
+    models = {"fp32": model}
+    if model.cfg.quantized:
+        fp32 = TimeSeriesTransformer(replace(model.cfg, quantized=False))
+        fp32.load_state_dict(meta["fp32_state_dict"], strict=False)
+        models = {"fp32": fp32, "fake_quant": model}
+    predictors = {key: functools.partial(predict, m, double=key == "fake_quant") for key, m in models.items()}
+    graph = export_model(model, {"model": Path(model_path).name, "data": meta["data"]}) if model.cfg.quantized else None
+    return task.evaluate(data, split, predictors, graph, model.cfg, meta, model_path)
 
 
 def write_json(path: str | Path, obj: Any) -> None:
@@ -202,7 +149,3 @@ def write_json(path: str | Path, obj: Any) -> None:
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
     tmp.replace(path)
 
-
-# One thread: the machines have 2 cores and training often shares them; oversubscribed OpenMP threads
-# spin and slow a small model down by an order of magnitude.
-torch.set_num_threads(1)

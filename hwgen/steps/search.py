@@ -40,7 +40,7 @@ FAILED_KINDS = ("does not fit", "diverged", "invalid", "error")  # kinds that co
 @dataclass(frozen=True)
 class SearchSpace:
     """The choices of every searched parameter. ``parallel`` None: ``DEFAULT_PARALLEL`` up to the part's DSPs.
-    ``mixed`` None: per-group weight bits (attn, ffn) when ``ModelConfig`` has a ``precision`` field."""
+    ``mixed`` None: per-group weight bits (attn, ffn)."""
 
     window: tuple[int, ...] = (12, 24, 48)
     d_model: tuple[int, ...] = (8, 16, 32)
@@ -56,17 +56,7 @@ class SearchSpace:
     def resolved(self, dsp_capacity: int) -> SearchSpace:
         """This space with ``parallel`` and ``mixed`` made concrete."""
         par = self.parallel or tuple(p for p in DEFAULT_PARALLEL if p <= dsp_capacity)
-        mixed = supports_mixed() if self.mixed is None else self.mixed
-        if mixed and not supports_mixed():
-            raise HwgenError("mixed precision needs ModelConfig.precision, which this hwgen does not have")
-        return replace(self, parallel=par, mixed=mixed)
-
-
-def supports_mixed() -> bool:
-    """Whether ``ModelConfig`` takes a per-group ``precision`` spec."""
-    from hwgen.frontend.model import ModelConfig
-
-    return "precision" in {f.name for f in dataclasses.fields(ModelConfig)}
+        return replace(self, parallel=par, mixed=True if self.mixed is None else self.mixed)
 
 
 def parse_space(items: list[str], base: SearchSpace | None = None) -> SearchSpace:
@@ -186,9 +176,9 @@ def _spread(split, n: int):
 
 @functools.lru_cache(maxsize=8)
 def _dataset(name: str, window: int):
-    from hwgen.steps import flow
+    from hwgen.data.timeseries import load_forecast_data
 
-    return flow.load_data(name, None, None, None, window)
+    return load_forecast_data(name, None, None, None, window)
 
 
 @functools.lru_cache(maxsize=4)
@@ -226,9 +216,10 @@ def _hardware(graph, parallel: int, board, dsp_slack: int = 0) -> dict[str, Any]
 
 def train_and_export(params: dict[str, Any], settings: SearchSettings):
     """Train FP32 then QAT on the trial's data subset and export; returns (graph, info)."""
-    from hwgen.steps import flow
+    from hwgen.data.timeseries import describe
     from hwgen.frontend.export import export_model
     from hwgen.frontend.train import TrainOptions, train_fp32, train_qat
+    from hwgen.tasks.forecast import golden_predict
 
     data = _dataset(settings.dataset, params["window"])
     sub = replace(data, train=_spread(data.train, settings.train_windows), val=_spread(data.val, settings.val_windows))
@@ -241,8 +232,8 @@ def train_and_export(params: dict[str, Any], settings: SearchSettings):
     model, qinfo = train_qat(sub, cfg, fp32, opts)
     if not math.isfinite(qinfo["val_mse"]):
         raise TrialFailed("diverged", f"QAT validation MSE is {qinfo['val_mse']}")
-    graph = export_model(model, {"model": "search", "data": flow.data_descriptor(data, None)})
-    _, pred = flow.golden_predict(graph, sub.val.x)
+    graph = export_model(model, {"model": "search", "data": describe(data, None)})
+    _, pred = golden_predict(graph, sub.val.x)
     mse = float(np.mean((pred - sub.val.y) ** 2))
     if not math.isfinite(mse):
         raise TrialFailed("diverged", f"integer validation MSE is {mse}")
@@ -645,7 +636,7 @@ def run_search(settings: SearchSettings, trials: int, out: str | os.PathLike, st
     if timeout is not None and timeout <= 0:
         raise HwgenError(f"--timeout must be positive, not {timeout!r}")
     settings.validate()
-    from hwgen.steps.flow import DATASETS
+    from hwgen.data.timeseries import DATASETS
 
     if settings.dataset not in DATASETS:  # fail before touching the study
         raise HwgenError(f"unknown dataset {settings.dataset!r} (built in: {', '.join(DATASETS)})")
