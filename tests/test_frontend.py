@@ -21,6 +21,7 @@ from hwgen.frontend.train import calibrate, predict
 from hwgen.golden import ops, run
 from hwgen.ir.dyadic import softmax_lut
 from hwgen.ir.graph import Graph
+from hwgen.ir.types import IntType
 
 
 def test_round_half_up_ties():
@@ -92,7 +93,7 @@ def test_int_softmax_equals_golden(bits, scale):
     rng = np.random.default_rng(bits)
     x = rng.integers(-(1 << (bits - 1)), 1 << (bits - 1), size=(50, 24))
     ours = int_softmax(torch.as_tensor(x), scale, 8).numpy()
-    golden = ops.softmax(x, softmax_lut(scale, bits), SOFTMAX_RECIP_BITS, ops.IntType(8, False))
+    golden = ops.softmax(x, softmax_lut(scale, bits), SOFTMAX_RECIP_BITS, IntType(8, False))
     assert (ours == golden).all()
 
 
