@@ -275,3 +275,38 @@ def test_changed_graph_is_refused(build_copy, command, changed, capsys):
     assert main([command, str(build_copy), "--quiet"]) == 1
     assert f"{path}: changed" in error_line(capsys)
     assert snapshot(build_copy) == before
+
+
+def test_sigint_to_the_search_parent_stops_its_workers(tmp_path):
+    """SIGINT to the parent alone (not its process group) stops both workers within seconds; finished trials
+    are kept in the study and search.json (~20 s)."""
+    import signal
+    import time
+
+    space = ["--space", "window=8", "--space", "d_model=8", "--space", "heads=1", "--space", "layers=1",
+             "--space", "ffn=8", "--space", "bits_w=8", "--space", "bits_a=8", "--space", "parallel=2"]
+    proc = subprocess.Popen([sys.executable, "-m", "hwgen", "search", "--workers", "2", "--trials", "500",
+                             "--epochs", "1", "--qat-epochs", "1", "--train-windows", "256", "--val-windows", "128",
+                             *space, "--out", str(tmp_path / "out"), "--study", str(tmp_path / "s.db")],
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        for line in proc.stderr:  # the first finished trial
+            if line.startswith("search: trial"):
+                break
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+        workers = [int(p) for p in children.read_text().split()] if children.is_file() else []
+        workers = [p for p in workers if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()]
+        assert len(workers) == 2
+        os.kill(proc.pid, signal.SIGINT)
+        t0 = time.monotonic()
+        proc.stderr.read()
+        assert proc.wait(timeout=30) == 130
+        assert time.monotonic() - t0 < 20
+        alive = lambda: [p for p in workers if Path(f"/proc/{p}").exists()  # noqa: E731
+                         and "zombie" not in Path(f"/proc/{p}/status").read_text()]
+        assert alive() == []
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    summary = json.loads((tmp_path / "out" / "search.json").read_text())
+    assert summary["run"]["interrupted"] and summary["counts"]["complete"] >= 1
