@@ -256,8 +256,8 @@ def _build(simulator: str, verilog_path: Path, text: str, build_dir: Path, waves
     final = build_dir / f"{simulator}-{_build_key(simulator, text, waves)}"
     if (final / ".complete").is_file():
         return final, True
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=build_dir))
     source = _private_copy(text, final.name, build_dir)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=build_dir))
     sources = [source]
     log = tmp / "build.log"
     if simulator == "verilator":
@@ -291,6 +291,8 @@ def _build(simulator: str, verilog_path: Path, text: str, build_dir: Path, waves
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+        if not (final / ".complete").is_file():  # a failed build leaves only its log
+            _drop_private_copy(source)
     return final, False
 
 
@@ -311,6 +313,15 @@ def _private_copy(text: str, key: str, build_dir: Path) -> Path:
             fh.write(text)
         os.replace(tmp, path)
     return path
+
+
+def _drop_private_copy(source: Path) -> None:
+    """Remove a private copy from ``_private_copy`` (and its ``src`` folder when that is left empty)."""
+    shutil.rmtree(source.parent, ignore_errors=True)
+    try:
+        source.parent.parent.rmdir()
+    except OSError:
+        pass
 
 
 @contextlib.contextmanager

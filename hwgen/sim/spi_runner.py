@@ -28,6 +28,7 @@ from hwgen.sim.runner import (
     VERILATOR_ARGS,
     _check_simulator,
     _first_error,
+    _drop_private_copy,
     _private_copy,
     _runner,
     _tool_env,
@@ -179,8 +180,8 @@ def _build(simulator: str, verilog: Path, build_dir: Path) -> Path:
     final = build_dir / f"{simulator}-spi-{key}"
     if (final / ".complete").is_file():
         return final
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=build_dir))
     source = _private_copy(text, final.name, build_dir)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=build_dir))
     log = tmp / "build.log"
     args = list(VERILATOR_ARGS if simulator == "verilator" else ICARUS_ARGS)
     try:
@@ -203,4 +204,6 @@ def _build(simulator: str, verilog: Path, build_dir: Path) -> Path:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+        if not (final / ".complete").is_file():  # a failed build leaves only its log
+            _drop_private_copy(source)
     return final
