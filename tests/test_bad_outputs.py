@@ -277,6 +277,36 @@ def test_changed_graph_is_refused(build_copy, command, changed, capsys):
     assert snapshot(build_copy) == before
 
 
+def _default_sigint() -> None:  # a child of a shell's background job starts with SIGINT ignored
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.mark.skipif(shutil.which("iverilog") is None, reason="needs Icarus Verilog")
+def test_interrupted_sim_leaves_no_run_folder(build_copy):
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "hwgen", "sim", str(build_copy), "--windows", "64",
+                             "--simulator", "icarus", "--quiet"], stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)
+    sim_build = build_copy / "sim_build"
+    try:
+        t0 = time.monotonic()
+        while not list(sim_build.glob("run-*")) and time.monotonic() - t0 < 60 and proc.poll() is None:
+            time.sleep(0.2)
+        assert list(sim_build.glob("run-*")), "the simulation did not start"
+        time.sleep(1)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert list(sim_build.glob("run-*")) == []
+    assert "sim" not in json.loads((build_copy / "report.json").read_text())
+
+
 def test_sigint_to_the_search_parent_stops_its_workers(tmp_path):
     """SIGINT to the parent alone (not its process group) stops both workers within seconds; finished trials
     are kept in the study and search.json (~20 s)."""
@@ -288,7 +318,7 @@ def test_sigint_to_the_search_parent_stops_its_workers(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "hwgen", "search", "--workers", "2", "--trials", "500",
                              "--epochs", "1", "--qat-epochs", "1", "--train-windows", "256", "--val-windows", "128",
                              *space, "--out", str(tmp_path / "out"), "--study", str(tmp_path / "s.db")],
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=_default_sigint)
     try:
         for line in proc.stderr:  # the first finished trial
             if line.startswith("search: trial"):
