@@ -256,7 +256,7 @@ def test_missing_steps_render_as_not_run(built, expected, tmp_path):
         assert what in text
     # a graph folder whose report.json is gone, and whose data cannot be loaded, still renders
     bare = tmp_path / "bare"
-    shutil.copytree(built, bare, ignore=shutil.ignore_patterns("report.json", "rtl", "vivado"))
+    shutil.copytree(built, bare, ignore=shutil.ignore_patterns("report.json", "rtl", "vivado", ".hwgen-build"))
     graph = json.loads((bare / "graph.json").read_text())
     del graph["meta"]["data"]
     (bare / "graph.json").write_text(json.dumps(graph))

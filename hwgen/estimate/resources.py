@@ -165,7 +165,14 @@ def synthesize(
     stat_file = work / "stat.json"
     if not stat_file.exists():
         log = (work / "yosys.log").read_text(errors="replace") if (work / "yosys.log").exists() else ""
-        tail = "\n".join((log or proc.stderr or proc.stdout).strip().splitlines()[-15:])
+        text = log or proc.stderr or proc.stdout
+        errors = [line.strip() for line in text.splitlines() if "ERROR:" in line]
+        if errors:  # e.g. a Verilog parse error: its line, not Yosys' banner
+            detail = errors[0]
+            for name, p in zip(local, paths):  # the copy Yosys read -> the user's file
+                detail = detail.replace(name, str(p))
+            raise HwgenError(f"yosys synth_xilinx failed for top {top!r} (exit {proc.returncode}): {detail}")
+        tail = "\n".join(text.strip().splitlines()[-15:])
         raise HwgenError(f"yosys synth_xilinx failed for top {top!r} (exit {proc.returncode}):\n{tail}")
 
     stat = json.loads(stat_file.read_text())

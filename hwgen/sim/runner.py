@@ -150,9 +150,13 @@ def simulate(
         out_signed=np.bool_(out_type.signed),
         idle_timeout_cycles=np.int64(idle_timeout_cycles),
     )
-    with _watch_progress(run_dir / "progress", progress):
-        _run(simulator, sim_build, run_dir, case_path, results_path, seed, waves,
-             {"HWGEN_SIM_PROGRESS": str(run_dir / "progress")} if progress else {})
+    try:
+        with _watch_progress(run_dir / "progress", progress):
+            _run(simulator, sim_build, run_dir, case_path, results_path, seed, waves,
+                 {"HWGEN_SIM_PROGRESS": str(run_dir / "progress")} if progress else {})
+    except BaseException:  # interrupted (Ctrl-C) or the runner failed: no half-run folder left behind
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     if not results_path.is_file():
         log = run_dir / "sim.log"
         raise HwgenError(f"{simulator} run of {verilog_path} wrote no results ({_first_error(log)}): "
@@ -252,8 +256,8 @@ def _build(simulator: str, verilog_path: Path, text: str, build_dir: Path, waves
     final = build_dir / f"{simulator}-{_build_key(simulator, text, waves)}"
     if (final / ".complete").is_file():
         return final, True
+    source = _private_copy(text, final.name, build_dir)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=build_dir))
-    source = _private_copy(text, final.name)
     sources = [source]
     log = tmp / "build.log"
     if simulator == "verilator":
@@ -287,22 +291,37 @@ def _build(simulator: str, verilog_path: Path, text: str, build_dir: Path, waves
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+        if not (final / ".complete").is_file():  # a failed build leaves only its log
+            _drop_private_copy(source)
     return final, False
 
 
-def _private_copy(text: str, key: str) -> Path:
-    """The Verilog text at a path that depends on its content only. The build reads this copy (the caller
-    may rewrite its file meanwhile), and Verilator writes the path into its C++: a stable path lets ccache
-    reuse the compiled design in any build folder."""
-    folder = Path(tempfile.gettempdir()) / "hwgen-sim-src" / key
+def _private_copy(text: str, key: str, build_dir: Path) -> Path:
+    """The Verilog text at a path inside the caller's own ``build_dir`` that depends on its content only. The
+    build reads this copy (the caller may rewrite its file meanwhile), and Verilator writes the path into its
+    C++: a path stable per build folder lets ccache reuse the compiled design on a rebuild. Not in the shared
+    system temp folder, where another user could plant a symlink."""
+    folder = Path(build_dir) / "src" / key
+    for part in (folder.parent, folder):
+        if part.is_symlink():
+            raise HwgenError(f"{part}: is a symbolic link; refusing to write the simulation sources through it")
+        part.mkdir(mode=0o700, exist_ok=True)
     path = folder / f"{TOPLEVEL}.v"
-    if not (path.is_file() and path.read_text() == text):
-        folder.mkdir(parents=True, exist_ok=True)
+    if path.is_symlink() or not (path.is_file() and path.read_text() == text):
         fd, tmp = tempfile.mkstemp(dir=folder, suffix=".v.tmp")
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
         os.replace(tmp, path)
     return path
+
+
+def _drop_private_copy(source: Path) -> None:
+    """Remove a private copy from ``_private_copy`` (and its ``src`` folder when that is left empty)."""
+    shutil.rmtree(source.parent, ignore_errors=True)
+    try:
+        source.parent.parent.rmdir()
+    except OSError:
+        pass
 
 
 @contextlib.contextmanager

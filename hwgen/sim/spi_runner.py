@@ -28,6 +28,7 @@ from hwgen.sim.runner import (
     VERILATOR_ARGS,
     _check_simulator,
     _first_error,
+    _drop_private_copy,
     _private_copy,
     _runner,
     _tool_env,
@@ -115,14 +116,19 @@ def simulate_spi(graph, windows: np.ndarray, build_dir: str | os.PathLike = "bui
              in_signed=np.bool_(din.signed), out_signed=np.bool_(dout.signed),
              n_in=np.int64(math.prod(in_shape)), n_out=np.int64(math.prod(graph.output_type.shape)))
     tb_module = testbench_module(TB_NAME)
-    with _tool_env():
-        try:
-            _runner(simulator).test(test_module=tb_module, hdl_toplevel=TOPLEVEL, hdl_toplevel_lang="verilog",
-                                    build_dir=sim_build, test_dir=run_dir, results_xml=str(run_dir / "results.xml"),
-                                    seed=seed, log_file=run_dir / "sim.log",
-                                    extra_env={"HWGEN_SIM_CASE": str(case), "HWGEN_SIM_RESULTS": str(results)})
-        except (SystemExit, RuntimeError):
-            pass  # a failing cocotb test: the results JSON says what happened
+    try:
+        with _tool_env():
+            try:
+                _runner(simulator).test(test_module=tb_module, hdl_toplevel=TOPLEVEL, hdl_toplevel_lang="verilog",
+                                        build_dir=sim_build, test_dir=run_dir,
+                                        results_xml=str(run_dir / "results.xml"), seed=seed,
+                                        log_file=run_dir / "sim.log",
+                                        extra_env={"HWGEN_SIM_CASE": str(case), "HWGEN_SIM_RESULTS": str(results)})
+            except (SystemExit, RuntimeError):
+                pass  # a failing cocotb test: the results JSON says what happened
+    except BaseException:  # interrupted: no half-run folder left behind
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     if not results.is_file():
         log = run_dir / "sim.log"
         raise HwgenError(f"{simulator} run of {verilog} wrote no results ({_first_error(log)}): see {log}")
@@ -174,8 +180,8 @@ def _build(simulator: str, verilog: Path, build_dir: Path) -> Path:
     final = build_dir / f"{simulator}-spi-{key}"
     if (final / ".complete").is_file():
         return final
+    source = _private_copy(text, final.name, build_dir)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=build_dir))
-    source = _private_copy(text, final.name)
     log = tmp / "build.log"
     args = list(VERILATOR_ARGS if simulator == "verilator" else ICARUS_ARGS)
     try:
@@ -198,4 +204,6 @@ def _build(simulator: str, verilog: Path, build_dir: Path) -> Path:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+        if not (final / ".complete").is_file():  # a failed build leaves only its log
+            _drop_private_copy(source)
     return final

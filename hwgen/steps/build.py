@@ -28,15 +28,98 @@ def say(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
-@contextmanager
-def staged_folder(out: Path) -> Iterator[Path]:
-    """Yield a temporary folder beside ``out``; on success it replaces ``out`` whole, on failure it is
-    removed, so ``out`` is never half-written."""
+MARKER = ".hwgen-build"  # written into every build folder: only such a folder is replaced by a new build
+MARKER_FORMAT = "hwgen-build-folder format 1"
+HASHED = ("graph.json", "consts.npz")  # the build's graph, hashed into the marker at build time
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_marker(folder: Path) -> None:
+    """The build marker: its format line, then ``sha256 NAME`` of each file of the graph."""
+    lines = [MARKER_FORMAT] + [f"{_sha256(folder / n)} {n}" for n in HASHED if (folder / n).is_file()]
+    (Path(folder) / MARKER).write_text("\n".join(lines) + "\n")
+
+
+def check_graph_unchanged(build_dir: Path) -> None:
+    """HwgenError naming the file when graph.json or consts.npz no longer match what the build wrote (a folder
+    without a marker, from an older hwgen, is not checked)."""
+    marker = Path(build_dir) / MARKER
+    if not marker.is_file():
+        return
+    lines = marker.read_text().splitlines()
+    if not lines or lines[0] != MARKER_FORMAT:
+        raise HwgenError(f"{marker}: not a build marker of this hwgen (rebuild with 'hwgen build')")
+    for line in lines[1:]:
+        digest, _, name = line.partition(" ")
+        path = Path(build_dir) / name
+        if not path.is_file() or _sha256(path) != digest:
+            raise HwgenError(f"{path}: changed since 'hwgen build' wrote it (the Verilog was built from the "
+                             "original; rebuild with 'hwgen build')")
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def check_out(out: Path, inputs: tuple[str | os.PathLike, ...] = (), force: bool = False) -> None:
+    """HwgenError unless ``out`` may become a build folder: absent, empty, or a previous build folder (its
+    marker); any other folder with ``force`` only; never a regular file, the current folder or one of its
+    parents, nor a folder holding one of ``inputs``."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    real = Path(os.path.realpath(out))
+    cwd = Path(os.path.realpath(os.getcwd()))
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise HwgenError(f"{out}: exists and is not a folder (give a new or previous build folder)")
+    for parent in out.absolute().parents:
+        if parent.exists() and not parent.is_dir():
+            raise HwgenError(f"{out}: its parent {parent} is not a folder")
+        if parent.is_dir():
+            break
+    if _inside(cwd, real):
+        raise HwgenError(f"{out}: is the current folder or holds it (give a folder for the build)")
+    for source in inputs:
+        if _inside(Path(os.path.realpath(source)), real):
+            raise HwgenError(f"{out}: holds the input {source} (a build replaces its folder whole; "
+                             "give another --out)")
+    if out.is_dir() and not (out / MARKER).is_file() and any(out.iterdir()) and not force:
+        raise HwgenError(f"{out}: exists and is not a hwgen build folder (no {MARKER}); give another --out, "
+                         "or --force to replace it whole")
+
+
+def _normal_mode(path: Path) -> None:
+    """A folder from mkdtemp (0700) gets the mode a plain mkdir gives (0755 under umask 022)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o777 & ~mask)
+
+
+@contextmanager
+def staged_folder(out: Path, inputs: tuple[str | os.PathLike, ...] = (), force: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder beside ``out``; on success it replaces ``out`` whole, on failure it is
+    removed, so ``out`` is never half-written. ``out`` is checked with ``check_out`` (a previous build
+    folder, carrying ``MARKER``, is replaced; anything else only with ``force``); the new folder gets the
+    marker."""
+    out = Path(out)
+    check_out(out, inputs, force)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HwgenError(f"{out}: cannot create its parent folder ({exc.strerror})") from None
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    _normal_mode(tmp)
     try:
         yield tmp
+        write_marker(tmp)
+        check_out(out, inputs, force)  # again: it may have changed while building
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
             os.replace(out, old / out.name)
@@ -66,6 +149,29 @@ def write_report(build_dir: Path, report: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+@contextmanager
+def report_lock(build_dir: Path) -> Iterator[None]:
+    """An exclusive lock on the build folder's report (``.report.lock``, fcntl.flock): concurrent
+    ``hwgen sim``/``estimate``/``vivado`` update their own sections without losing the others'."""
+    import fcntl
+
+    fd = os.open(Path(build_dir) / ".report.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def update_report(build_dir: Path, sections: dict[str, Any]) -> dict[str, Any]:
+    """Set ``sections`` of report.json: re-read under the lock, the other sections kept, written atomically."""
+    with report_lock(build_dir):
+        report = read_report(build_dir)
+        report.update(sections)
+        write_report(build_dir, report)
+    return report
+
+
 def model_section(graph: Graph) -> dict[str, Any]:
     cfg = dict(graph.meta.get("config", {}))
     data = dict(graph.meta.get("data", {}))
@@ -92,6 +198,7 @@ def load_build(build_dir: str | os.PathLike) -> Graph:
         raise HwgenError(f"{build_dir}: build folder not found (run 'hwgen build' first)")
     if not (build_dir / "graph.json").is_file():
         raise HwgenError(f"{build_dir}: no graph.json in the folder (not a build folder from 'hwgen build')")
+    check_graph_unchanged(build_dir)
     return Graph.load(build_dir)
 
 
@@ -129,11 +236,13 @@ def accuracy_section(checkpoint: str) -> dict[str, Any]:
 
 
 def build(source: str, out: str, board_name: str = "xc7s15", parallel: str | int = "auto",
-          with_accuracy: bool = True, class_scores: bool = True) -> dict[str, Any]:
+          with_accuracy: bool = True, class_scores: bool = True, force: bool = False) -> dict[str, Any]:
     """Lower a model to Verilog in ``out``: rtl/hwgen_top.v, graph.json + consts.npz, report.json.
 
     ``parallel`` is the number of multipliers (an integer >= 1) or "auto" (the fastest that fits the part).
-    Returns the report. Nothing is left in ``out`` if any step fails.
+    Returns the report. Nothing is left in ``out`` if any step fails. ``out`` may be new, empty or a previous
+    build folder; ``force`` also replaces another folder (never one holding ``source``) and builds a
+    ``parallel`` the resource model predicts not to fit.
     """
     from hwgen.codegen.vivado import write_vivado_project
     from hwgen.estimate.boards import resolve_target
@@ -143,9 +252,10 @@ def build(source: str, out: str, board_name: str = "xc7s15", parallel: str | int
     from hwgen.hw.spi import SpiHostLink
 
     t0 = time.perf_counter()
+    check_out(Path(out), (source,), force)
     board = resolve_target(board_name)
     graph, origin = graph_from(source, class_scores)
-    p = choose_parallel(graph, board, parallel)
+    p = choose_parallel(graph, board, parallel, force)
     say(f"build: lowering {len(graph.nodes)} nodes with {p} multipliers for {board.part}")
     with progress.step("build: lowering and emitting Verilog"):
         design = build_design(graph, p)  # the one Design of this build
@@ -173,7 +283,7 @@ def build(source: str, out: str, board_name: str = "xc7s15", parallel: str | int
     with progress.step("build: emitting the SPI host link"):
         spi_verilog = emit_verilog(SpiHostLink(Top(design)), name=SPI_TOP_NAME)
     design_record = {**design.summary(), "latency": lat, "resources_model": predict(design)}
-    with staged_folder(Path(out)) as tmp:
+    with staged_folder(Path(out), (source,), force) as tmp:
         (tmp / DESIGN_FILE).write_text(json.dumps(design_record, indent=2, sort_keys=True) + "\n")
         (tmp / "rtl").mkdir()
         (tmp / "rtl" / f"{TOP_NAME}.v").write_text(verilog)
@@ -187,8 +297,9 @@ def build(source: str, out: str, board_name: str = "xc7s15", parallel: str | int
     return report
 
 
-def choose_parallel(graph: Graph, board, parallel: str | int) -> int:
-    """Resolve --parallel: an integer within the part's DSPs, or "auto"."""
+def choose_parallel(graph: Graph, board, parallel: str | int, force: bool = False) -> int:
+    """Resolve --parallel: an integer within the part's DSPs whose design the resource model predicts to fit
+    (any, with ``force``), or "auto"."""
     dsp = int(board.device.resources.dsp)
     if parallel == "auto":
         return auto_parallel(graph, board)
@@ -200,6 +311,17 @@ def choose_parallel(graph: Graph, board, parallel: str | int) -> int:
         raise HwgenError(f"--parallel must be >= 1, not {p}")
     if p > dsp:
         raise HwgenError(f"--parallel {p} exceeds the {dsp} DSP48E1 of {board.part}")
+    if not force:
+        from hwgen.estimate.model import LUT_MARGIN, predict
+        from hwgen.hw import build_design
+
+        need, cap = predict(build_design(graph, p, images=False)), board.device.resources
+        over = [f"{need[k]:.0f} {k.upper()} predicted, {limit:g} available" for k, limit in
+                (("lut", LUT_MARGIN * cap.lut), ("ff", cap.ff), ("dsp", cap.dsp), ("bram36", cap.bram36))
+                if need[k] > limit]
+        if over:
+            raise HwgenError(f"--parallel {p} does not fit {board.part} by hwgen's resource model: "
+                             + "; ".join(over) + " (--force builds it anyway)")
     return p
 
 
@@ -303,8 +425,7 @@ def simulate_build(build_dir: str, simulator: str = "verilator", windows: int = 
         "wall_s": round(res.wall_s, 2),
         "error": res.error,
     }
-    report["sim"] = section
-    write_report(build_dir, report)
+    update_report(build_dir, {"sim": section})
     if not res.passed:
         fm = res.first_mismatch or {}
         raise HwgenError(
@@ -372,7 +493,7 @@ def estimate_build(build_dir: str) -> dict[str, Any]:
     energy["latency_cycles"] = cycles
     energy["latency_source"] = "simulation" if sim_cycles else "analytic model"
     report["energy"] = energy
-    write_report(build_dir, report)
+    report = update_report(build_dir, {k: report[k] for k in ("resources", "timing", "energy")})
     print(f"{'resource':<10}{'used':>9}{'available':>11}{'use':>8}")
     for key in ("lut", "ff", "dsp", "bram36"):
         used, total = res[key], getattr(cap, key)
@@ -396,10 +517,8 @@ def vivado_build(build_dir: str) -> dict[str, Any]:
     result = run_vivado(build_dir / "vivado")
     if not result.get("ran"):
         return result
-    report = read_report(build_dir)
     reports = result.get("reports") or {}
-    report["vivado_results"] = {"returncode": result.get("returncode"), **reports}
-    write_report(build_dir, report)
+    update_report(build_dir, {"vivado_results": {"returncode": result.get("returncode"), **reports}})
     if result.get("returncode"):
         raise HwgenError(f"Vivado failed (exit {result['returncode']}): see {build_dir / 'vivado' / 'vivado.log'}")
     return result

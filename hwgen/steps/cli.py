@@ -127,6 +127,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from hwgen.steps import flow
 
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise HwgenError(f"{out}: exists and is not a folder (give a folder for graph.json and consts.npz)")
     _torch_step()
     graph = flow.export(args.model, args.out, class_scores=not args.index_only)
     print(f"wrote {args.out}/graph.json and consts.npz: {len(graph.nodes)} nodes, "
@@ -154,7 +157,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     if not Path(args.model).is_dir():  # a checkpoint: exported with torch now
         _torch_step()
     report = build(args.model, args.out, args.board, args.parallel, with_accuracy=not args.no_eval,
-                   class_scores=not args.index_only)
+                   class_scores=not args.index_only, force=args.force)
     hw = report["hardware"]
     print(f"{args.out}: {hw['parallel']} multipliers, {hw['latency_cycles']} cycles per inference "
           f"({hw['latency_us']:.1f} us at {hw['clock_mhz']:g} MHz; DSP bound {hw['dsp_bound_cycles']} cycles)")
@@ -164,6 +167,8 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_sim(args: argparse.Namespace) -> int:
     from hwgen.steps.build import simulate_build
 
+    if not 0.0 <= args.stall < 1.0:
+        raise HwgenError(f"--stall must be a probability in [0, 1), not {args.stall!r}")
     sim = simulate_build(args.build_dir, args.simulator, args.windows, args.stall, args.seed)
     print(f"{args.build_dir}: bit-exact on {sim['windows']} windows ({sim['simulator']}), "
           f"{sim['cycles_per_inference']:.0f} cycles per inference, {sim['sim_cycles_per_s']:.0f} simulated cycles/s")
@@ -202,7 +207,12 @@ def cmd_vivado(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from hwgen.report.html import render_report
     from hwgen.report.summary import summary_markdown
+    from hwgen.steps.build import load_build
 
+    load_build(args.build_dir)  # a missing folder or graph, or a changed graph: one error line
+    if not (Path(args.build_dir) / "report.json").is_file():
+        raise HwgenError(f"{args.build_dir}: no report.json in the build folder (make it with "
+                         f"'hwgen build MODEL --out {args.build_dir}')")
     print(summary_markdown(args.build_dir))
     path = render_report(args.build_dir, max_windows=args.windows)
     print(f"\nreport: {path}")
@@ -349,6 +359,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parallel", default="auto", help="multipliers working each cycle, or 'auto' (default)")
     p.add_argument("--out", required=True, help="build folder (replaced whole when the build succeeds)")
     p.add_argument("--no-eval", action="store_true", help="skip scoring the model on the test split")
+    p.add_argument("--force", action="store_true",
+                   help="replace --out even when it is not a previous build folder (never one holding the "
+                   "model), and build a --parallel the resource model predicts not to fit")
     p.add_argument("--index-only", action="store_true",
                    help="classifier: the accelerator returns the class index alone (default: the index, then "
                    "the class scores)")
@@ -410,6 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="re-check up to N Pareto points with build, simulation and the Yosys estimate")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="folder for search.json, trial graphs and verified builds")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_search)
     return parser
 
@@ -433,6 +447,19 @@ def main(argv: list[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 141
+    except OSError as exc:  # e.g. stdout on a full disk (ENOSPC): one line, and no second error at exit
+        import os
+
+        if exc.filename is not None:  # a file hwgen reads or writes
+            what = f"{exc.filename}: {exc.strerror or exc}"
+        else:
+            what = f"cannot write the output ({exc.strerror or exc})"
+            try:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            except OSError:
+                pass
+        print(f"hwgen: error: {what}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import dataclasses
 import functools
 import math
 import multiprocessing
+import signal
 import os
 import sys
 import time
@@ -35,6 +36,11 @@ from hwgen.errors import HwgenError
 OBJECTIVES = ("mse", "latency", "lut", "dsp", "energy")
 DEFAULT_PARALLEL = (1, 2, 3, 4, 6, 8, 10, 12, 14, 16, 20)
 FAILED_KINDS = ("does not fit", "diverged", "invalid", "error")  # kinds that count as a finished trial
+
+
+# the values a searched parameter may take (high None: no upper bound); checked before the first trial
+SPACE_RANGES = {"window": (1, None), "d_model": (1, None), "heads": (1, None), "layers": (1, None),
+                "ffn": (1, None), "bits_w": (2, 8), "bits_a": (2, 8), "parallel": (1, None)}
 
 
 @dataclass(frozen=True)
@@ -105,6 +111,14 @@ class SearchSettings:
             value = getattr(self.space, f.name)
             if f.name != "mixed" and value is not None and len(value) == 0:
                 raise HwgenError(f"search space {f.name!r} has no choices")
+            low, high = SPACE_RANGES.get(f.name, (None, None))
+            bad = [v for v in value or () if isinstance(v, int) and not (low <= v <= (high or v))]
+            if f.name == "norm":
+                bad = [v for v in value if v not in ("batch", "layer")]
+            if bad:
+                allowed = ("batch or layer" if f.name == "norm" else
+                           f"integers {low}..{high}" if high else f"integers >= {low}")
+                raise HwgenError(f"--space {f.name}: {', '.join(map(str, bad))} not allowed ({allowed})")
         return self
 
     def identity(self) -> dict[str, Any]:
@@ -666,7 +680,13 @@ def run_search(settings: SearchSettings, trials: int, out: str | os.PathLike, st
             try:
                 for p in procs:
                     p.join()
-            except KeyboardInterrupt:
+            except KeyboardInterrupt:  # a SIGINT to this process alone: pass it on, so the workers stop now
+                for p in procs:
+                    if p.is_alive() and p.pid is not None:
+                        try:
+                            os.kill(p.pid, signal.SIGINT)
+                        except OSError:
+                            pass
                 for p in procs:
                     p.join(timeout=30)
                     if p.is_alive():
