@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 from pathlib import Path
 
+from hwgen import jsonio
 from hwgen.errors import HwgenError
 from hwgen.progress import enabled as progress_enabled
 from hwgen.progress import set_quiet
@@ -130,7 +130,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     with progress.step(f"eval: scoring {args.model} on the {args.split} split"):
         result = flow.evaluate(args.model, args.split)
     if args.json:
-        print(json.dumps(result, indent=2, sort_keys=True))
+        print(jsonio.dumps(result, f"eval --json of {args.model}", indent=2, sort_keys=True))
         return 0
     if result.get("task", "forecast") != "forecast":
         from hwgen.tasks import format_eval

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -12,6 +11,7 @@ import numpy as np
 import torch
 
 from hwgen.data import Dataset, load_csv, load_pm25
+from hwgen import jsonio
 from hwgen.errors import HwgenError
 from hwgen.frontend.checkpoint import load_checkpoint, save_checkpoint
 from hwgen.frontend.export import export_model, quantize_input
@@ -199,7 +199,7 @@ def write_json(path: str | Path, obj: Any) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    tmp.write_text(jsonio.dumps(obj, str(path), indent=2, sort_keys=True) + "\n")
     tmp.replace(path)
 
 
