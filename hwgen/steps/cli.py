@@ -63,6 +63,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.horizon is not None and args.task != "anomaly":
         raise HwgenError("--horizon works with --task anomaly only")
     oscillation = _oscillation_options(args)
+    if args.lr is not None and not 0.0 < args.lr < float("inf"):  # also refuses nan
+        raise HwgenError(f"--lr must be a finite number > 0, not {args.lr!r}")
+    from hwgen.frontend.checkpoint import check_output_path
+
+    check_output_path(args.out)  # before any training, not after it
     if args.task != "forecast":
         from hwgen.tasks import cli_train
 
@@ -74,7 +79,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                       layers=args.layers, ffn=args.ffn, norm=args.norm).validate()
     defaults = TrainOptions()
     opts = TrainOptions(epochs=args.epochs or defaults.epochs, qat_epochs=args.qat_epochs or defaults.qat_epochs,
-                        seed=args.seed, lr=args.lr or defaults.lr, progress=progress_enabled())
+                        seed=args.seed, lr=defaults.lr if args.lr is None else args.lr, progress=progress_enabled())
     opts = replace(opts, **oscillation)
     print(f"data: {data.name}: {len(data.train.x)}/{len(data.val.x)}/{len(data.test.x)} windows "
           f"(train/val/test), {sum(data.dropped.values())} dropped for missing values", file=sys.stderr)
