@@ -230,7 +230,8 @@ _cell = st.one_of(
     st.sampled_from(["", "nan", "inf", "-inf", "1e308", "1e300", "-1e300", "abc", "NA", " ", "1,5", '"x"']),
     st.integers(-10**6, 10**6).map(str),
 )
-_header = st.lists(st.sampled_from(["a", "b", "c", "", "a.1", " a", "t"]), min_size=0, max_size=4)
+_header = st.one_of(st.lists(st.sampled_from(["a", "b", "c", "t"]), min_size=1, max_size=4, unique=True),
+                   st.lists(st.sampled_from(["a", "b", "c", "", "a.1", " a", "t"]), min_size=0, max_size=4))
 
 
 @st.composite
