@@ -146,6 +146,9 @@ def test_bad_checkpoint_entries(models, case, culprit, command, tmp_path, capsys
     path = tmp_path / "bad.pt"
     torch.save(obj, path)
     argv = [command, str(path)] + (["--out", str(tmp_path / "g")] if command == "export" else [])
+    if case == "no_fp32_state_dict" and command == "export":  # export needs the quantized model only
+        assert main(argv) == 0
+        return
     _fails(capsys, argv, tmp_path, str(path), culprit or repr(key))
 
 

@@ -79,6 +79,14 @@ def check_output_path(path: str | os.PathLike, what: str = "--out") -> None:
             break
 
 
+def fp32_state(path: str | os.PathLike, meta: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The FP32 parent's state of a quantized checkpoint (``load_checkpoint`` checked its shapes)."""
+    if "fp32_state_dict" not in meta:
+        raise HwgenError(f"{path}: quantized checkpoint has no 'fp32_state_dict' entry (the FP32 parent's "
+                         "tensors, written by 'hwgen train --bits' and 'hwgen quantize')")
+    return meta["fp32_state_dict"]
+
+
 def load_checkpoint(path: str | os.PathLike) -> tuple[TimeSeriesTransformer, dict[str, Any]]:
     """Load a checkpoint safely (weights_only=True) and rebuild its model in eval mode.
 
@@ -115,11 +123,9 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[TimeSeriesTransformer, dic
         model = TimeSeriesTransformer(cfg)
         state = dict(obj["state_dict"])
         _check_state(path, "state_dict", state, model)
-        if cfg.quantized:  # eval and the reports score the FP32 parent too
-            if not isinstance(obj.get("fp32_state_dict"), dict):
-                raise HwgenError(f"{path}: quantized checkpoint has no 'fp32_state_dict' entry (a dict of "
-                                 "the FP32 parent's tensors)" if "fp32_state_dict" not in obj else
-                                 f"{path}: checkpoint entry 'fp32_state_dict' is a "
+        if cfg.quantized and "fp32_state_dict" in obj:  # the FP32 parent, scored by eval (fp32_state)
+            if not isinstance(obj["fp32_state_dict"], dict):
+                raise HwgenError(f"{path}: checkpoint entry 'fp32_state_dict' is a "
                                  f"{type(obj['fp32_state_dict']).__name__}, not a dict")
             from dataclasses import replace
 

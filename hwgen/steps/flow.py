@@ -13,7 +13,7 @@ import torch
 from hwgen.data import Dataset, load_csv, load_pm25
 from hwgen import jsonio
 from hwgen.errors import HwgenError
-from hwgen.frontend.checkpoint import load_checkpoint, save_checkpoint
+from hwgen.frontend.checkpoint import fp32_state, load_checkpoint, save_checkpoint
 from hwgen.frontend.export import export_model, quantize_input
 from hwgen.frontend.model import ModelConfig, TimeSeriesTransformer
 from hwgen.frontend.train import TrainOptions, mse_mae, predict, train_fp32, train_qat
@@ -182,7 +182,7 @@ def evaluate(model_path: str, split: str = "test") -> dict[str, Any]:
         result["fp32"] = _metrics(data, predict(model, part.x), part.y)
         return result
     fp32 = TimeSeriesTransformer(replace(model.cfg, quantized=False))
-    fp32.load_state_dict(meta["fp32_state_dict"], strict=False)
+    fp32.load_state_dict(fp32_state(model_path, meta), strict=False)
     result["fp32"] = _metrics(data, predict(fp32, part.x), part.y)
     fq = predict(model, part.x, double=True)
     result["fake_quant"] = _metrics(data, fq, part.y)
