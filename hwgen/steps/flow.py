@@ -54,15 +54,26 @@ def data_descriptor(data: Dataset, csv: str | None) -> dict[str, Any]:
     }
 
 
-def data_for_checkpoint(meta: dict[str, Any]) -> Dataset:
-    """Reload the dataset a checkpoint was trained on, checking that its scaling is unchanged."""
+def data_for_checkpoint(meta: dict[str, Any], source: str = "the checkpoint") -> Dataset:
+    """Reload the dataset a checkpoint was trained on, checking that its scaling is unchanged; errors about
+    the recorded data name ``source``."""
     d = meta["data"]
     if d.get("task", "forecast") != "forecast":  # classification / anomaly detection (hwgen.data.tasks)
         from hwgen.data.tasks import from_descriptor
 
         return from_descriptor(d)
+    missing = [k for k in ("name", "target", "window", "mean", "std") + (("features",) if d.get("csv") else ())
+               if k not in d]
+    if missing:
+        raise HwgenError(f"{source}: its 'data' entry has no {missing[0]!r} key")
+    try:
+        window = int(d["window"])
+    except (TypeError, ValueError):
+        raise HwgenError(f"{source}: its data window {d['window']!r} is not an integer") from None
     data = load_data(d["name"] if not d.get("csv") else None, d.get("csv"), d["target"],
-                     list(d["features"]) if d.get("csv") else None, int(d["window"]))
+                     list(d["features"]) if d.get("csv") else None, window)
+    if np.shape(d["mean"]) != data.mean.shape or np.shape(d["std"]) != data.std.shape:
+        raise HwgenError(f"the data of {d.get('csv') or d['name']} changed since training (other columns)")
     if not np.allclose(data.mean, d["mean"]) or not np.allclose(data.std, d["std"]):
         raise HwgenError(f"the data of {d.get('csv') or d['name']} changed since training (scaling differs)")
     return data
@@ -127,7 +138,7 @@ def quantize(fp32_path: str, out: str, bits_w: int, bits_a: int | None = None, m
                          "checkpoint")
     if fmeta["config"].get("task", "forecast") != "forecast":
         raise HwgenError(f"{fp32_path}: post-training quantization supports forecasting models only")
-    data = data_for_checkpoint(fmeta)
+    data = data_for_checkpoint(fmeta, str(fp32_path))
     start = time.perf_counter()
     model, ptq_info = quantize_model(fp32, data, bits_w, bits_a, method=method, cle=cle,
                                      bias_correction=bias_correction, adaround=adaround,
@@ -175,7 +186,7 @@ def evaluate(model_path: str, split: str = "test") -> dict[str, Any]:
         from hwgen.tasks import evaluate_task
 
         return evaluate_task(model, meta, model_path, split)
-    data = data_for_checkpoint(meta)
+    data = data_for_checkpoint(meta, str(model_path))
     part = getattr(data, split)
     result: dict[str, Any] = {"model": str(model_path), "split": split, "windows": len(part.x)}
     if not model.cfg.quantized:
