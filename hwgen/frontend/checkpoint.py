@@ -122,7 +122,6 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[TimeSeriesTransformer, dic
         cfg = ModelConfig.from_dict(dict(obj["config"]))
         model = TimeSeriesTransformer(cfg)
         state = dict(obj["state_dict"])
-        _check_state(path, "state_dict", state, model)
         if cfg.quantized and "fp32_state_dict" in obj:  # the FP32 parent, scored by eval (fp32_state)
             if not isinstance(obj["fp32_state_dict"], dict):
                 raise HwgenError(f"{path}: checkpoint entry 'fp32_state_dict' is a "
@@ -135,6 +134,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[TimeSeriesTransformer, dic
             qkeys = quantizer_keys(model)
             state = {k: v for k, v in state.items() if k not in qkeys}
             state.update({k: v for k, v in model.state_dict().items() if k in qkeys})
+        _check_state(path, "state_dict", state, model)
         model.load_state_dict(state)
     except HwgenError as exc:
         raise HwgenError(exc.args[0] if str(exc).startswith(f"{path}: ") else f"{path}: {exc}") from None
