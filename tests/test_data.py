@@ -253,8 +253,12 @@ def test_non_numeric_column(tmp_path):
         load_csv(path, target="a", features=["a", "c"], window=3)
     with pytest.raises(HwgenError, match="'c' is not numeric"):
         load_csv(path, target="c")
-    # The default feature list skips non-numeric columns instead of failing on them.
-    assert load_csv(path, target="a", window=3).features == ("a", "b")
+    # A column of numbers with one text cell is refused, naming the cell's line, even by default.
+    with pytest.raises(HwgenError, match="'c' is not numeric: text 'abc' at line 2"):
+        load_csv(path, target="a", window=3)
+    # A column without any number (e.g. a timestamp) is left out of the default feature list.
+    cols["c"] = ["t"] * 60
+    assert load_csv(_write(tmp_path, cols, "text.csv"), target="a", window=3).features == ("a", "b")
 
 
 def test_too_few_rows(tmp_path):

@@ -10,7 +10,6 @@ Vivado is installed and otherwise returns the command to run elsewhere.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -25,6 +24,7 @@ from pathlib import Path
 import jinja2
 
 from hwgen.datafiles import templates_dir
+from hwgen import jsonio
 from hwgen.errors import HwgenError
 from hwgen.estimate.boards import Board, load_board
 
@@ -296,7 +296,7 @@ def write_vivado_project(
             shutil.copyfile(src, tmp / "rtl" / name)
         for rel, text in rendered.items():
             (tmp / rel).write_text(text)
-        (tmp / "hwgen_vivado.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        (tmp / "hwgen_vivado.json").write_text(jsonio.dumps(manifest, str(out / "vivado" / "hwgen_vivado.json"), indent=2) + "\n")
         script = tmp / "build.sh"
         script.chmod(script.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
         _replace_dir(tmp, out / "vivado")

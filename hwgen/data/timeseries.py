@@ -7,6 +7,7 @@ so nothing about the validation or test period leaks into the inputs a model see
 
 from __future__ import annotations
 
+import csv
 import functools
 import importlib.util
 import os
@@ -102,6 +103,23 @@ def _min_rows(need: int) -> int:
     return n
 
 
+def _row(index: pd.Index, i: int) -> str:
+    """Where row ``i`` of the table is in the file (the header is line 1)."""
+    return f"line {int(index[i]) + 2}" if i < len(index) else f"row {i + 1}"
+
+
+def _check_statistics(source: str, col: str, train_column: np.ndarray, mean: float, std: float,
+                      index: pd.Index) -> None:
+    """Refuse a column whose training mean or std is not finite, naming the largest value (its cause)."""
+    if np.isfinite(mean) and np.isfinite(std):
+        return
+    finite = np.where(np.isfinite(train_column), np.abs(train_column), -1.0)
+    i = int(np.argmax(finite))
+    what = "mean" if not np.isfinite(mean) else "standard deviation"
+    raise HwgenError(f"{source}: column {col!r}: the {what} of its training rows overflows (not finite) "
+                     f"because of the value {train_column[i]:g} at {_row(index, i)}: rescale the column")
+
+
 def _windows(
     inputs: np.ndarray, target: np.ndarray, lo: int, hi: int, window: int, horizon: int
 ) -> tuple[Split, int]:
@@ -144,13 +162,24 @@ def _build(name: str, source: str, table: pd.DataFrame, features: tuple[str, ...
             raise HwgenError(f"{source}: column {col!r} has no values in the training split")
     if not np.isfinite(tvalues[:train_end]).any():
         raise HwgenError(f"{source}: target column {target!r} has no values in the training split")
-    mean = np.nanmean(values[:train_end], axis=0)
-    std = np.nanstd(values[:train_end], axis=0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = np.nanmean(values[:train_end], axis=0)
+        std = np.nanstd(values[:train_end], axis=0)
+        target_mean = float(np.nanmean(tvalues[:train_end]))
+        target_std = float(np.nanstd(tvalues[:train_end]))
+    for col, column, m, s in [*zip(features, values.T, mean, std), (target, tvalues, target_mean, target_std)]:
+        _check_statistics(source, col, column[:train_end], float(m), float(s), table.index)
     std = np.where(std > 0, std, 1.0)  # a constant column scales to 0 instead of dividing by zero
-    target_mean = float(np.nanmean(tvalues[:train_end]))
-    target_std = float(np.nanstd(tvalues[:train_end])) or 1.0
-    scaled = ((values - mean) / std).astype(np.float32)
-    scaled_target = ((tvalues - target_mean) / target_std).astype(np.float32)
+    target_std = target_std or 1.0
+    with np.errstate(over="ignore", invalid="ignore"):
+        scaled = ((values - mean) / std).astype(np.float32)
+        scaled_target = ((tvalues - target_mean) / target_std).astype(np.float32)
+    for col, raw, sc in [*zip(features, values.T, scaled.T), (target, tvalues, scaled_target)]:
+        overflow = np.flatnonzero(np.isfinite(raw) & ~np.isfinite(sc))
+        if overflow.size:
+            i = int(overflow[0])
+            raise HwgenError(f"{source}: column {col!r}, {_row(table.index, i)}: value {raw[i]:g} is too large "
+                             f"(scaled by the training statistics it overflows float32)")
 
     splits: dict[str, Split] = {}
     dropped: dict[str, int] = {}
@@ -164,6 +193,17 @@ def _build(name: str, source: str, table: pd.DataFrame, features: tuple[str, ...
     return Dataset(name=name, features=tuple(features), target=target, window=window, horizon=horizon,
                    mean=mean, std=std, target_mean=target_mean, target_std=target_std,
                    dropped=dropped, **splits)
+
+
+def _first_text_row(column: pd.Series) -> int | None:
+    """Position of the first cell that is present but not a number, or None."""
+    bad = np.flatnonzero((column.notna() & pd.to_numeric(column, errors="coerce").isna()).to_numpy())
+    return int(bad[0]) if bad.size else None
+
+
+def _text_at(table: pd.DataFrame, col) -> str:
+    i = _first_text_row(table[col])
+    return f"{str(table[col].iloc[i])[:40]!r} at {_row(table.index, i)}"
 
 
 def pm25_csv_path() -> Path:
@@ -219,8 +259,10 @@ def load_csv(
     chronologically; no window crosses a split. Mean/std (population, NaN ignored) come from the
     training rows only. Empty cells, NA and infinities are missing values: windows touching one
     (inputs or target) are dropped and counted in ``Dataset.dropped``. Raises HwgenError for an
-    unreadable file, an unknown or non-numeric column, too few rows, an empty split, or
-    window/horizon < 1.
+    unreadable file, a duplicate header, an unknown or non-numeric column (a column of numbers with
+    a text cell, named with its first bad line, even when ``features`` defaults; a column without
+    any number is left out of the default), a value so large that the training mean/std is not
+    finite or its scaled value overflows float32, too few rows, an empty split, or window/horizon < 1.
     """
     window = _check_positive_int(window, "window")
     horizon = _check_positive_int(horizon, "horizon")
@@ -228,11 +270,25 @@ def load_csv(
     if not path.is_file():
         raise HwgenError(f"CSV file {path} does not exist or is not a file")
     try:
+        with path.open(newline="", encoding="utf-8") as f:
+            header = next(csv.reader(f), None)
         table = pd.read_csv(path)
-    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+    except (OSError, ValueError, UnicodeDecodeError, csv.Error, pd.errors.ParserError,
+            pd.errors.EmptyDataError) as exc:
         raise HwgenError(f"cannot read CSV file {path}: {exc}".splitlines()[0]) from None
+    seen: set[str] = set()
+    for name in header or []:
+        if name in seen:
+            raise HwgenError(f"{path}: duplicate column header {name!r}")
+        seen.add(name)
     available = ", ".join(map(str, table.columns))
     numeric = [str(c) for c in table.columns if pd.api.types.is_numeric_dtype(table[c])]
+    if features is None:  # every numeric column; a column of numbers with a stray text cell is an error
+        for c in table.columns:
+            if c not in numeric and _first_text_row(table[c]) is not None and \
+                    pd.to_numeric(table[c], errors="coerce").notna().any():
+                raise HwgenError(f"{path}: column {str(c)!r} is not numeric: text {_text_at(table, c)} "
+                                 "(fix the cell, or leave the column out with --features)")
     cols = list(features) if features is not None else numeric
     if features is not None and not cols:
         raise HwgenError(f"{path}: features list is empty")
@@ -242,7 +298,8 @@ def load_csv(
         if col not in table.columns:
             raise HwgenError(f"{path}: no column {col!r} (available: {available})")
         if not pd.api.types.is_numeric_dtype(table[col]):
-            raise HwgenError(f"{path}: column {col!r} is not numeric")
+            at = f": text {_text_at(table, col)}" if _first_text_row(table[col]) is not None else ""
+            raise HwgenError(f"{path}: column {col!r} is not numeric{at}")
     return _build(name or path.stem, str(path), table, tuple(cols), target, window, horizon)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -107,6 +108,10 @@ def _fit(model: TimeSeriesTransformer, data: Dataset, opts: TrainOptions, lr: fl
             total += float(loss.detach()) * len(idx)
         sched.step()
         val_mse = validation_loss(model, val)  # the task's loss (MSE for forecasting)
+        if not (math.isfinite(total) and math.isfinite(val_mse)):  # diverged: nothing is saved
+            bad = ("training", total / max(len(order), 1)) if not math.isfinite(total) else ("validation", val_mse)
+            raise HwgenError(f"{label} training diverged: the {bad[0]} loss of epoch {epoch + 1} is {bad[1]} "
+                             f"(not finite; learning rate {lr:g}: try a smaller --lr)")
         history.append({"epoch": epoch + 1, "train_mse": total / len(order), "val_mse": val_mse,
                         **(osc.stats() if osc is not None else {})})
         if val_mse < best[0]:

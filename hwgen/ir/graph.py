@@ -225,12 +225,18 @@ class Graph:
             )
         except HwgenError:
             raise
-        except (KeyError, TypeError, ValueError, AttributeError, OSError, EOFError,
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError, OSError, EOFError,
                 zipfile.BadZipFile) as exc:
             raise HwgenError(f"{directory}: corrupt graph ({type(exc).__name__}: {exc})") from None
         from hwgen.ir.verify import verify
 
-        verify(graph)
+        try:
+            verify(graph)
+        except HwgenError as exc:
+            raise HwgenError(f"{gpath}: {exc}") from None
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as exc:
+            # a tampered attribute of the wrong type or range: graph.json is corrupt
+            raise HwgenError(f"{gpath}: corrupt graph ({type(exc).__name__}: {str(exc)[:160]})") from None
         return graph
 
 

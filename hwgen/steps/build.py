@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from hwgen import progress
+from hwgen import jsonio, progress
 from hwgen.errors import HwgenError
 from hwgen.ir.graph import Graph
 from hwgen.ops import macs
@@ -145,7 +145,7 @@ def read_report(build_dir: Path) -> dict[str, Any]:
 def write_report(build_dir: Path, report: dict[str, Any]) -> None:
     path = Path(build_dir) / "report.json"
     tmp = path.with_name(".report.json.tmp")
-    tmp.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    tmp.write_text(jsonio.dumps(report, str(path), indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
 
 
@@ -284,7 +284,7 @@ def build(source: str, out: str, board_name: str = "xc7s15", parallel: str | int
         spi_verilog = emit_verilog(SpiHostLink(Top(design)), name=SPI_TOP_NAME)
     design_record = {**design.summary(), "latency": lat, "resources_model": predict(design)}
     with staged_folder(Path(out), (source,), force) as tmp:
-        (tmp / DESIGN_FILE).write_text(json.dumps(design_record, indent=2, sort_keys=True) + "\n")
+        (tmp / DESIGN_FILE).write_text(jsonio.dumps(design_record, DESIGN_FILE, indent=2, sort_keys=True) + "\n")
         (tmp / "rtl").mkdir()
         (tmp / "rtl" / f"{TOP_NAME}.v").write_text(verilog)
         (tmp / "rtl" / f"{SPI_TOP_NAME}.v").write_text(spi_verilog)

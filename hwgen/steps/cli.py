@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 from pathlib import Path
 
+from hwgen import jsonio
 from hwgen.errors import HwgenError
 from hwgen.progress import enabled as progress_enabled
 from hwgen.progress import set_quiet
@@ -72,6 +72,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.horizon is not None and task.default_horizon is None:
         raise HwgenError("--horizon works with --task anomaly only")
     oscillation = _oscillation_options(args)
+    if args.lr is not None and not 0.0 < args.lr < float("inf"):  # also refuses nan
+        raise HwgenError(f"--lr must be a finite number > 0, not {args.lr!r}")
+    from hwgen.frontend.checkpoint import check_output_path
+
+    check_output_path(args.out)  # before any training, not after it
     task.check_train_args(args)
     _torch_step()
     dataset = None if args.csv else (args.dataset or task.default_dataset)
@@ -85,7 +90,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     defaults = TrainOptions()
     epochs, qat_epochs = task.default_epochs or (defaults.epochs, defaults.qat_epochs)
     opts = TrainOptions(epochs=args.epochs or epochs, qat_epochs=args.qat_epochs or qat_epochs, seed=args.seed,
-                        lr=args.lr or defaults.lr, progress=progress_enabled(), **oscillation)
+                        lr=defaults.lr if args.lr is None else args.lr, progress=progress_enabled(),
+                        **oscillation)
     print(task.data_line(data), file=sys.stderr)
     command = "hwgen " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     info = flow.train(data, task, cfg, opts, args.out, args.bits, command, csv=args.csv, dataset=dataset,
@@ -145,7 +151,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     with progress.step(f"eval: scoring {args.model} on the {args.split} split"):
         result = flow.evaluate(args.model, args.split)
     if args.json:
-        print(json.dumps(result, indent=2, sort_keys=True))
+        print(jsonio.dumps(result, f"eval --json of {args.model}", indent=2, sort_keys=True))
         return 0
     print(tasks.get(result.get("task", "forecast")).format_eval(result))
     return 0

@@ -6,14 +6,14 @@ torch commands (``hwgen.steps.cli``)."""
 from __future__ import annotations
 
 import functools
-import json
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from hwgen import jsonio
 from hwgen.errors import HwgenError
-from hwgen.frontend.checkpoint import load_checkpoint, save_checkpoint
+from hwgen.frontend.checkpoint import fp32_state, load_checkpoint, save_checkpoint
 from hwgen.frontend.export import export_model
 from hwgen.frontend.model import ModelConfig, TimeSeriesTransformer
 from hwgen.frontend.train import TrainOptions, predict, train_fp32, train_qat
@@ -100,7 +100,7 @@ def quantize(fp32_path: str, out: str, bits_w: int, bits_a: int | None = None, m
     task = get_task(fmeta["config"].get("task", "forecast"))
     if not task.post_training_quantization:
         raise HwgenError(f"{fp32_path}: post-training quantization supports forecasting models only")
-    data = task.reload_data(fmeta["data"])
+    data = _reload_data(task, fmeta, fp32_path)
     start = time.perf_counter()
     model, ptq_info = quantize_model(fp32, data, bits_w, bits_a, method=method, cle=cle,
                                      bias_correction=bias_correction, adaround=adaround,
@@ -131,21 +131,32 @@ def evaluate(model_path: str, split: str = "test") -> dict[str, Any]:
     metrics of its task."""
     model, meta = load_checkpoint(model_path)
     task = get_task(model.cfg.task)
-    data = task.reload_data(meta["data"])
+    data = _reload_data(task, meta, model_path)
     models = {"fp32": model}
     if model.cfg.quantized:
         fp32 = TimeSeriesTransformer(replace(model.cfg, quantized=False))
-        fp32.load_state_dict(meta["fp32_state_dict"], strict=False)
+        fp32.load_state_dict(fp32_state(model_path, meta), strict=False)
         models = {"fp32": fp32, "fake_quant": model}
     predictors = {key: functools.partial(predict, m, double=key == "fake_quant") for key, m in models.items()}
     graph = export_model(model, {"model": Path(model_path).name, "data": meta["data"]}) if model.cfg.quantized else None
     return task.evaluate(data, split, predictors, graph, model.cfg, meta, model_path)
 
 
+def _reload_data(task: Task, meta: dict[str, Any], source) -> Any:
+    """The dataset a checkpoint records, reloaded by its task; HwgenError naming the checkpoint when its
+    ``data`` entry is incomplete or malformed."""
+    try:
+        return task.reload_data(meta["data"])
+    except KeyError as exc:
+        raise HwgenError(f"{source}: its 'data' entry has no {exc.args[0]!r} key") from None
+    except (TypeError, ValueError) as exc:
+        raise HwgenError(f"{source}: its 'data' entry is malformed ({exc})") from None
+
+
 def write_json(path: str | Path, obj: Any) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    tmp.write_text(jsonio.dumps(obj, str(path), indent=2, sort_keys=True) + "\n")
     tmp.replace(path)
 
