@@ -16,8 +16,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hwgen import jsonio
+from hwgen import jsonio, tasks
 from hwgen.errors import HwgenError
+from hwgen.data.timeseries import describe, load_forecast_data
 from hwgen.steps import flow
 from hwgen.steps.cli import main
 
@@ -113,7 +114,7 @@ def test_bad_csv(case, tmp_path, capsys):
 def test_text_column_left_out_by_features_goes_on(tmp_path):
     rows = _rows()
     rows[9][1] = "oops"
-    data = flow.load_data(None, str(_write_csv(tmp_path / "x.csv", ["a", "b"], rows)), "a", ["a"], 4)
+    data = load_forecast_data(None, str(_write_csv(tmp_path / "x.csv", ["a", "b"], rows)), "a", ["a"], 4)
     assert data.features == ("a",)
 
 
@@ -190,11 +191,11 @@ def test_diverging_training_names_the_epoch(good_csv, tmp_path):
     from hwgen.frontend.model import ModelConfig
     from hwgen.frontend.train import TrainOptions
 
-    data = flow.load_data(None, str(good_csv), "a", None, 4)
+    data = load_forecast_data(None, str(good_csv), "a", None, 4)
     cfg = ModelConfig(features=2, window=4, d_model=4, ffn=4)
     with pytest.raises(HwgenError, match="epoch 1 .*not finite"):
-        flow.train(data, cfg, TrainOptions(epochs=1, lr=float("inf"), progress=False), str(tmp_path / "m.pt"),
-                   None, None, str(good_csv), "test")
+        flow.train(data, tasks.get("forecast"), cfg, TrainOptions(epochs=1, lr=float("inf"), progress=False),
+                   str(tmp_path / "m.pt"), None, "test", csv=str(good_csv))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -262,13 +263,13 @@ def test_property_malformed_csv_loads_finite_or_fails_cleanly(tmp_path, text, ta
     path = tmp_path / "p.csv"
     path.write_text(text)
     try:
-        data = flow.load_data(None, str(path), target, None, 2)
+        data = load_forecast_data(None, str(path), target, None, 2)
     except HwgenError as exc:
         assert "\n" not in str(exc)
         return
     for split in (data.train, data.val, data.test):
         assert np.isfinite(split.x).all() and np.isfinite(split.y).all()
-    desc = flow.data_descriptor(data, str(path))
+    desc = describe(data, str(path))
     json.loads(jsonio.dumps(desc, "descriptor"))  # strict JSON, finite statistics
 
 
