@@ -7,6 +7,7 @@ import json
 import math
 import os
 import pickle
+import re
 import shutil
 from pathlib import Path
 
@@ -349,3 +350,35 @@ def test_property_tampered_graph_loads_or_fails_cleanly(graph_dir, tmp_path_fact
     except HwgenError:
         return
     assert np.issubdtype(np.asarray(y).dtype, np.integer)
+
+
+def _classify_rows(n_series: int = 10, length: int = 8) -> list[list]:
+    rng = np.random.default_rng(0)
+    return [[str(s), "up" if s % 2 else "down", *(f"{v:.4f}" for v in rng.normal(size=2))]
+            for s in range(n_series) for _ in range(length)]
+
+
+@pytest.mark.parametrize("change, culprit", [
+    ("duplicate", "duplicate column header 'f'"),
+    ("text", "column 'g' is not numeric: text 'oops'"),
+    ("huge", "column 'g': value 1e+300"),
+])
+def test_task_csv_refused_naming_the_column(change, culprit, tmp_path):
+    """The classification/anomaly CSV loaders share the forecast loader's checks."""
+    from hwgen.data.tasks import load_anomaly_csv, load_classify_csv
+
+    header, rows = ["series", "label", "f", "g"], _classify_rows()
+    if change == "duplicate":
+        header = ["series", "label", "f", "f"]
+    elif change == "text":
+        rows[5][3] = "oops"
+    else:
+        rows[5][3] = "1e300"
+    path = _write_csv(tmp_path / "c.csv", header, rows)
+    with pytest.raises(HwgenError, match=re.escape(culprit)):
+        load_classify_csv(path, "label", window=4)
+    if change != "duplicate":  # an anomaly CSV: numeric 0/1 labels, the same feature columns
+        for r in rows:
+            r[1] = str(int(r[1] == "up"))
+        with pytest.raises(HwgenError, match=re.escape(culprit)):
+            load_anomaly_csv(_write_csv(tmp_path / "a.csv", header, rows), "label", window=4)

