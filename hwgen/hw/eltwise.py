@@ -137,12 +137,7 @@ class AffineUnit(Lowered, wiring.Component):
 
     @classmethod
     def finish(cls, design):
-        params = design.params.get("aff_params")
-        if params:
-            af = design.widths[cls.kind]
-            af["mul"], af["bias"] = (signed_width(*[p[i] for p in params]) for i in (0, 1))
-            design.roms["aff_params"] = (af["mul"] + af["bias"] + 8,
-                                         [design.pack_fields(p, (af["mul"], af["bias"], 8)) for p in params])
+        design.param_rom("aff_params", cls.kind, ("mul", "bias"), tail=(8,))  # {mul, bias, shift}
 
     @classmethod
     def make(cls, design, programs, addr_width):

@@ -9,6 +9,7 @@ from typing import Any
 
 from hwgen.errors import HwgenError
 from hwgen.hw.memory import MemoryPlan, plan_memory, raw
+from hwgen.hw.program import signed_width
 from hwgen.hw.units import UNITS
 from hwgen.ir.graph import Graph
 from hwgen.ir.verify import verify
@@ -62,6 +63,18 @@ class Design:
             word |= raw(v, bits) << pos
             pos += bits
         return word
+
+    def param_rom(self, rom: str, kind: Unit, fields: tuple[str, ...], tail: tuple[int, ...] = ()) -> None:
+        """Pack the parameter tuples ``params[rom]`` into ROM ``rom``: each of ``fields`` as narrow as its
+        values (the width recorded as ``widths[kind][field]``), then the fixed-width ``tail`` fields."""
+        params = self.params.get(rom)
+        if not params:
+            return
+        w = self.widths[kind]
+        for i, name in enumerate(fields):
+            w[name] = signed_width(*[p[i] for p in params])
+        bits = tuple(w[name] for name in fields) + tuple(tail)
+        self.roms[rom] = (sum(bits), [self.pack_fields(p, bits) for p in params])
 
     def summary(self) -> dict[str, Any]:
         """What the build records in ``design.json``: lanes, units and their widths, the controller's steps

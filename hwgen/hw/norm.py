@@ -14,7 +14,7 @@ from amaranth.lib.wiring import In, Out
 
 from hwgen.errors import HwgenError
 from hwgen.hw.memory import view
-from hwgen.hw.program import ELEMENT_TAIL, Lowered, config_registers, count_writes, signed_width
+from hwgen.hw.program import ELEMENT_TAIL, Lowered, config_registers, count_writes
 from hwgen.hw.requant import Divider, Isqrt, clamp, round_shift
 from hwgen.hw.vendor import rescale_product_attrs
 from hwgen.ops import Unit
@@ -47,12 +47,7 @@ class LayerNormUnit(Lowered, wiring.Component):
 
     @classmethod
     def finish(cls, design):
-        params = design.params.get("ln_params")
-        if params:
-            ln = design.widths[cls.kind]
-            ln["gamma"], ln["beta"] = (signed_width(*[p[i] for p in params]) for i in (0, 1))
-            design.roms["ln_params"] = (ln["gamma"] + ln["beta"],
-                                        [design.pack_fields(p, (ln["gamma"], ln["beta"])) for p in params])
+        design.param_rom("ln_params", cls.kind, ("gamma", "beta"))
 
     @classmethod
     def make(cls, design, programs, addr_width):
