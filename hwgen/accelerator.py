@@ -59,9 +59,8 @@ def input_integers(graph: Graph, x, what: str = "input") -> np.ndarray:
 class Build:
     """A build folder written by :meth:`Accelerator.build` (or ``hwgen build``)."""
 
-    def __init__(self, path: str | os.PathLike, report: dict[str, Any] | None = None) -> None:
+    def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        self._report = report
 
     def __repr__(self) -> str:
         return f"Build({str(self.path)!r})"
@@ -142,8 +141,8 @@ class Accelerator:
         with tempfile.TemporaryDirectory(prefix="hwgen-graph-") as tmp:
             src = Path(tmp) / "graph"
             self.graph.save(src)
-            report = build(str(src), str(out), board, parallel, with_accuracy=False, force=force)
-        self.last_build = Build(out, report)
+            build(str(src), str(out), board, parallel, with_accuracy=False, force=force)
+        self.last_build = Build(out)
         return self.last_build
 
     def _need_build(self) -> Build:

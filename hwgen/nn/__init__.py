@@ -11,7 +11,8 @@ from hwgen.nn.capture import convert
 from hwgen.nn.layers import (LearnedPositionalEncoding, QuantAct, QuantAdd, QuantBatchNorm1d, QuantLayerNorm,
                              QuantLinear, QuantMeanPool, QuantModule, QuantMultiheadAttention, QuantReLU,
                              SinusoidalPositionalEncoding)
+from hwgen.nn.quant import integers
 
 __all__ = ["LearnedPositionalEncoding", "QuantAct", "QuantAdd", "QuantBatchNorm1d", "QuantLayerNorm", "QuantLinear",
            "QuantMeanPool", "QuantModule", "QuantMultiheadAttention", "QuantReLU", "SinusoidalPositionalEncoding",
-           "convert"]
+           "convert", "integers"]

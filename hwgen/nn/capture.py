@@ -143,6 +143,8 @@ class Capture:
                 out = super().run_node(n)
                 if n.op == "call_module" and isinstance(cap.modules.get(n.target), QuantMultiheadAttention):
                     t = out[0] if isinstance(out, tuple) else out
+                    for part, info in getattr(t, "_hwgen_parts", {}).items():
+                        tags[f"{n.name}.{part}"] = info
                 else:
                     t = out
                 info = getattr(t, TAG, None) if isinstance(t, torch.Tensor) else None
@@ -155,8 +157,8 @@ class Capture:
         try:
             with torch.no_grad():
                 _Recorder(self.gm).run(x)
-        except HwgenError:
-            raise
+        except HwgenError as exc:  # fx's interpreter appends the node and the traceback: keep the first line
+            raise HwgenError(str(exc).splitlines()[0]) from None
         except Exception as exc:  # noqa: BLE001 (the model's own forward failing: one line)
             raise HwgenError(f"model: the forward pass failed on the input of shape {tuple(x.shape)} "
                              f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
@@ -165,11 +167,10 @@ class Capture:
         return tags
 
     # ---- building the graph ---------------------------------------------------------------------------
-    def build(self) -> Graph:
-        """The integer graph of the model (its quantizers calibrated on the example input if never run)."""
-        tags = self.record(self.example)  # calibrates uninitialised scales, then the scales every value has
-        nodes = list(self.gm.graph.nodes)
-        placeholders = [n for n in nodes if n.op == "placeholder"]
+    def vet(self) -> None:
+        """Refuse, before running anything, every call that has no integer op (named, with its line), and a
+        model input that does not go into one input quantizer."""
+        placeholders = [n for n in self.gm.graph.nodes if n.op == "placeholder"]
         if len(placeholders) != 1:
             raise HwgenError(f"model: forward takes {len(placeholders)} inputs; convert takes models of one "
                              "input window [batch, time, features]")
@@ -182,12 +183,38 @@ class Capture:
         if not first.dtype.signed or first.dtype.bits > 8:
             raise HwgenError(f"{first.who()}: the input quantizer must be signed with at most 8 bits, "
                              f"not {first.dtype}")
+        for n in self.gm.graph.nodes:
+            if n.op in ("placeholder", "output"):
+                continue
+            if n.op == "call_module":
+                m = self.modules[n.target]
+                if not isinstance(m, (QuantModule, *PASS_THROUGH)):
+                    _refuse_module(n.target, m, n)
+            elif n.op == "call_function" and n.target is operator.getitem:
+                src = n.args[0]
+                if not (isinstance(src, fx.Node) and src.op == "call_module"
+                        and isinstance(self.modules.get(src.target), QuantMultiheadAttention)):
+                    _refuse_function(n)
+            elif n.op in ("call_function", "call_method"):
+                _refuse_function(n)
+            elif n.op == "get_attr":
+                raise HwgenError(f"model.{n.target}: a parameter or buffer used outside an hwgen.nn layer"
+                                 f"{_where(n)}")
+
+    def build(self) -> Graph:
+        """The integer graph of the model (its quantizers calibrated on the example input if never run)."""
+        self.vet()
+        nodes = list(self.gm.graph.nodes)
+        (inp,) = [n for n in nodes if n.op == "placeholder"]
+        users = list(inp.users)
+        tags = self.record(self.example)  # calibrates uninitialised scales, then the scales every value has
         info = tags[users[0].name]
         shape = tuple(self.example.shape[1:])
         b = GraphBuilder("x", shape, info.dtype)
         values: dict[str, Value] = {users[0].name: Value("x", info.scale, info.dtype, shape)}
         self.node_values = {users[0].name: "x"}
         consumers = {n.name: len(n.users) for n in nodes}
+        calls: dict[str, int] = {}
         output = None
         for n in nodes:
             if n.op == "placeholder" or n.name in values:
@@ -208,17 +235,29 @@ class Capture:
                     continue
                 if not isinstance(m, QuantModule):
                     _refuse_module(n.target, m, n)
+                if n.kwargs and not isinstance(m, QuantMultiheadAttention):
+                    raise HwgenError(f"{path}: pass its tensors positionally, not as {', '.join(n.kwargs)}"
+                                     f"{_where(n)}")
                 args = [self._arg(values, n, a) for a in n.args]
                 if any(isinstance(v, Value) is False for v in args):
                     raise HwgenError(f"{path}: takes tensors from hwgen.nn layers only{_where(n)}")
                 if isinstance(m, QuantMultiheadAttention):
                     args = args[:1]
-                if isinstance(m, QuantReLU):
-                    values[n.name] = self._relu(b, m, n, args[0], consumers)
-                elif isinstance(m, QuantAct) and n.name not in tags:
-                    raise HwgenError(f"{path}: its input is not quantized{_where(n)}")
-                else:
-                    values[n.name] = m.export(b, n.target, args)
+                calls[n.target] = calls.get(n.target, 0) + 1  # a module called again: its own nodes
+                name = n.target if calls[n.target] == 1 else f"{n.target}.call{calls[n.target]}"
+                try:
+                    if isinstance(m, QuantReLU):
+                        values[n.name] = self._relu(b, m, n, args[0], consumers)
+                    elif isinstance(m, QuantAct) and n.name not in tags:
+                        raise HwgenError(f"{path}: its input is not quantized{_where(n)}")
+                    else:
+                        values[n.name] = m.export(b, name, args)
+                except HwgenError:
+                    raise
+                except (ValueError, KeyError, IndexError, TypeError) as exc:
+                    raise HwgenError(f"{path}: cannot be exported ({type(exc).__name__}: {exc}){_where(n)}") from None
+                if isinstance(m, QuantMultiheadAttention):
+                    self.node_values.update({f"{n.name}.{p}": f"{name}.{p}" for p in m.PARTS})
                 self.node_values[n.name] = values[n.name].name
                 continue
             if n.op == "call_function" and n.target is operator.getitem:

@@ -19,7 +19,7 @@ from hwgen.errors import HwgenError
 from hwgen.ir.builder import GraphBuilder
 from hwgen.ir.dyadic import common_dyadic, dyadic, dyadic_array, softmax_lut
 from hwgen.ir.types import IntType
-from hwgen.nn.quant import (ActQuant, bias_ints, check_bits, emit, info_of, round_half_up, weight_fake,
+from hwgen.nn.quant import (TAG, ActQuant, bias_ints, check_bits, emit, info_of, round_half_up, weight_fake,
                             weight_ints, weight_scales)
 from hwgen.ops.add import add as golden_add
 from hwgen.ops.affine import affine as golden_affine
@@ -87,7 +87,7 @@ class QuantAct(QuantModule):
         return self.quant.dtype
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        info = getattr(x, "_hwgen_q", None)
+        info = getattr(x, TAG, None)
         surrogate = self.quant.fake(x)
         s = self.quant.value()
         if info is None:  # the input quantizer: the host's rounding (hwgen.host.quantize)
@@ -422,6 +422,8 @@ class QuantMultiheadAttention(QuantModule):
     ``weight_bits``, ``act_bits``), scores 1/sqrt(head_dim) requantized to ``act_bits`` (<= 8), the integer
     softmax (8-bit probabilities) and the weighted sum: the IR's linear, attn_scores, softmax, attn_apply."""
 
+    PARTS = ("q", "k", "v", "scores", "softmax", "attn")  # its inner graph values, named f"{path}.{part}"
+
     def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
                  batch_first: bool = True, *, weight_bits: int = 8, act_bits: int = 8) -> None:
         super().__init__()
@@ -474,7 +476,10 @@ class QuantMultiheadAttention(QuantModule):
         a_f = aq.fake((p @ heads(v)).transpose(1, 2).reshape(bsz, length, d))
         m0, shift = self._apply_params(iv.scale)
         a = emit(a_f, golden_attn_apply(p_int, iv.numpy(), m0, shift, aq.dtype), aq.value(), aq.dtype)
-        return self.out_proj(a), None
+        out = self.out_proj(a)
+        # the integers of the inner graph values, for convert's exact check (``PARTS``)
+        out._hwgen_parts = dict(zip(self.PARTS, (info_of(t, self.who()) for t in (q, k, v, scores, p, a))))
+        return out, None
 
     def export(self, b, name, args):
         (x,) = args

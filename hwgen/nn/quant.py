@@ -50,6 +50,11 @@ def info_of(x, who: str) -> QInfo:
     return info
 
 
+def integers(x: torch.Tensor) -> torch.Tensor:
+    """The integers (int64) of a tensor an hwgen.nn layer returned: what the integer graph computes."""
+    return info_of(x, "hwgen.nn.integers").ints
+
+
 def emit(surrogate: torch.Tensor, ints, scale: float, dtype: IntType) -> torch.Tensor:
     """The forward value ``ints * scale`` with the gradient of ``surrogate``, tagged."""
     ints = torch.as_tensor(np.asarray(ints, np.int64)) if not isinstance(ints, torch.Tensor) else ints
