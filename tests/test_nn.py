@@ -263,7 +263,7 @@ def test_user_model_converts_and_predicts_exactly(user_model, tmp_path):
 
 
 @pytest.mark.sim
-def test_user_model_built_and_simulated_bit_exact_on_verilator(user_model, tmp_path):
+def test_user_model_built_and_simulated_bit_exact_on_verilator(user_model, tmp_path, capsys):
     model, x = user_model
     acc = hwgen.convert(model, x[:16])
     build = acc.build(tmp_path / "b", board="xc7s15", parallel=4)
@@ -276,6 +276,16 @@ def test_user_model_built_and_simulated_bit_exact_on_verilator(user_model, tmp_p
     assert again.last_build is not None and len(xi) == 3
     sim = again.simulate(np.zeros((1, 8, 3), np.int64))
     assert sim["mismatches"] == 0
+    # and from the command line, windows from a .npy file (the compiled simulator is reused)
+    from hwgen.steps.cli import main
+
+    np.save(tmp_path / "w.npy", x[3:5].numpy())
+    assert main(["sim", str(build.path), "--inputs", str(tmp_path / "w.npy"), "--quiet"]) == 0
+    assert build.report["sim"]["windows"] == 2 and build.report["sim"]["mismatches"] == 0
+    np.save(tmp_path / "bad.npy", np.zeros((2, 8, 4)))
+    assert main(["sim", str(build.path), "--inputs", str(tmp_path / "bad.npy"), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("hwgen: error: ") and "does not match the accelerator's input" in err[-1]
 
 
 # ---- refusing what cannot be mapped, by name and source line --------------------------------------------------
@@ -401,6 +411,44 @@ def test_bad_arguments_are_one_line_errors():
         acc.predict(np.full((8, 3), 300))
     with pytest.raises(HwgenError, match="no build yet"):
         acc.simulate(np.zeros((8, 3)))
+
+
+# ---- today's exporter of the reference model refuses what it would not translate -------------------------
+def test_reference_exporter_refuses_other_models_and_changed_structure():
+    from hwgen.frontend.export import export_model
+    from hwgen.frontend.model import ModelConfig, TimeSeriesTransformer
+
+    cfg = ModelConfig(features=3, window=8, d_model=8, ffn=8, quantized=True)
+
+    class ConvStem(TimeSeriesTransformer):
+        def __init__(self, cfg):
+            super().__init__(cfg)
+            self.stem = nn.Conv1d(3, 3, 3, padding=1)
+
+        def forward(self, x):
+            return super().forward(self.stem(x.transpose(1, 2)).transpose(1, 2))
+
+    class StemOnly(TimeSeriesTransformer):  # forward not overridden, a module added
+        def __init__(self, cfg):
+            super().__init__(cfg)
+            self.stem = nn.Conv1d(3, 3, 3, padding=1)
+
+    gelu = TimeSeriesTransformer(cfg)
+    gelu.encoder[0].act = nn.GELU()
+    replaced = TimeSeriesTransformer(cfg)
+    replaced.head = nn.Linear(8, 1)
+    cases = [
+        (Forecaster(), r"^export takes hwgen's TimeSeriesTransformer, not Forecaster: .*hwgen\.convert"),
+        (ConvStem(cfg), r"^model: ConvStem overrides TimeSeriesTransformer\.forward"),
+        (StemOnly(cfg), r"^model\.stem: torch\.nn\.modules\.conv\.Conv1d is not part of the TimeSeriesTransformer"),
+        (gelu, r"^model\.encoder\.0\.act: torch\.nn\.modules\.activation\.GELU is not part of"),
+        (replaced, r"^model\.head: torch\.nn\.modules\.linear\.Linear replaces the QLinear of"),
+    ]
+    state = torch.random.get_rng_state()
+    for model, pattern in cases:
+        with pytest.raises(HwgenError, match=pattern):
+            export_model(model)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the check draws no random numbers
 
 
 # ---- an export that would differ is refused, naming the node ------------------------------------------------
