@@ -285,6 +285,7 @@ class Capture:
         meta = {
             "model": type(self.model).__name__,
             "source": "hwgen.nn",
+            "config": _summary(self.model, b, output.name),
             "input_scale": [float(values[users[0].name].scale)] * shape[-1],
             "output_scale": float(output.scale),
             "output_shape": list(tags[out_node.name].ints.shape[1:]),
@@ -344,6 +345,20 @@ class Capture:
                                  f"torch {int(g[win, el])}, graph {int(w[win, el])}); refusing to export")
             total += len(xi)
         return total
+
+
+def _summary(model: nn.Module, b: GraphBuilder, output: str) -> dict[str, Any]:
+    """What the build report shows of a model (the reference model's configuration keys)."""
+    attn = [m for m in model.modules() if isinstance(m, QuantMultiheadAttention)]
+    linears = [n for n in b.nodes if n.op == "linear"]
+    inner = [n.out.dtype.bits for n in linears if n.name != output]
+    return {
+        "d_model": attn[0].embed_dim if attn else (linears[0].out.shape[-1] if linears else None),
+        "heads": max((m.num_heads for m in attn), default=None),
+        "layers": len(attn),
+        "bits_w": max((b.consts[n.attrs["weight"]].dtype.bits for n in linears), default=None),
+        "bits_a": max(inner, default=None),
+    }
 
 
 def _batch(x, what: str) -> torch.Tensor:

@@ -401,7 +401,8 @@ def simulate_build(build_dir: str, simulator: str = "verilator", windows: int = 
         xi = xi[None] if xi.ndim == len(graph.input_type.shape) else xi
     else:
         if "data" not in graph.meta:
-            raise HwgenError(f"{build_dir}: the graph names no dataset to take test windows from")
+            raise HwgenError(f"{build_dir}: the graph names no dataset to take test windows from "
+                             "(give the windows: hwgen sim --inputs FILE.npy, or Accelerator.simulate(windows))")
         data = tasks.reload_data(graph.meta["data"])
         x = data.test.x[:windows]
         if len(x) < windows:
