@@ -404,6 +404,12 @@ def test_bad_arguments_are_one_line_errors():
         hnn.QuantMultiheadAttention(8, 3)
     with pytest.raises(HwgenError, match="QuantAct"):
         NoInputQuant()(data(2))  # eager forward without an input quantizer
+    h = Seq(hnn.QuantLinear(3, 8))(data(2))
+    attn = hnn.QuantMultiheadAttention(8, 2)
+    with pytest.raises(HwgenError, match="attention masks are not supported"):
+        attn(h, h, h, attn_mask=torch.ones(8, 8, dtype=torch.bool))
+    with pytest.raises(HwgenError, match="self-attention only"):
+        attn(h, Seq(hnn.QuantLinear(3, 8))(data(2)), h)
     acc = hwgen.convert(Seq(hnn.QuantLinear(3, 2)), data(4))
     with pytest.raises(HwgenError, match="does not match the accelerator's input"):
         acc.predict(np.zeros((8, 4)))

@@ -292,6 +292,7 @@ class QuantBatchNorm1d(QuantModule):
         y = F.batch_norm(rows, self.running_mean, self.running_var, self.weight, self.bias, self.training,
                          self.momentum, self.eps).reshape(x.shape)
         if self.training:  # the statistics the float BatchNorm used
+            self.num_batches_tracked.add_(1)
             d = rows.detach().double()
             mean, var = d.mean(0).numpy(), d.var(0, unbiased=False).numpy()
         else:
@@ -449,9 +450,13 @@ class QuantMultiheadAttention(QuantModule):
         return dyadic(2.0**-PROB_BITS * s_v / self.attn_quant.value())
 
     def forward(self, query: torch.Tensor, key: torch.Tensor | None = None, value: torch.Tensor | None = None,
-                need_weights: bool = False, **_ignored):
+                key_padding_mask=None, need_weights: bool = True, attn_mask=None, average_attn_weights: bool = True,
+                is_causal: bool = False):
+        """``(output, None)``: the attention weights are not returned (they do not leave the accelerator)."""
         if (key is not None and key is not query) or (value is not None and value is not query):
             self.fail("self-attention only: call it as attn(x, x, x)")
+        if key_padding_mask is not None or attn_mask is not None or is_causal:
+            self.fail("attention masks are not supported (every step attends to every step)")
         x = query
         info_of(x, self.who())
         if x.dim() != 3 or x.shape[-1] != self.embed_dim:
