@@ -81,6 +81,24 @@ def test_quant_linear(wbits, abits, per_channel):
     assert node.out.dtype.bits == abits
 
 
+def test_per_feature_input_scales_fold_into_the_linear():
+    x = data() * torch.tensor([1.0, 30.0, 0.05])  # features of very different ranges
+    m = Seq(hnn.QuantLinear(3, 6, weight_bits=6), hnn.QuantReLU(), hnn.QuantLinear(6, 2))
+    m.q = hnn.QuantAct(8, channels=3)
+    train(m, x, torch.randn(48, 8, 2))
+    acc = assert_export_equals_forward(m, x)
+    scales = acc.input_scale
+    assert len(scales) == 3 and scales[1] > 10 * scales[0] > 10 * scales[2]
+    assert np.array_equal(acc.predict(x.numpy(), integers=True), acc.predict(hnn.integers(m.q(x)), integers=True))
+    bn = Seq(hnn.QuantBatchNorm1d(3), hnn.QuantLinear(3, 2))  # a folded BatchNorm takes them per channel
+    bn.q = hnn.QuantAct(8, channels=3)
+    assert_export_equals_forward(train(bn, x, torch.randn(48, 8, 2)), x)
+    bad = Seq(hnn.QuantLayerNorm(3))
+    bad.q = hnn.QuantAct(8, channels=3)
+    with pytest.raises(HwgenError, match=r"model\.layers\.0 \(QuantLayerNorm\): its input has one scale per feature"):
+        hwgen.convert(bad, x)
+
+
 def test_quant_linear_relu_fused():
     x = data()
     m = Seq(hnn.QuantLinear(3, 6), hnn.QuantReLU(), hnn.QuantLinear(6, 2, bias=False))
@@ -226,7 +244,7 @@ class Block(nn.Module):
 class Forecaster(nn.Module):
     def __init__(self, features=3, d=16, heads=2, ffn=32, window=8, layers=1):
         super().__init__()
-        self.quant = hnn.QuantAct(8)
+        self.quant = hnn.QuantAct(8, channels=features)  # one scale per input feature
         self.embed = hnn.QuantLinear(features, d, act_bits=12)
         self.pos = hnn.SinusoidalPositionalEncoding(d, max_len=window, act_bits=12)
         self.blocks = nn.ModuleList([Block(d, heads, ffn) for _ in range(layers)])

@@ -286,7 +286,7 @@ class Capture:
             "model": type(self.model).__name__,
             "source": "hwgen.nn",
             "config": _summary(self.model, b, output.name),
-            "input_scale": [float(values[users[0].name].scale)] * shape[-1],
+            "input_scale": [float(v) for v in np.broadcast_to(values[users[0].name].scale, (shape[-1],))],
             "output_scale": float(output.scale),
             "output_shape": list(tags[out_node.name].ints.shape[1:]),
         }

@@ -19,8 +19,8 @@ from hwgen.errors import HwgenError
 from hwgen.ir.builder import GraphBuilder
 from hwgen.ir.dyadic import common_dyadic, dyadic, dyadic_array, softmax_lut
 from hwgen.ir.types import IntType
-from hwgen.nn.quant import (TAG, ActQuant, bias_ints, check_bits, emit, info_of, round_half_up, weight_fake,
-                            weight_ints, weight_scales)
+from hwgen.nn.quant import (TAG, ActQuant, bias_ints, check_bits, emit, info_of, round_half_up, scalar_info,
+                            weight_fake, weight_ints, weight_scales)
 from hwgen.ops.add import add as golden_add
 from hwgen.ops.affine import affine as golden_affine
 from hwgen.ops.attn_apply import attn_apply as golden_attn_apply
@@ -76,11 +76,14 @@ def _act(who: str, bits, signed: bool = True, hi: int = MAX_ACT_BITS) -> ActQuan
 
 class QuantAct(QuantModule):
     """A quantization point: on the model input, the input quantizer (the graph's input scale, ``bits``
-    signed); on a quantized tensor, a requantization to ``bits`` (an integer ``affine`` in the graph)."""
+    signed; with ``channels`` = F one scale per input feature, which the QuantLinear reading it folds into
+    its weights); on a quantized tensor, a requantization to ``bits`` (an integer ``affine`` in the graph)."""
 
-    def __init__(self, bits: int = 8, *, signed: bool = True) -> None:
+    def __init__(self, bits: int = 8, *, signed: bool = True, channels: int | None = None) -> None:
         super().__init__()
-        self.quant = _act("QuantAct", bits, signed)
+        if channels is not None and (isinstance(channels, bool) or not isinstance(channels, int) or channels < 1):
+            raise HwgenError(f"QuantAct: channels must be a positive integer, not {channels!r}")
+        self.quant = ActQuant(check_bits("QuantAct", "bits", bits, 2, MAX_ACT_BITS), signed, channels or 0)
 
     @property
     def dtype(self) -> IntType:
@@ -91,8 +94,12 @@ class QuantAct(QuantModule):
         surrogate = self.quant.fake(x)
         s = self.quant.value()
         if info is None:  # the input quantizer: the host's rounding (hwgen.host.quantize)
-            ints = torch.clamp(round_half_up(x.detach().double() / s), self.quant.qmin, self.quant.qmax).long()
+            st = torch.as_tensor(s, dtype=torch.float64)
+            ints = torch.clamp(round_half_up(x.detach().double() / st), self.quant.qmin, self.quant.qmax).long()
             return emit(surrogate, ints, s, self.dtype)
+        info = scalar_info(x, self.who())
+        if self.quant.channels:
+            self.fail("one scale per feature (channels=...) is for the model input only")
         m0, shift = dyadic(info.scale / s)
         c = x.shape[-1]
         ints = golden_affine(info.numpy(), np.full(c, m0), np.zeros(c, np.int64), np.full(c, shift), self.dtype)
@@ -137,12 +144,17 @@ class QuantLinear(QuantModule):
     def dtype(self) -> IntType:
         return self.out_quant.dtype
 
-    def int_params(self, s_in: float):
-        """(weight ints, bias ints, m0, shift) for an input of scale ``s_in``."""
-        s_w = weight_scales(self.weight, self.weight_bits, self.per_channel)
+    def int_params(self, s_in):
+        """(weight ints, bias ints, m0, shift) for an input of scale ``s_in``. One scale per input feature
+        folds into the weights, W x = (W diag(s_in)) x_int, as the reference model's embedding does."""
+        w = self.weight
+        if np.ndim(s_in):
+            w = w.detach().double() * torch.as_tensor(np.asarray(s_in, np.float64))
+            s_in = 1.0
+        s_w = weight_scales(w, self.weight_bits, self.per_channel)
         acc = s_in * s_w
         m0, shift = dyadic_array(acc / self.out_quant.value())
-        return weight_ints(self.weight, s_w, self.weight_bits), bias_ints(self.bias, acc), m0, shift
+        return weight_ints(w, s_w, self.weight_bits), bias_ints(self.bias, acc), m0, shift
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         info = info_of(x, self.who())
@@ -190,7 +202,7 @@ class QuantAdd(QuantModule):
         return common_dyadic(s_a / s, s_b / s)
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        ia, ib = info_of(a, self.who()), info_of(b, self.who())
+        ia, ib = scalar_info(a, self.who()), scalar_info(b, self.who())
         if a.shape != b.shape:
             self.fail(f"operands have shapes {tuple(a.shape)} and {tuple(b.shape)} (no broadcasting)")
         surrogate = self.out_quant.fake(a + b)
@@ -238,7 +250,7 @@ class QuantLayerNorm(QuantModule):
         return g, np.floor(beta * 2.0**shift + 0.5).astype(np.int64), shift
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        info = info_of(x, self.who())
+        info = scalar_info(x, self.who())
         if x.shape[-1] != self.normalized_shape[0]:
             self.fail(f"input has {x.shape[-1]} channels, the layer normalizes {self.normalized_shape[0]}")
         surrogate = self.out_quant.fake(F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps))
@@ -336,7 +348,7 @@ class _PositionalEncoding(QuantModule):
             self.fail(f"input shape {tuple(x.shape)}: expects [batch, time <= {self.max_len}, {self.d_model}]")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        info = info_of(x, self.who())
+        info = scalar_info(x, self.who())
         self._check(x)
         length = x.shape[1]
         s = weight_scales(self.pe.reshape(1, -1), self.pe_bits, False)
@@ -400,7 +412,7 @@ class QuantMeanPool(QuantModule):
         return dyadic(s_in / (length * self.out_quant.value()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        info = info_of(x, self.who())
+        info = scalar_info(x, self.who())
         if x.dim() != 3:
             self.fail(f"input shape {tuple(x.shape)}: expects [batch, time, channels]")
         surrogate = self.out_quant.fake(x.mean(dim=1))

@@ -31,11 +31,15 @@ class QInfo:
     """The integer form of a tensor: ``ints`` (int64, detached), the real ``scale`` of one step, ``dtype``."""
 
     ints: torch.Tensor
-    scale: float
+    scale: float | np.ndarray  # one per channel (the last axis) after a per-feature input quantizer
     dtype: IntType
 
     def numpy(self) -> np.ndarray:
         return self.ints.numpy()
+
+    @property
+    def per_channel(self) -> bool:
+        return isinstance(self.scale, np.ndarray)
 
 
 TAG = "_hwgen_q"
@@ -50,6 +54,15 @@ def info_of(x, who: str) -> QInfo:
     return info
 
 
+def scalar_info(x, who: str) -> QInfo:
+    """:func:`info_of` for a layer that takes one scale per tensor."""
+    info = info_of(x, who)
+    if info.per_channel:
+        raise HwgenError(f"{who}: its input has one scale per feature (QuantAct(channels=...)): only a "
+                         "QuantLinear (which folds them into its weights) or QuantMultiheadAttention may read it")
+    return info
+
+
 def integers(x: torch.Tensor) -> torch.Tensor:
     """The integers (int64) of a tensor an hwgen.nn layer returned: what the integer graph computes."""
     return info_of(x, "hwgen.nn.integers").ints
@@ -59,9 +72,10 @@ def emit(surrogate: torch.Tensor, ints, scale: float, dtype: IntType) -> torch.T
     """The forward value ``ints * scale`` with the gradient of ``surrogate``, tagged."""
     ints = torch.as_tensor(np.asarray(ints, np.int64)) if not isinstance(ints, torch.Tensor) else ints
     ints = ints.detach().to(torch.int64).reshape(surrogate.shape)
-    exact = (ints.double() * scale).to(surrogate.dtype)
+    scale = np.asarray(scale, np.float64) if np.ndim(scale) else float(scale)
+    exact = (ints.double() * torch.as_tensor(scale, dtype=torch.float64)).to(surrogate.dtype)
     y = surrogate + (exact - surrogate).detach()
-    setattr(y, TAG, QInfo(ints, float(scale), dtype))
+    setattr(y, TAG, QInfo(ints, scale, dtype))
     return y
 
 
@@ -82,13 +96,15 @@ def check_bits(who: str, what: str, bits, lo: int, hi: int) -> int:
 
 class ActQuant(nn.Module):
     """The scale of a quantized activation: learned (LSQ), initialised on the first batch by an MSE search
-    over clipping ranges. ``bits`` 2..16, signed or unsigned, symmetric (zero point 0)."""
+    over clipping ranges. ``bits`` 2..16, signed or unsigned, symmetric (zero point 0); one scale, or one
+    per index of the last axis with ``channels``."""
 
-    def __init__(self, bits: int, signed: bool = True) -> None:
+    def __init__(self, bits: int, signed: bool = True, channels: int = 0) -> None:
         super().__init__()
         self.bits, self.signed = int(bits), bool(signed)
+        self.channels = int(channels)
         self.dtype = IntType(self.bits, self.signed)
-        self.scale = nn.Parameter(torch.ones(()))
+        self.scale = nn.Parameter(torch.ones(self.channels) if self.channels else torch.ones(()))
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
 
     def extra_repr(self) -> str:
@@ -102,29 +118,32 @@ class ActQuant(nn.Module):
     def qmax(self) -> int:
         return self.dtype.qmax
 
-    def value(self) -> float:
-        """The real scale of one step (positive), as the integer model uses it."""
-        return max(abs(float(self.scale.detach())), MIN_SCALE)
+    def value(self) -> float | np.ndarray:
+        """The real scale of one step (positive), as the integer model uses it (float64 [C] per channel)."""
+        s = np.maximum(np.abs(self.scale.detach().double().numpy()), MIN_SCALE)
+        return s if self.channels else float(s)
 
     @torch.no_grad()
     def calibrate(self, x: torch.Tensor) -> None:
-        x = x.detach().double()
-        top = float(x.abs().max()) if self.signed else float(x.clamp(min=0).max())
-        top = max(top, MIN_SCALE * self.qmax)
-        best, best_err = top / self.qmax, math.inf
+        if self.channels and x.shape[-1] != self.channels:
+            raise HwgenError(f"input has {x.shape[-1]} features, the quantizer has {self.channels} scales")
+        x = x.detach().double().reshape(-1, self.channels or 1) if self.channels else x.detach().double().reshape(-1, 1)
+        top = x.abs().amax(0) if self.signed else x.clamp(min=0).amax(0)
+        top = top.clamp(min=MIN_SCALE * self.qmax)
+        best, best_err = top / self.qmax, torch.full_like(top, math.inf)
         for frac in np.linspace(0.3, 1.0, 36):
             s = top * float(frac) / self.qmax
-            err = float(((torch.clamp(round_half_up(x / s), self.qmin, self.qmax) * s - x) ** 2).mean())
-            if err < best_err:
-                best, best_err = s, err
-        self.scale.fill_(best)
+            err = ((torch.clamp(round_half_up(x / s), self.qmin, self.qmax) * s - x) ** 2).mean(0)
+            better = err < best_err
+            best, best_err = torch.where(better, s, best), torch.where(better, err, best_err)
+        self.scale.copy_(best.reshape(self.scale.shape).to(self.scale.dtype))
         self.initialized.fill_(True)
 
     def fake(self, x: torch.Tensor) -> torch.Tensor:
         """Fake quantization of ``x`` with the LSQ gradient for the scale (the surrogate's output)."""
         if not bool(self.initialized):
             self.calibrate(x)
-        g = 1.0 / math.sqrt(max(x.numel(), 1) * self.qmax)
+        g = 1.0 / math.sqrt(max(x.numel() / max(self.channels, 1), 1) * self.qmax)
         s = self.scale.abs().clamp(min=MIN_SCALE)
         s = (s - s * g).detach() + s * g
         return torch.clamp(round_ste(x / s), self.qmin, self.qmax) * s
