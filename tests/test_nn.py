@@ -366,6 +366,16 @@ class MaxPool(nn.Module):
         return self.pool(self.q(x))
 
 
+class LastStep(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.q = hnn.QuantAct(8)
+        self.embed = hnn.QuantLinear(3, 8)
+
+    def forward(self, x):
+        return self.embed(self.q(x))[:, -1]
+
+
 class NoInputQuant(nn.Module):
     def __init__(self):
         super().__init__()
@@ -398,6 +408,8 @@ class ReluAfterNorm(nn.Module):
     (PlusResidual, r"^model: operator\.add is not quantized; use hwgen\.nn\.QuantAdd \(at test_nn\.py:\d+: "
                    r"return h \+ self\.ffn"),
     (MaxPool, r"^model\.pool: torch\.nn\.MaxPool1d has no integer op"),
+    (LastStep, r"^model: operator\.getitem \(slicing, e\.g\. a last-time-step readout\) has no integer op .*"
+               r"QuantMeanPool \(at test_nn\.py:\d+: return self\.embed\(self\.q\(x\)\)\[:, -1\]"),
     (NoInputQuant, r"^model: the input 'x' must go into one hwgen\.nn\.QuantAct"),
     (ReluAfterNorm, r"^model\.act \(QuantReLU\): must directly follow a QuantLinear"),
 ])

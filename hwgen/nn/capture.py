@@ -24,6 +24,7 @@ from hwgen.nn.layers import QuantAct, QuantModule, QuantMultiheadAttention, Quan
 from hwgen.nn.quant import TAG, QInfo
 
 PASS_THROUGH = (nn.Identity,)
+CHECK_BATCH = 256  # windows per forward pass of the exact check
 # torch.nn modules users reach for, and what to use instead (None: no equivalent op on the accelerator yet)
 SUGGEST = {
     nn.Linear: "hwgen.nn.QuantLinear",
@@ -107,6 +108,9 @@ def _refuse_module(path: str, m: nn.Module, node: fx.Node):
 
 def _refuse_function(node: fx.Node, what: str = ""):
     name = _qualname(node.target)
+    if name in ("operator.getitem", "Tensor.__getitem__", "Tensor.select", "Tensor.narrow"):
+        what = what or ("(slicing, e.g. a last-time-step readout) has no integer op on the accelerator yet; "
+                        "pool over time with hwgen.nn.QuantMeanPool")
     hint = FUNCTION_SUGGEST.get(name)
     what = what or (f"is not quantized; use {hint}" if hint else
                     "has no integer op on the accelerator: compose hwgen.nn layers only")
@@ -389,7 +393,7 @@ def convert(model: nn.Module, example_input, calibration=None):
         if tuple(x.shape[1:]) != tuple(cap.example.shape[1:]):
             raise HwgenError(f"calibration: windows of shape {tuple(x.shape[1:])}, the example input's are "
                              f"{tuple(cap.example.shape[1:])}")
-    windows = cap.check(graph, inputs)
+    windows = cap.check(graph, [chunk for x in inputs for chunk in torch.split(x, CHECK_BATCH)])
     graph = Graph(graph.input_name, graph.input_type, graph.nodes, graph.consts, graph.output_name,
                   {**graph.meta, "checked_windows": int(windows)})
     return Accelerator(graph)
