@@ -280,6 +280,20 @@ def test_user_model_converts_and_predicts_exactly(user_model, tmp_path):
     assert np.array_equal(again.predict(x.numpy(), integers=True), acc.predict(x, integers=True))
 
 
+def test_user_model_builds_at_parallel_auto_deterministically(user_model, tmp_path):
+    model, x = user_model
+    acc = hwgen.convert(model, x[:16])
+    first = acc.build(tmp_path / "b", parallel="auto")
+    hw, m = first.report["hardware"], first.report["model"]
+    assert 1 <= hw["parallel"] <= 20 and hw["part"].startswith("xc7s15")
+    assert (m["d_model"], m["heads"], m["layers"], m["bits_w"], m["window"], m["features"]) == (16, 2, 1, 8, 8, 3)
+    verilog = (first.path / "rtl" / "hwgen_top.v").read_bytes()
+    again = hwgen.convert(model, x[:16]).build(tmp_path / "b", parallel="auto")  # replaces its own build
+    assert (again.path / "rtl" / "hwgen_top.v").read_bytes() == verilog
+    with pytest.raises(HwgenError, match="--parallel must be >= 1, not 0"):
+        acc.build(tmp_path / "c", parallel=0)
+
+
 @pytest.mark.sim
 def test_user_model_built_and_simulated_bit_exact_on_verilator(user_model, tmp_path, capsys):
     model, x = user_model
