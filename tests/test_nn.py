@@ -454,6 +454,19 @@ def test_bad_arguments_are_one_line_errors():
         attn(h, h, h, attn_mask=torch.ones(8, 8, dtype=torch.bool))
     with pytest.raises(HwgenError, match="self-attention only"):
         attn(h, Seq(hnn.QuantLinear(3, 8))(data(2)), h)
+    with pytest.raises(HwgenError, match=r"^model\.layers\.0 \(QuantLinear\): input has 3 features, the layer "
+                                         r"takes 4$"):
+        hwgen.convert(Seq(hnn.QuantLinear(4, 2)), data(4))
+
+    class Branchy(Seq):
+        def forward(self, x):
+            h = self.q(x)
+            if h.sum() > 0:  # data-dependent control flow: torch.fx cannot trace it
+                h = self.layers[0](h)
+            return h
+
+    with pytest.raises(HwgenError, match=r"^model: torch\.fx cannot trace Branchy\.forward \(TraceError: "):
+        hwgen.convert(Branchy(hnn.QuantLinear(3, 2)), data(4))
     acc = hwgen.convert(Seq(hnn.QuantLinear(3, 2)), data(4))
     with pytest.raises(HwgenError, match="does not match the accelerator's input"):
         acc.predict(np.zeros((8, 4)))

@@ -437,8 +437,8 @@ class QuantMultiheadAttention(QuantModule):
 
     PARTS = ("q", "k", "v", "scores", "softmax", "attn")  # its inner graph values, named f"{path}.{part}"
 
-    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
-                 batch_first: bool = True, *, weight_bits: int = 8, act_bits: int = 8) -> None:
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True, *,
+                 batch_first: bool = True, weight_bits: int = 8, act_bits: int = 8) -> None:
         super().__init__()
         d, h = int(embed_dim), int(num_heads)
         if h < 1 or d % h:
