@@ -28,10 +28,22 @@ FORBIDDEN = {
     # tasks: below the front end (which asks them for the loss and the head) and the report
     "tasks": {"amaranth", "hwgen.frontend", "hwgen.hw", "hwgen.report", STEPS},
     "report": {"torch", "hwgen.frontend", *OTHER_STEPS},
+    # the quantized layer library and graph capture: torch, ir, ops, golden (and the torch-free
+    # hwgen.accelerator it returns); not the reference model's front end, the hardware or the steps
+    "nn": {"amaranth", "pandas", "hwgen.frontend", "hwgen.hw", "hwgen.estimate", "hwgen.codegen", "hwgen.sim",
+           "hwgen.data", "hwgen.tasks", "hwgen.report", STEPS},
 }
 # imports at module level only: what importing the package loads (function-level imports load when called)
 FORBIDDEN_AT_IMPORT = {
     "tasks": {"torch", "pandas", "hwgen.data"},  # the loss imports torch, the loaders pandas, when used
+}
+# single modules of the Python API (hwgen/NAME.py): never (FORBIDDEN), and not at module level
+API_MODULES = {
+    # the accelerator hwgen.load returns: torch-free; the build steps it runs load when called
+    "accelerator": ({"torch", "amaranth", "pandas", "hwgen.frontend", "hwgen.nn", "hwgen.tasks", "hwgen.report"},
+                    {STEPS, "hwgen.hw", "hwgen.estimate", "hwgen.sim", "hwgen.codegen"}),
+    # import hwgen: nothing at module level (convert, load, Accelerator resolve lazily)
+    "__init__": (set(), {"torch", "amaranth", "numpy", "hwgen"}),
 }
 
 
@@ -90,6 +102,16 @@ def test_layer_imports(package):
 @pytest.mark.parametrize("package", sorted(FORBIDDEN_AT_IMPORT))
 def test_layer_imports_at_import_time(package):
     bad = _violations(package, FORBIDDEN_AT_IMPORT, module_level=True)
+    assert not bad, "\n".join(bad)
+
+
+@pytest.mark.parametrize("name", sorted(API_MODULES))
+def test_api_module_imports(name):
+    never, not_at_import = API_MODULES[name]
+    path = ROOT / f"{name}.py"
+    bad = [f"{path.name} imports {n}" for n in _imports(path) for f in never if n == f or n.startswith(f + ".")]
+    bad += [f"{path.name} imports {n} at module level" for n in _imports(path, module_level=True)
+            for f in not_at_import if n == f or n.startswith(f + ".")]
     assert not bad, "\n".join(bad)
 
 

@@ -15,7 +15,8 @@ def summary_markdown(build_dir: str | Path) -> str:
     load_build(build_dir)
     r = read_report(build_dir)
     m, hw, acc = r.get("model", {}), r.get("hardware", {}), r.get("accuracy", {})
-    lines = [f"## {m.get('name') or build_dir.name}: {m.get('dataset')} {m.get('task')}", ""]
+    lines = [f"## {m.get('name') or build_dir.name}: "
+             + " ".join(str(v) for v in (m.get("dataset"), m.get("task")) if v is not None), ""]
     window = f"window {m.get('window')}"
     if m.get("horizon"):  # a forecasting anomaly detector's input: its window, then the steps it scores
         window = f"input {m.get('window')} steps ({m.get('window') - m['horizon']} + {m['horizon']} scored)"

@@ -377,9 +377,10 @@ def step_latency(design: dict[str, Any], step_cycles: dict[int, tuple[float, int
 
 
 def simulate_build(build_dir: str, simulator: str = "verilator", windows: int = 256, stall: float = 0.0,
-                   seed: int = 0) -> dict[str, Any]:
-    """Run the build's Verilog under cocotb on ``windows`` real test windows, compare with the golden model
-    (==), write ``sim`` into report.json. Returns the sim section; raises HwgenError on any mismatch."""
+                   seed: int = 0, inputs=None) -> dict[str, Any]:
+    """Run the build's Verilog under cocotb on ``windows`` real test windows (or on ``inputs``: the input
+    integers of windows the caller gives, one window or a batch), compare with the golden model (==), write
+    ``sim`` into report.json. Returns the sim section; raises HwgenError on any mismatch."""
     from hwgen import tasks
     from hwgen.host.quantize import quantize_input
     from hwgen.sim.runner import SIMULATORS, simulate
@@ -391,13 +392,22 @@ def simulate_build(build_dir: str, simulator: str = "verilator", windows: int = 
     report = read_report(build_dir)
     hardware = report.get("hardware") or {}
     verilog = build_dir / "rtl" / f"{TOP_NAME}.v"
-    if "data" not in graph.meta:
-        raise HwgenError(f"{build_dir}: the graph names no dataset to take test windows from")
-    data = tasks.reload_data(graph.meta["data"])
-    x = data.test.x[:windows]
-    if len(x) < windows:
-        say(f"sim: only {len(x)} test windows exist; simulating those")
-    xi = quantize_input(x, graph.meta["input_scale"], graph.input_type.dtype.bits)
+    if inputs is not None:
+        import numpy as np
+
+        xi = np.asarray(inputs)
+        if xi.dtype.kind not in "iu":
+            raise HwgenError(f"inputs: must be the input integers, not {xi.dtype} (quantize them first)")
+        xi = xi[None] if xi.ndim == len(graph.input_type.shape) else xi
+    else:
+        if "data" not in graph.meta:
+            raise HwgenError(f"{build_dir}: the graph names no dataset to take test windows from "
+                             "(give the windows: hwgen sim --inputs FILE.npy, or Accelerator.simulate(windows))")
+        data = tasks.reload_data(graph.meta["data"])
+        x = data.test.x[:windows]
+        if len(x) < windows:
+            say(f"sim: only {len(x)} test windows exist; simulating those")
+        xi = quantize_input(x, graph.meta["input_scale"], graph.input_type.dtype.bits)
     say(f"sim: {simulator}: {len(xi)} windows through {verilog} (stall probability {stall})")
     with progress.step(f"sim: {simulator}", total=len(xi), unit="windows") as pbar:
         def advance(stage: str, done: int) -> None:

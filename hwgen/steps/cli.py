@@ -170,12 +170,31 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _input_windows(path: str, build_dir: str):
+    """The windows of a .npy file as the build's input integers (float windows quantized with the graph's
+    input scale; integers as they are); HwgenError naming the file."""
+    import numpy as np
+
+    from hwgen.accelerator import input_integers
+    from hwgen.steps.build import load_build
+
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise HwgenError(f"{path}: not a readable .npy array ({exc})") from None
+    xi = input_integers(load_build(build_dir), arr, path)
+    return xi[None] if xi.ndim == 2 else xi
+
+
 def cmd_sim(args: argparse.Namespace) -> int:
     from hwgen.steps.build import simulate_build
 
     if not 0.0 <= args.stall < 1.0:
         raise HwgenError(f"--stall must be a probability in [0, 1), not {args.stall!r}")
-    sim = simulate_build(args.build_dir, args.simulator, args.windows, args.stall, args.seed)
+    inputs = None
+    if args.inputs:
+        inputs = _input_windows(args.inputs, args.build_dir)[: args.windows]
+    sim = simulate_build(args.build_dir, args.simulator, args.windows, args.stall, args.seed, inputs=inputs)
     print(f"{args.build_dir}: bit-exact on {sim['windows']} windows ({sim['simulator']}), "
           f"{sim['cycles_per_inference']:.0f} cycles per inference, {sim['sim_cycles_per_s']:.0f} simulated cycles/s")
     return 0
@@ -378,6 +397,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("build_dir")
     p.add_argument("--simulator", default="verilator", help="verilator (default) or icarus")
     p.add_argument("--windows", type=_positive, default=256, help="test windows to simulate (default 256)")
+    p.add_argument("--inputs", metavar="FILE.npy",
+                   help="simulate these windows ([N, time, features]; floats are quantized with the graph's "
+                        "input scale, integers taken as the input integers) instead of the dataset's test windows")
     p.add_argument("--stall", type=float, default=0.0, help="probability of an idle/back-pressure cycle")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress output")

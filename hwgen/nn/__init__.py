@@ -1,0 +1,18 @@
+"""hwgen.nn: quantized layers to compose in an ordinary ``torch.nn.Module``, and ``convert``.
+
+Named and parametrised like ``torch.nn`` plus keyword-only bit widths; channels-last tensors
+([batch, time, channels]). In their forward each layer computes its output integers with the golden
+function of the IR op it exports to, so the model's forward, the integer graph (``hwgen.golden``) and the
+hardware agree bit for bit; gradients are straight-through (``hwgen.nn.quant``). Importing this package
+loads torch and changes no global torch state.
+"""
+
+from hwgen.nn.capture import convert
+from hwgen.nn.layers import (LearnedPositionalEncoding, QuantAct, QuantAdd, QuantBatchNorm1d, QuantLayerNorm,
+                             QuantLinear, QuantMeanPool, QuantModule, QuantMultiheadAttention, QuantReLU,
+                             SinusoidalPositionalEncoding)
+from hwgen.nn.quant import integers
+
+__all__ = ["LearnedPositionalEncoding", "QuantAct", "QuantAdd", "QuantBatchNorm1d", "QuantLayerNorm", "QuantLinear",
+           "QuantMeanPool", "QuantModule", "QuantMultiheadAttention", "QuantReLU", "SinusoidalPositionalEncoding",
+           "convert", "integers"]
