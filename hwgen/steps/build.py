@@ -451,6 +451,7 @@ def estimate_build(build_dir: str) -> dict[str, Any]:
     naming the resources that do not fit (after writing the report)."""
     from hwgen.estimate.energy import estimate as energy_estimate
     from hwgen.estimate.resources import fit, synthesize
+    from hwgen.estimate.timing import METHOD as TIMING_METHOD
     from hwgen.estimate.vivado_reports import parse_build_dir
 
     build_dir = Path(build_dir)
@@ -480,10 +481,17 @@ def estimate_build(build_dir: str) -> dict[str, Any]:
         "capacity": {"lut": cap.lut, "ff": cap.ff, "dsp": cap.dsp, "bram36": cap.bram36},
         "model": predicted,
     }
+    sta = res.get("sta") or {}
     report["timing"] = {
+        "logic_delay_ns": sta.get("logic_delay_ns"),
+        "method": TIMING_METHOD,
+        "path_start": sta.get("path_start"),
+        "path_end": sta.get("path_end"),
+        "path_cells": sta.get("path_cells"),
+        "clock_period_ns": 1000.0 / board.clock_mhz,
         "logic_levels": res.get("logic_levels"),
-        "method": "yosys ltp: longest register-to-register combinational path in cells after synth_xilinx "
-                  "(a proxy: no placement or routing delay; CARRY4 counted as one level)",
+        "logic_levels_method": "yosys ltp: longest register-to-register combinational path in cells after "
+                               "synth_xilinx (a proxy: no placement or routing delay; CARRY4 counted as one level)",
     }
     sim_cycles = (report.get("sim") or {}).get("cycles_per_inference")
     cycles = sim_cycles or report["hardware"]["latency_cycles"]
@@ -498,7 +506,8 @@ def estimate_build(build_dir: str) -> dict[str, Any]:
     for key in ("lut", "ff", "dsp", "bram36"):
         used, total = res[key], getattr(cap, key)
         print(f"{key:<10}{used:>9g}{total:>11g}{100 * used / total:>7.1f}%")
-    print(f"logic levels (proxy): {res.get('logic_levels')}; energy {energy['uj_per_inference']:.3f} uJ per "
+    print(f"logic delay {sta.get('logic_delay_ns')} ns (yosys sta, routing excluded; clock period "
+          f"{1000.0 / board.clock_mhz:g} ns), logic levels {res.get('logic_levels')}; energy {energy['uj_per_inference']:.3f} uJ per "
           f"inference ({energy['method']})")
     if not fits:
         raise HwgenError(f"the design does not fit {board.part}: " + "; ".join(problems))
