@@ -46,6 +46,9 @@ class Lowered:
 
     kind = None
     RESCALE_DSPS = 0
+    # Whether the unit can build its rescale products in fabric (``hwgen.hw.shiftadd``) instead of DSP48E1
+    # (``Design.fabric`` lists the units that do).
+    FABRIC_CAPABLE = False
     CHAINED_CYCLES: int | None = None
     ROM_PORTS: tuple[tuple[str, str], ...] = ()
 
@@ -70,8 +73,25 @@ class Lowered:
 
     @classmethod
     def dsps(cls, design) -> int:
-        """DSP48E1 slices the unit takes besides the MAC lanes."""
-        return cls.RESCALE_DSPS
+        """DSP48E1 slices the unit takes besides the MAC lanes (none when its products are in fabric)."""
+        return 0 if cls.kind in design.fabric else cls.RESCALE_DSPS
+
+    @classmethod
+    def fabric_products(cls, design) -> list[tuple[int, int]]:
+        """(a bits, b bits) of each rescale product, for the LUT estimate of building them in fabric."""
+        return []
+
+    @classmethod
+    def rescale_delay(cls, design) -> int:
+        """Cycles the unit's rescale products in fabric add over DSP48E1 ones (0 when in DSPs)."""
+        from hwgen.hw.shiftadd import rescale_stages
+
+        return rescale_stages() - 1 if cls.kind in design.fabric else 0
+
+    @classmethod
+    def chained_cycles(cls, design) -> int:
+        """When chained onto its producer, the cycles the unit ends after it."""
+        return cls.CHAINED_CYCLES + cls.rescale_delay(design)
 
     @staticmethod
     def second_read(node, streamed: int | None) -> tuple[str, int] | None:

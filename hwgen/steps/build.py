@@ -258,7 +258,7 @@ def build(source: str, out: str, board_name: str = "xc7s15", parallel: str | int
     p = choose_parallel(graph, board, parallel, force)
     say(f"build: lowering {len(graph.nodes)} nodes with {p} multipliers for {board.part}")
     with progress.step("build: lowering and emitting Verilog"):
-        design = build_design(graph, p)  # the one Design of this build
+        design = build_design(graph, p, dsp_budget=int(board.device.resources.dsp))  # the one Design of this build
         verilog = emit_verilog(Top(design), name=TOP_NAME)
         lat = latency_estimate(design)
     report: dict[str, Any] = {
@@ -315,7 +315,8 @@ def choose_parallel(graph: Graph, board, parallel: str | int, force: bool = Fals
         from hwgen.estimate.model import LUT_MARGIN, predict
         from hwgen.hw import build_design
 
-        need, cap = predict(build_design(graph, p, images=False)), board.device.resources
+        cap = board.device.resources
+        need = predict(build_design(graph, p, images=False, dsp_budget=int(cap.dsp)))
         over = [f"{need[k]:.0f} {k.upper()} predicted, {limit:g} available" for k, limit in
                 (("lut", LUT_MARGIN * cap.lut), ("ff", cap.ff), ("dsp", cap.dsp), ("bram36", cap.bram36))
                 if need[k] > limit]
@@ -334,7 +335,7 @@ def auto_parallel(graph: Graph, board) -> int:
     from hwgen.hw import build_design
 
     cap = board.device.resources
-    candidates = {p: build_design(graph, p, images=False) for p in range(1, int(cap.dsp) + 1)}
+    candidates = {p: build_design(graph, p, images=False, dsp_budget=int(cap.dsp)) for p in range(1, int(cap.dsp) + 1)}
     fitting = [p for p, design in candidates.items() if fits(predict(design), cap)]
     if not fitting:
         need = predict(candidates[1])
@@ -470,7 +471,7 @@ def estimate_build(build_dir: str) -> dict[str, Any]:
     if design is None:
         from hwgen.estimate.model import predict_graph
 
-        model = predict_graph(graph, int(report["hardware"]["parallel"]))
+        model = predict_graph(graph, int(report["hardware"]["parallel"]), dsp_budget=int(board.device.resources.dsp))
     else:
         model = design["resources_model"]
     predicted = {k: round(v, 1) for k, v in model.items()}
