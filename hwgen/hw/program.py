@@ -39,7 +39,10 @@ class Lowered:
 
     ``kind``: the ``hwgen.ops.Unit`` it runs; ``RESCALE_DSPS``: its multipliers besides the MAC lanes, as
     Yosys synth_xilinx maps them onto DSP48E1 (it ignores the ``use_dsp = "no"`` hint of
-    ``hwgen.hw.vendor``); ``CHAINED_CYCLES``: when chained onto its producer, the cycles it ends after it;
+    ``hwgen.hw.vendor``); ``FABRIC_CAPABLE``: it can build them as shift-add in LUTs instead (when its kind
+    is in ``Design.fabric``: ``dsps`` 0, ``rescale_delay`` more cycles in ``cycles`` and
+    ``chained_cycles``, ``fabric_products`` for the LUT estimate); ``CHAINED_CYCLES``: when chained onto its
+    producer, the cycles it ends after it with its products in DSPs;
     ``ROM_PORTS``: (ROM, port prefix) pairs it reads parameters through; ``params``: the name of its list of
     parameter words in ``Design.params``.
     """
