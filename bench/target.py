@@ -9,7 +9,8 @@ from hwgen.steps.build import build, estimate_build, read_report, simulate_build
 from hwgen.errors import HwgenError
 
 MODELS = {"w8": "models/pm25_w8.pt", "w6": "models/pm25_w6.pt", "w4": "models/pm25_w4.pt"}
-TARGETS = {"lut_fraction": 0.80, "latency_us_w8": 100.0, "uj_per_inference": 3.3}
+TARGETS = {"lut_fraction": 0.80, "latency_us_w8": 100.0, "latency_cycles_w8": 5930, "uj_per_inference": 3.3,
+           "logic_delay_ns": 5.0}
 
 
 def run() -> dict:
@@ -31,6 +32,9 @@ def run() -> dict:
             **{k: res[k] for k in ("lut", "ff", "dsp", "bram36", "fits")},
             **{f"{k}_pct": 100.0 * res[k] / cap[k] for k in ("lut", "ff", "dsp", "bram36")},
             "logic_levels": r["timing"]["logic_levels"],
+            "logic_delay_ns": r["timing"].get("logic_delay_ns"),
+            "logic_path": [(r["timing"].get("path_start") or {}).get("type"),
+                           (r["timing"].get("path_end") or {}).get("type")],
             "latency_cycles": r["sim"]["cycles_per_inference"],
             "latency_us": r["sim"]["cycles_per_inference"] / hw["clock_mhz"],
             "uj_per_inference": en["uj_per_inference"],
@@ -39,7 +43,9 @@ def run() -> dict:
             "meets": {
                 "lut": res["lut"] <= TARGETS["lut_fraction"] * cap["lut"],
                 "energy": en["uj_per_inference"] <= TARGETS["uj_per_inference"],
-                **({"latency": r["sim"]["cycles_per_inference"] / hw["clock_mhz"] <= TARGETS["latency_us_w8"]}
+                "logic_delay": (r["timing"].get("logic_delay_ns") or float("inf")) <= TARGETS["logic_delay_ns"],
+                **({"latency": r["sim"]["cycles_per_inference"] / hw["clock_mhz"] <= TARGETS["latency_us_w8"],
+                    "cycles": r["sim"]["cycles_per_inference"] <= TARGETS["latency_cycles_w8"]}
                    if key == "w8" else {}),
             },
         }

@@ -185,6 +185,24 @@ def test_reference_p20_exact_and_latency():
     within_5_percent(cycles[0], graph, 20)
 
 
+def test_reference_p20_rescale_in_fabric_exact_and_latency_to_the_cycle():
+    """With a DSP budget of 20 every rescale product of the reference design is shift-add in fabric: still
+    == golden, and the latency model (3 cycles more per unit in fabric) equals the simulation exactly."""
+    from hwgen.estimate.latency import estimate as design_estimate
+    from hwgen.estimate.model import dsp_count
+    from hwgen.hw import Top, build_design
+
+    graph, x = random_graph(REFERENCE, seed=0)
+    design = build_design(graph, 20, dsp_budget=20)
+    assert design.fabric == {"matmul", "add", "affine", "avgpool", "softmax"}
+    assert dsp_count(design) == 20
+    expected = run(graph, x[:1]).reshape(1, -1)
+    got, cycles = simulate(Top(design), x[:1])
+    assert (got == expected).all()
+    nodes_in_fabric = sum(len(design.programs[kind]) for kind in design.fabric)  # 17 of the 18 nodes
+    assert cycles[0] == design_estimate(design)["total"] == estimate(graph, 20)["total"] + 3 * nodes_in_fabric
+
+
 def test_reference_emit_verilog():
     graph, _ = random_graph(REFERENCE, seed=0)
     text = emit_verilog(lower(graph, 20), name="hwgen_top")

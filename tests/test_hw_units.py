@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from amaranth.hdl import signed, unsigned
 from amaranth.sim import Simulator
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,6 +14,7 @@ from hwgen.golden import ops, run
 from hwgen.hw import lower
 from hwgen.hw.mac import MacArray
 from hwgen.hw.requant import Divider, Isqrt, Requantizer
+from hwgen.hw.shiftadd import ShiftAddMul, product_stages, rescale_stages
 from hwgen.ir.builder import GraphBuilder
 from hwgen.ir.dyadic import softmax_lut
 from hwgen.ir.types import IntType
@@ -29,9 +31,12 @@ def _run(dut, bench):
 
 
 # ---- arithmetic blocks ---------------------------------------------------------------------------------------
-def test_requantizer_edges_and_random():
-    """Rounding ties, negative values, shift 0, saturation at both ends, ReLU, zero point."""
-    rq = Requantizer(acc_width=24, m0_width=17, shift_width=8, out_width=8)
+@pytest.mark.parametrize("fabric", [False, True])
+def test_requantizer_edges_and_random(fabric):
+    """Rounding ties, negative values, shift 0, saturation at both ends, ReLU, zero point; the product in a
+    DSP48E1 or as shift-add in fabric (``latency`` cycles either way)."""
+    rq = Requantizer(acc_width=24, m0_width=17, shift_width=8, out_width=8, fabric=fabric)
+    assert rq.latency == (3 if not fabric else 2 + rescale_stages())
     rng = np.random.default_rng(0)
     cases = [(-(1 << 23), 65535, 30), ((1 << 23) - 1, 65535, 30), (3, 1, 1), (-3, 1, 1), (5, 1, 1), (-5, 1, 1),
              (1, 1, 0), (-1, 1, 0), (127, 1, 0), (-129, 1, 0), (1000, -65536, 8), (0, 7, 62)]
@@ -52,13 +57,52 @@ def test_requantizer_edges_and_random():
                 ctx.set(rq.i_valid, 1)
                 await ctx.tick()
                 ctx.set(rq.i_valid, 0)
-                await ctx.tick().repeat(2)
+                await ctx.tick().repeat(rq.latency - 1)
                 assert ctx.get(rq.o_valid)
                 want = int(ops.requantize(np.int64(acc), m0, sh, dt, zp))
                 want = max(want, zp) if relu else want
                 assert ctx.get(rq.y) == want, (acc, m0, sh, zp, dt, relu)
 
     _run(rq, bench)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 30), st.booleans(), st.integers(1, 17), st.booleans(), st.integers(1, 3), st.data())
+def test_shift_add_multiplier_is_exact(wa, sa, wb, sb, levels, data):
+    """Any widths and signedness, extreme and random operands, one product per cycle, ``stages`` cycles."""
+    sh_a, sh_b = (signed(w) if s else unsigned(w) for w, s in ((wa, sa), (wb, sb)))
+    dut = ShiftAddMul(sh_a, sh_b, levels_per_stage=levels)
+    assert dut.stages == product_stages(wb, levels)
+
+    def values(sh):
+        lo, hi = (-(1 << (sh.width - 1)), (1 << (sh.width - 1)) - 1) if sh.signed else (0, (1 << sh.width) - 1)
+        return [lo, hi, lo + hi // 2] + data.draw(st.lists(st.integers(lo, hi), min_size=4, max_size=12))
+
+    pairs = [(x, y) for x in values(sh_a)[:3] for y in values(sh_b)[:3]]
+    pairs += list(zip(values(sh_a), values(sh_b)))
+
+    async def bench(ctx):
+        got = []
+        for i in range(len(pairs) + dut.stages):
+            x, y = pairs[min(i, len(pairs) - 1)]
+            ctx.set(dut.a, x)
+            ctx.set(dut.b, y)
+            await ctx.tick()
+            if i >= dut.stages - 1 and len(got) < len(pairs):
+                got.append(ctx.get(dut.p))
+        assert got == [x * y for x, y in pairs]
+
+    _run(dut, bench)
+
+
+def test_shift_add_multiplier_has_no_multiply_and_pads_stages():
+    from amaranth.back import rtlil
+
+    dut = ShiftAddMul(signed(26), signed(17), stages=6)
+    assert dut.stages == 6 and product_stages(17) == 4
+    assert "$mul" not in rtlil.convert(dut)
+    with pytest.raises(ValueError, match="needs 4 stages"):
+        ShiftAddMul(signed(26), signed(17), stages=3)
 
 
 @settings(max_examples=30, deadline=None)
@@ -127,10 +171,11 @@ def test_mac_array_sums_and_holds():
 
 
 # ---- every op kind through a small graph -------------------------------------------------------------------
-def _check(builder, output, x, parallel):
+def _check(builder, output, x, parallel, fabric=False):
+    """``fabric``: every rescale product as shift-add in LUTs (a DSP budget of 0), not in DSP48E1."""
     graph = builder.finish(output)
     expected = run(graph, x).reshape(len(x), -1)
-    got, _ = simulate(lower(graph, parallel), x)
+    got, _ = simulate(lower(graph, parallel, dsp_budget=0 if fabric else None), x)
     assert (got == expected).all(), f"{got}\n!=\n{expected}"
 
 
@@ -141,8 +186,8 @@ def _edge_inputs(rng, shape, dtype, n=2):
     return x
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_linear_relu_zp_saturation(seed):
+@pytest.mark.parametrize("seed, fabric", [(0, False), (1, False), (2, False), (0, True), (2, True)])
+def test_linear_relu_zp_saturation(seed, fabric):
     rng = np.random.default_rng(seed)
     rows, k, n = (int(v) for v in rng.integers(1, 6, size=3))
     k, n = k + 1, n * 3
@@ -155,11 +200,11 @@ def test_linear_relu_zp_saturation(seed):
     out = U8 if seed == 2 else I8
     b.linear("lin", "x", w, bias, m0, shift, out, I8, zp=int(rng.integers(-5, 6)) if seed != 2 else 3,
              relu=seed != 1)
-    _check(b, "lin", _edge_inputs(rng, (rows, k), I8), parallel=int(rng.integers(1, 6)))
+    _check(b, "lin", _edge_inputs(rng, (rows, k), I8), parallel=int(rng.integers(1, 6)), fabric=fabric)
 
 
-@pytest.mark.parametrize("heads, parallel", [(1, 4), (2, 3), (4, 2)])
-def test_attention_scores_softmax_apply(heads, parallel):
+@pytest.mark.parametrize("heads, parallel, fabric", [(1, 4, False), (2, 3, False), (4, 2, False), (2, 3, True)])
+def test_attention_scores_softmax_apply(heads, parallel, fabric):
     """q = k = v = the input itself (one value read on both operands), softmax rows with ties."""
     rng = np.random.default_rng(heads)
     length, width = 5, 8
@@ -169,10 +214,11 @@ def test_attention_scores_softmax_apply(heads, parallel):
     b.attn_apply("o", "p", "x", 31000, 16, I8, zp=-2)
     x = _edge_inputs(rng, (length, width), I8)
     x[0, 1] = x[0, 0]  # equal rows: ties in the scores
-    _check(b, "o", x, parallel)
+    _check(b, "o", x, parallel, fabric)
 
 
-def test_add_with_constant_affine_and_avgpool():
+@pytest.mark.parametrize("fabric", [False, True])
+def test_add_with_constant_affine_and_avgpool(fabric):
     rng = np.random.default_rng(5)
     rows, c = 4, 3
     b = GraphBuilder("x", (rows, c), I8)
@@ -181,7 +227,7 @@ def test_add_with_constant_affine_and_avgpool():
     b.affine("n", "a", np.array([9000, -16000, 12000]), np.array([-70000, 5, 65000]), np.array([9, 12, 14]), I8)
     b.avgpool("pool", "n", 31000, 17, -3, I8, zp=-1)
     b.add("twice", "pool", "pool", 16000, 16000, 0, 15, I8)  # one value on both operands
-    _check(b, "twice", _edge_inputs(rng, (rows, c), I8), parallel=2)
+    _check(b, "twice", _edge_inputs(rng, (rows, c), I8), parallel=2, fabric=fabric)
 
 
 def test_layernorm_edges():

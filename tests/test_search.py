@@ -72,7 +72,8 @@ def test_failures_are_recorded_and_the_search_goes_on(tmp_path, monkeypatch):
 
 
 def test_a_design_that_does_not_fit_fails_with_its_reason(tmp_path):
-    settings = replace(FAST, space=replace(TINY, parallel=(20,)))  # 20 lanes + rescale DSPs > 20 DSP48E1
+    # 20 lanes + the LayerNorm's 5 rescale DSPs (which stay in DSP48E1) > 20
+    settings = replace(FAST, space=replace(TINY, parallel=(20,), norm=("layer",)))
     summary = _run(tmp_path, 2, settings)
     assert [t["state"] for t in summary["trials"]] == ["FAIL", "FAIL"]
     for t in summary["trials"]:

@@ -2,7 +2,7 @@
 
 It follows the schedules of the units cycle by cycle (no stalls on x or y): the input load, every
 controller step in graph order, the output send. Each unit declares its own cycles (``cycles``) and, when
-chained onto its producer, how many cycles it ends after it (``CHAINED_CYCLES``), beside its pipeline.
+chained onto its producer, how many cycles it ends after it (``chained_cycles``), beside its pipeline.
 """
 
 from __future__ import annotations
@@ -24,13 +24,14 @@ def estimate(design: Design) -> dict:
     for i, (node, (kind, idx)) in enumerate(zip(graph.nodes, design.node_unit)):
         unit = UNITS[kind]
         chained = design.head[i] != i
-        nodes[node.name] = unit.CHAINED_CYCLES if chained else unit.cycles(design, design.programs[kind][idx])
+        nodes[node.name] = unit.chained_cycles(design) if chained else unit.cycles(design, design.programs[kind][idx])
     node_macs = {n.name: macs(graph, n) for n in graph.nodes}
     mac_cycles = sum(nodes[name] for name, m in node_macs.items() if m)
     return {"load": n_in, "nodes": nodes, "send": n_out + 1, "total": n_in + sum(nodes.values()) + n_out + 1,
             "macs": sum(node_macs.values()), "mac_cycles": mac_cycles, "parallel": design.lanes}
 
 
-def of_graph(graph: Graph, parallel: int) -> dict:
-    """:func:`estimate` of ``graph`` at ``parallel`` lanes (lowered without ROM images)."""
-    return estimate(build_design(graph, parallel, images=False))
+def of_graph(graph: Graph, parallel: int, dsp_budget: int | None = None) -> dict:
+    """:func:`estimate` of ``graph`` at ``parallel`` lanes (lowered without ROM images; ``dsp_budget`` as
+    in ``build_design``)."""
+    return estimate(build_design(graph, parallel, images=False, dsp_budget=dsp_budget))

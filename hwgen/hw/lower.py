@@ -35,6 +35,7 @@ class Design:
     streamed: dict[int, int] = field(default_factory=dict)  # chained node -> which input is streamed
     shl_table: list[int] = field(default_factory=list)  # per-embedding-group input shifts of linear nodes
     params: dict[str, list] = field(default_factory=dict)  # per unit: parameter words for its ROMs
+    fabric: frozenset = frozenset()  # units whose rescale products are shift-add in fabric, not DSP48E1
 
     def sbits_of(self, name: str) -> int:
         return sbits(self.graph.value_type(name).dtype)
@@ -83,7 +84,8 @@ class Design:
         return {
             "lanes": self.lanes,
             "units": {str(k): {"nodes": len(v), "widths": dict(self.widths.get(k, {})),
-                               "rescale_dsps": UNITS[k].dsps(self)} for k, v in self.programs.items()},
+                               "rescale_dsps": UNITS[k].dsps(self), "rescale_in_fabric": k in self.fabric}
+                      for k, v in self.programs.items()},
             "nodes": [{"name": n.name, "op": n.op, "unit": str(self.node_unit[i][0]), "step": self.head[i] + 1,
                        **({"streamed_input": self.streamed[i]} if i in self.streamed else {})}
                       for i, n in enumerate(nodes)],
@@ -98,9 +100,13 @@ class Design:
         }
 
 
-def build_design(graph: Graph, lanes: int, images: bool = True) -> Design:
+def build_design(graph: Graph, lanes: int, images: bool = True, dsp_budget: int | None = None) -> Design:
     """Check that every node is supported and turn the graph into a Design for ``lanes`` MAC lanes
-    (``images`` False: without the ROM images, for estimates)."""
+    (``images`` False: without the ROM images, for estimates).
+
+    ``dsp_budget`` (the part's DSP48E1 count): move units' rescale products from DSP48E1 into fabric
+    (shift-add, ``hwgen.hw.shiftadd``), cheapest in LUTs per DSP freed first, until the lanes and the
+    remaining rescale products fit it (or no unit can move). None keeps every rescale product in DSPs."""
     if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1:
         raise HwgenError(f"parallelism must be an integer >= 1, not {lanes!r}")
     verify(graph)
@@ -125,7 +131,36 @@ def build_design(graph: Graph, lanes: int, images: bool = True) -> Design:
     if images:
         for kind in d.programs:
             UNITS[kind].finish(d)
+    if dsp_budget is not None:
+        d.fabric = choose_fabric(d, dsp_budget)
     return d
+
+
+def fabric_luts(design: Design, kind: Unit) -> float:
+    """Estimated LUTs of unit ``kind``'s rescale products as shift-add: about 1.1 per bit of the wide
+    operand and bit of the selecting one (measured with Yosys synth_xilinx: 26 x 17 bits 486 LUTs, 12 x 16
+    bits 233)."""
+    return sum(1.1 * a * b for a, b in UNITS[kind].fabric_products(design))
+
+
+def fabric_ffs(design: Design, kind: Unit) -> float:
+    """Estimated flip-flops of the same (the registered partial products and sums: 793 and 344 measured)."""
+    return sum(1.8 * a * b for a, b in UNITS[kind].fabric_products(design))
+
+
+def choose_fabric(design: Design, dsp_budget: int) -> frozenset:
+    """The units to build their rescale products in fabric so the design's DSP48E1 fit ``dsp_budget``."""
+    kinds = [k for k in design.programs if UNITS[k].FABRIC_CAPABLE and UNITS[k].dsps(design) > 0]
+    kinds.sort(key=lambda k: (fabric_luts(design, k) / UNITS[k].dsps(design), str(k)))
+    fabric: set = set()
+    for kind in kinds:
+        design.fabric = frozenset(fabric)
+        used = design.lanes + sum(UNITS[k].dsps(design) for k in design.programs)
+        if used <= dsp_budget:
+            break
+        fabric.add(kind)
+    design.fabric = frozenset()
+    return frozenset(fabric)
 
 
 def _find_chains(d: Design) -> None:

@@ -72,6 +72,7 @@ class MatmulUnit(Lowered, wiring.Component):
 
     kind = Unit.MATMUL
     RESCALE_DSPS = 1  # the requantizer's acc * m0
+    FABRIC_CAPABLE = True
     # Yosys splits the requantizer's product over two DSP48E1 once the accumulator is this wide (measured:
     # W8 reference, 25-bit accumulator, 20 DSPs at P=13, 27 at P=20; W6/W4, 23/22 bits, 19 at P=13).
     ACC_SPLIT_BITS = 25
@@ -144,7 +145,7 @@ class MatmulUnit(Lowered, wiring.Component):
     def make(cls, design, programs, addr_width):
         u = design.widths[cls.kind]
         return cls(programs, design.lanes, u["in"], u["b"], u["acc"], u["m0"], u["bias"], u["out"], addr_width,
-                   shl_table=design.shl_table)
+                   shl_table=design.shl_table, fabric=cls.kind in design.fabric)
 
     @classmethod
     def cycles(cls, design, prog):
@@ -153,20 +154,26 @@ class MatmulUnit(Lowered, wiring.Component):
             for g in range(prog.groups):
                 nv = min(prog.group, prog.n_len - g * prog.group)
                 spans.append((max(prog.k_len, nv), nv))
-        return sum(s for s, _ in spans[:-1]) + prog.k_len + spans[-1][1] + cls.TAIL
+        return sum(s for s, _ in spans[:-1]) + prog.k_len + spans[-1][1] + cls.TAIL + cls.rescale_delay(design)
 
     @classmethod
     def dsps(cls, design):
+        if cls.kind in design.fabric:
+            return 0
         return cls.RESCALE_DSPS + int(design.widths[cls.kind].get("acc", 0) >= cls.ACC_SPLIT_BITS)
+
+    @classmethod
+    def fabric_products(cls, design):
+        return [(design.widths[cls.kind].get("acc", 0) + 1, 17)]
 
     def __init__(self, programs: list[MatmulProgram], lanes: int, a_width: int, b_width: int,
                  acc_width: int, m0_width: int, bias_width: int, out_width: int, addr_width: int,
-                 shl_table: list[int] | None = None):
+                 shl_table: list[int] | None = None, fabric: bool = False):
         if not programs:
             raise ValueError("a MatmulUnit needs at least one program, not an empty list")
         if not isinstance(lanes, int) or lanes < 1:
             raise ValueError(f"lanes must be a positive integer, not {lanes!r}")
-        self.programs, self.lanes = programs, lanes
+        self.programs, self.lanes, self.fabric = programs, lanes, fabric
         # Per-embedding-group inputs: one small table of left shifts for the broadcast operand (the group
         # partial sums rescaled by exact powers of two); absent, and no logic at all, without groups.
         self.shl_table = [int(v) for v in (shl_table or [])]
@@ -202,7 +209,8 @@ class MatmulUnit(Lowered, wiring.Component):
         max_shl = max(self.shl_table, default=0)
         m.submodules.mac = mac = MacArray(P, len(self.a_data) + max_shl, len(self.b_data[0]), self.acc_width,
                                           tag_width=2 * len(cnt()))
-        m.submodules.rq = rq = Requantizer(self.acc_width + 1, self.m0_width + 1, 8, self.out_width)
+        m.submodules.rq = rq = Requantizer(self.acc_width + 1, self.m0_width + 1, 8, self.out_width,
+                                              fabric=self.fabric)
 
         # ---- issue: one beat per cycle over (o, u, g, k) --------------------------------------------------
         o, u, g, k, oa, ua, ob, ub, kb, gp, rem_n, cool = (cnt() for _ in range(12))

@@ -39,13 +39,19 @@ class Lowered:
 
     ``kind``: the ``hwgen.ops.Unit`` it runs; ``RESCALE_DSPS``: its multipliers besides the MAC lanes, as
     Yosys synth_xilinx maps them onto DSP48E1 (it ignores the ``use_dsp = "no"`` hint of
-    ``hwgen.hw.vendor``); ``CHAINED_CYCLES``: when chained onto its producer, the cycles it ends after it;
+    ``hwgen.hw.vendor``); ``FABRIC_CAPABLE``: it can build them as shift-add in LUTs instead (when its kind
+    is in ``Design.fabric``: ``dsps`` 0, ``rescale_delay`` more cycles in ``cycles`` and
+    ``chained_cycles``, ``fabric_products`` for the LUT estimate); ``CHAINED_CYCLES``: when chained onto its
+    producer, the cycles it ends after it with its products in DSPs;
     ``ROM_PORTS``: (ROM, port prefix) pairs it reads parameters through; ``params``: the name of its list of
     parameter words in ``Design.params``.
     """
 
     kind = None
     RESCALE_DSPS = 0
+    # Whether the unit can build its rescale products in fabric (``hwgen.hw.shiftadd``) instead of DSP48E1
+    # (``Design.fabric`` lists the units that do).
+    FABRIC_CAPABLE = False
     CHAINED_CYCLES: int | None = None
     ROM_PORTS: tuple[tuple[str, str], ...] = ()
 
@@ -70,8 +76,25 @@ class Lowered:
 
     @classmethod
     def dsps(cls, design) -> int:
-        """DSP48E1 slices the unit takes besides the MAC lanes."""
-        return cls.RESCALE_DSPS
+        """DSP48E1 slices the unit takes besides the MAC lanes (none when its products are in fabric)."""
+        return 0 if cls.kind in design.fabric else cls.RESCALE_DSPS
+
+    @classmethod
+    def fabric_products(cls, design) -> list[tuple[int, int]]:
+        """(a bits, b bits) of each rescale product, for the LUT estimate of building them in fabric."""
+        return []
+
+    @classmethod
+    def rescale_delay(cls, design) -> int:
+        """Cycles the unit's rescale products in fabric add over DSP48E1 ones (0 when in DSPs)."""
+        from hwgen.hw.shiftadd import rescale_stages
+
+        return rescale_stages() - 1 if cls.kind in design.fabric else 0
+
+    @classmethod
+    def chained_cycles(cls, design) -> int:
+        """When chained onto its producer, the cycles the unit ends after it."""
+        return cls.CHAINED_CYCLES + cls.rescale_delay(design)
 
     @staticmethod
     def second_read(node, streamed: int | None) -> tuple[str, int] | None:

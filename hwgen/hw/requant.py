@@ -11,6 +11,7 @@ from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from hwgen.hw.shiftadd import delayed, rescale_product, rescale_stages
 from hwgen.hw.vendor import rescale_product_attrs
 
 
@@ -32,18 +33,21 @@ def clamp(value, qmin, qmax):
 
 class Requantizer(wiring.Component):
     """Pipelined requantizer: ``y = clamp(round_shift(acc * m0, shift) + zp, qmin, qmax)``, then
-    ``max(y, zp)`` when ``relu``. Three cycles from ``i_valid`` to ``o_valid``.
+    ``max(y, zp)`` when ``relu``. ``latency`` cycles from ``i_valid`` to ``o_valid``: 3, or with ``fabric``
+    (the product as shift-add in LUTs, ``hwgen.hw.shiftadd``, not a DSP48E1) ``2 + rescale_stages()``.
 
     ``acc``, ``m0`` and ``shift`` are sampled with ``i_valid``; ``zp``, ``qmin``, ``qmax`` and ``relu`` are
     per-node settings that must stay constant while data is in flight.
     """
 
-    def __init__(self, acc_width: int, m0_width: int, shift_width: int, out_width: int):
+    def __init__(self, acc_width: int, m0_width: int, shift_width: int, out_width: int, fabric: bool = False):
         for name, w in (("acc_width", acc_width), ("m0_width", m0_width), ("shift_width", shift_width),
                         ("out_width", out_width)):
             if not isinstance(w, int) or w < 1:
                 raise ValueError(f"{name} must be a positive integer, not {w!r}")
         self.prod_width = acc_width + m0_width
+        self.fabric = bool(fabric)
+        self.latency = 2 + (rescale_stages() if self.fabric else 1)
         super().__init__({
             "i_valid": In(1), "acc": In(signed(acc_width)), "m0": In(signed(m0_width)),
             "shift": In(unsigned(shift_width)), "zp": In(signed(out_width + 1)),
@@ -55,11 +59,17 @@ class Requantizer(wiring.Component):
         m = Module()
         # The product gets its own register so the multiplier can be a DSP (or a LUT multiplier) with an
         # output register; the rounding shift and the clamp each get one stage.
-        prod = Signal(signed(self.prod_width), attrs=rescale_product_attrs())
-        sh = Signal.like(self.shift)
         rnd = Signal(signed(self.prod_width + 1))
-        v1, v2 = Signal(), Signal()
-        m.d.sync += [prod.eq(self.acc * self.m0), sh.eq(self.shift), v1.eq(self.i_valid)]
+        v2 = Signal()
+        if self.fabric:
+            prod = rescale_product(m, self.acc, self.m0, "mul")
+            sh = delayed(m, self.shift, rescale_stages(), "shift")
+            v1 = delayed(m, self.i_valid, rescale_stages(), "valid")
+        else:
+            prod = Signal(signed(self.prod_width), attrs=rescale_product_attrs())
+            sh = Signal.like(self.shift)
+            v1 = Signal()
+            m.d.sync += [prod.eq(self.acc * self.m0), sh.eq(self.shift), v1.eq(self.i_valid)]
         m.d.sync += [rnd.eq(round_shift(prod, sh)), v2.eq(v1)]
         y = clamp(rnd + self.zp, self.qmin, self.qmax)
         m.d.sync += [self.y.eq(Mux(self.relu & (y < self.zp), self.zp, y)), self.o_valid.eq(v2)]

@@ -18,6 +18,7 @@ from hwgen.errors import HwgenError
 from hwgen.hw.memory import view
 from hwgen.hw.program import ELEMENT_TAIL, Lowered, config_registers, count_writes
 from hwgen.hw.requant import Divider, clamp, round_shift
+from hwgen.hw.shiftadd import delayed, rescale_product, rescale_stages
 from hwgen.hw.vendor import rescale_product_attrs
 from hwgen.ops import Unit
 
@@ -34,6 +35,7 @@ class SoftmaxUnit(Lowered, wiring.Component):
 
     kind = Unit.SOFTMAX
     RESCALE_DSPS = 1  # e * r
+    FABRIC_CAPABLE = True
     ROW = 2  # cycles per row: sum -> divider wait
     ROM_PORTS = (("lut", "lut"), ("lut1", "lut1"))  # the exp table, read in two pipelines
 
@@ -66,7 +68,13 @@ class SoftmaxUnit(Lowered, wiring.Component):
     @classmethod
     def make(cls, design, programs, addr_width):
         u = design.widths[cls.kind]
-        return cls(programs, u["in"], u["lut"], u["sum"], u["recip"], u["out"], addr_width)
+        return cls(programs, u["in"], u["lut"], u["sum"], u["recip"], u["out"], addr_width,
+                   fabric=cls.kind in design.fabric)
+
+    @classmethod
+    def fabric_products(cls, design):
+        u = design.widths[cls.kind]
+        return [(max(u["recip"], u.get("lut", 16)), min(u["recip"], u.get("lut", 16)))]
 
     @classmethod
     def cycles(cls, design, prog):
@@ -74,15 +82,15 @@ class SoftmaxUnit(Lowered, wiring.Component):
         # pass (alongside the next row's sum pass), wait for the last sum.
         length, rows, div = prog["cols"], prog["rows"], prog["q_bits"] + 2
         per_row = [(max(div, length) if r + 1 < rows else div) + length for r in range(rows)]
-        return 2 * length + cls.ROW * rows + sum(per_row) + ELEMENT_TAIL
+        return 2 * length + cls.ROW * rows + sum(per_row) + ELEMENT_TAIL + cls.rescale_delay(design)
 
     @staticmethod
     def second_read(node, streamed):  # the output pass reads the scores again through a second port
         return node.inputs[0], 1
 
     def __init__(self, programs: list[dict], in_width: int, lut_width: int, sum_width: int, recip_width: int,
-                 out_width: int, addr_width: int):
-        self.programs, self.in_width, self.lut_width = programs, in_width, lut_width
+                 out_width: int, addr_width: int, fabric: bool = False):
+        self.programs, self.in_width, self.lut_width, self.fabric = programs, in_width, lut_width, fabric
         self.sum_width, self.recip_width, self.out_width = sum_width, recip_width, out_width
         super().__init__({
             "start": In(1), "sel": In(range(len(programs))), "done": Out(1),
@@ -169,9 +177,14 @@ class SoftmaxUnit(Lowered, wiring.Component):
         m.d.sync += [b1.eq(out_b), b2.eq(b1), b3.eq(b2), b4.eq(b3), q1.eq(row[0])]
         xb = self.rd1_data
         m.d.comb += self.lut1_addr.eq(cfg["lut_base"] + (Mux(q1, mx[1], mx[0]) - xb)[:len(self.lut1_addr)])
-        prod = Signal(unsigned(self.lut_width + self.recip_width), attrs=rescale_product_attrs())
-        rnd = Signal(signed(len(prod) + 2))
-        m.d.sync += [prod.eq(self.lut1_data * r), rnd.eq(round_shift(prod, cfg["out_shift"]))]
-        m.d.sync += [self.w_data.eq(clamp(rnd, 0, cfg["qmax"])), self.w_valid.eq(b4)]
+        rnd = Signal(signed(self.lut_width + self.recip_width + 2))
+        if self.fabric:  # r is taken into the multiplier's first stage, as into the DSP's input register
+            prod = rescale_product(m, self.lut1_data, r, "mul")
+        else:
+            prod = Signal(unsigned(self.lut_width + self.recip_width), attrs=rescale_product_attrs())
+            m.d.sync += prod.eq(self.lut1_data * r)
+        m.d.sync += rnd.eq(round_shift(prod, cfg["out_shift"]))
+        valid = delayed(m, b4, rescale_stages() - 1 if self.fabric else 0, "valid")
+        m.d.sync += [self.w_data.eq(clamp(rnd, 0, cfg["qmax"])), self.w_valid.eq(valid)]
         count_writes(m, self, cfg["rows"] * cfg["cols"], Signal(range(n + 1)))
         return m

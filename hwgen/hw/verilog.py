@@ -10,12 +10,12 @@ from hwgen.hw.top import Top
 from hwgen.ir.graph import Graph
 
 
-def lower(graph: Graph, parallel: int = 1) -> Top:
+def lower(graph: Graph, parallel: int = 1, dsp_budget: int | None = None) -> Top:
     """The accelerator for ``graph`` with ``parallel`` MAC lanes (HwgenError naming the problem if the
-    graph has an op without a hardware unit or ``parallel`` < 1)."""
+    graph has an op without a hardware unit or ``parallel`` < 1); ``dsp_budget`` as in ``build_design``."""
     if not isinstance(graph, Graph):
         raise HwgenError(f"lower expects an hwgen.ir.Graph, not {type(graph).__name__}")
-    return Top(build_design(graph, parallel))
+    return Top(build_design(graph, parallel, dsp_budget=dsp_budget))
 
 
 def emit_verilog(top: Top, name: str = "hwgen_top") -> str:

@@ -483,8 +483,15 @@ def _resources(r: dict) -> str:
         out += f'<p class="bad">{_v("report", f"resources/problems/{i}", problem)}</p>'
     t = r.get("timing")
     if t:
-        out += (f'<p>Logic levels (longest register-to-register path): {_v("report", "timing/logic_levels", t.get("logic_levels"))}'
-                f' &middot; {_v("report", "timing/method", t.get("method"))}</p>')
+        start, end = t.get("path_start") or {}, t.get("path_end") or {}
+        out += (f'<p>Logic delay of the longest register-to-register path: '
+                f'{_v("report", "timing/logic_delay_ns", t.get("logic_delay_ns"))} ns (routing excluded) from '
+                f'{_v("report", "timing/path_start/type", start.get("type"))} '
+                f'{_v("report", "timing/path_start/cell", start.get("cell"))} to '
+                f'{_v("report", "timing/path_end/type", end.get("type"))} '
+                f'{_v("report", "timing/path_end/cell", end.get("cell"))} &middot; '
+                f'{_v("report", "timing/method", t.get("method"))}</p>'
+                f'<p>Logic levels (proxy): {_v("report", "timing/logic_levels", t.get("logic_levels"))}</p>')
     return out
 
 

@@ -258,7 +258,7 @@ def build(source: str, out: str, board_name: str = "xc7s15", parallel: str | int
     p = choose_parallel(graph, board, parallel, force)
     say(f"build: lowering {len(graph.nodes)} nodes with {p} multipliers for {board.part}")
     with progress.step("build: lowering and emitting Verilog"):
-        design = build_design(graph, p)  # the one Design of this build
+        design = build_design(graph, p, dsp_budget=int(board.device.resources.dsp))  # the one Design of this build
         verilog = emit_verilog(Top(design), name=TOP_NAME)
         lat = latency_estimate(design)
     report: dict[str, Any] = {
@@ -315,7 +315,8 @@ def choose_parallel(graph: Graph, board, parallel: str | int, force: bool = Fals
         from hwgen.estimate.model import LUT_MARGIN, predict
         from hwgen.hw import build_design
 
-        need, cap = predict(build_design(graph, p, images=False)), board.device.resources
+        cap = board.device.resources
+        need = predict(build_design(graph, p, images=False, dsp_budget=int(cap.dsp)))
         over = [f"{need[k]:.0f} {k.upper()} predicted, {limit:g} available" for k, limit in
                 (("lut", LUT_MARGIN * cap.lut), ("ff", cap.ff), ("dsp", cap.dsp), ("bram36", cap.bram36))
                 if need[k] > limit]
@@ -334,7 +335,7 @@ def auto_parallel(graph: Graph, board) -> int:
     from hwgen.hw import build_design
 
     cap = board.device.resources
-    candidates = {p: build_design(graph, p, images=False) for p in range(1, int(cap.dsp) + 1)}
+    candidates = {p: build_design(graph, p, images=False, dsp_budget=int(cap.dsp)) for p in range(1, int(cap.dsp) + 1)}
     fitting = [p for p, design in candidates.items() if fits(predict(design), cap)]
     if not fitting:
         need = predict(candidates[1])
@@ -461,6 +462,7 @@ def estimate_build(build_dir: str) -> dict[str, Any]:
     naming the resources that do not fit (after writing the report)."""
     from hwgen.estimate.energy import estimate as energy_estimate
     from hwgen.estimate.resources import fit, synthesize
+    from hwgen.estimate.timing import METHOD as TIMING_METHOD
     from hwgen.estimate.vivado_reports import parse_build_dir
 
     build_dir = Path(build_dir)
@@ -479,7 +481,7 @@ def estimate_build(build_dir: str) -> dict[str, Any]:
     if design is None:
         from hwgen.estimate.model import predict_graph
 
-        model = predict_graph(graph, int(report["hardware"]["parallel"]))
+        model = predict_graph(graph, int(report["hardware"]["parallel"]), dsp_budget=int(board.device.resources.dsp))
     else:
         model = design["resources_model"]
     predicted = {k: round(v, 1) for k, v in model.items()}
@@ -490,10 +492,17 @@ def estimate_build(build_dir: str) -> dict[str, Any]:
         "capacity": {"lut": cap.lut, "ff": cap.ff, "dsp": cap.dsp, "bram36": cap.bram36},
         "model": predicted,
     }
+    sta = res.get("sta") or {}
     report["timing"] = {
+        "logic_delay_ns": sta.get("logic_delay_ns"),
+        "method": TIMING_METHOD,
+        "path_start": sta.get("path_start"),
+        "path_end": sta.get("path_end"),
+        "path_cells": sta.get("path_cells"),
+        "clock_period_ns": 1000.0 / board.clock_mhz,
         "logic_levels": res.get("logic_levels"),
-        "method": "yosys ltp: longest register-to-register combinational path in cells after synth_xilinx "
-                  "(a proxy: no placement or routing delay; CARRY4 counted as one level)",
+        "logic_levels_method": "yosys ltp: longest register-to-register combinational path in cells after "
+                               "synth_xilinx (a proxy: no placement or routing delay; CARRY4 counted as one level)",
     }
     sim_cycles = (report.get("sim") or {}).get("cycles_per_inference")
     cycles = sim_cycles or report["hardware"]["latency_cycles"]
@@ -508,7 +517,8 @@ def estimate_build(build_dir: str) -> dict[str, Any]:
     for key in ("lut", "ff", "dsp", "bram36"):
         used, total = res[key], getattr(cap, key)
         print(f"{key:<10}{used:>9g}{total:>11g}{100 * used / total:>7.1f}%")
-    print(f"logic levels (proxy): {res.get('logic_levels')}; energy {energy['uj_per_inference']:.3f} uJ per "
+    print(f"logic delay {sta.get('logic_delay_ns')} ns (yosys sta, routing excluded; clock period "
+          f"{1000.0 / board.clock_mhz:g} ns), logic levels {res.get('logic_levels')}; energy {energy['uj_per_inference']:.3f} uJ per "
           f"inference ({energy['method']})")
     if not fits:
         raise HwgenError(f"the design does not fit {board.part}: " + "; ".join(problems))

@@ -211,9 +211,9 @@ def _hardware(graph, parallel: int, board, dsp_slack: int = 0) -> dict[str, Any]
     from hwgen.estimate.resources import LUT_MARGIN
     from hwgen.hw import build_design
 
-    design = build_design(graph, parallel, images=False)
-    res = predict(design)
     cap = board.device.resources
+    design = build_design(graph, parallel, images=False, dsp_budget=int(cap.dsp))
+    res = predict(design)
     limits = {"lut": LUT_MARGIN * cap.lut, "ff": cap.ff, "dsp": cap.dsp, "bram36": cap.bram36}
     slack = {"dsp": dsp_slack}
     over = [f"{res[k]:.1f} BRAM36 > {v:g}" if k == "bram36" else f"{res[k]:.0f} {k.upper()} > {v:.0f}"
