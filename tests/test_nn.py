@@ -411,13 +411,13 @@ class ReluAfterNorm(nn.Module):
 
 
 @pytest.mark.parametrize("cls,pattern", [
-    (WithGelu, r"^model\.blocks\.0\.act: torch\.nn\.GELU is not quantized; use hwgen\.nn\.QuantReLU "
+    (WithGelu, r"^model\.blocks\.0\.act: torch\.nn\.GELU is not quantized; use hwgen\.nn\.QuantGELU "
                r"\(at test_nn\.py:\d+: f = self\.ffn2\(self\.act\(self\.ffn1"),
     (ConvStem, r"^model\.stem: torch\.nn\.Conv1d has no integer op on the accelerator .*\(at test_nn\.py:\d+: "
                r"return self\.stem"),
     (PlainLinear, r"^model\.head: torch\.nn\.Linear is not quantized; use hwgen\.nn\.QuantLinear "
                   r"\(at test_nn\.py:\d+: return self\.head"),
-    (Sigmoid, r"^model: torch\.sigmoid has no integer op on the accelerator.*\(at test_nn\.py:\d+: "
+    (Sigmoid, r"^model: torch\.sigmoid is not quantized; use hwgen\.nn\.QuantSigmoid \(at test_nn\.py:\d+: "
               r"return torch\.sigmoid"),
     (PlusResidual, r"^model: operator\.add is not quantized; use hwgen\.nn\.QuantAdd \(at test_nn\.py:\d+: "
                    r"return h \+ self\.ffn"),

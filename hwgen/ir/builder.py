@@ -119,6 +119,11 @@ class GraphBuilder:
             attrs["offset"] = int(offset)
         return self._node("anomaly_score", name, (x, rec), attrs, dtype)
 
+    def lut(self, name, x, table, dtype: IntType) -> str:
+        """``table[x - qmin]`` element-wise: one table entry per value of ``x``'s integer type."""
+        attrs = {"table": self.const(f"{name}.table", np.asarray(table).reshape(-1), dtype)}
+        return self._node("lut", name, (x,), attrs, dtype)
+
     def finish(self, output: str, meta: dict[str, Any] | None = None) -> Graph:
         """The verified graph with declared widths, computing ``output``."""
         graph = Graph(self.input_name, self.input_type, tuple(self.nodes), self.consts, output, meta or {})

@@ -7,12 +7,13 @@ hardware agree bit for bit; gradients are straight-through (``hwgen.nn.quant``).
 loads torch and changes no global torch state.
 """
 
+from hwgen.nn.activations import QuantGELU, QuantSigmoid, QuantSiLU, QuantTanh
 from hwgen.nn.capture import convert
 from hwgen.nn.layers import (LearnedPositionalEncoding, QuantAct, QuantAdd, QuantBatchNorm1d, QuantLayerNorm,
                              QuantLinear, QuantMeanPool, QuantModule, QuantMultiheadAttention, QuantReLU,
                              SinusoidalPositionalEncoding)
 from hwgen.nn.quant import integers
 
-__all__ = ["LearnedPositionalEncoding", "QuantAct", "QuantAdd", "QuantBatchNorm1d", "QuantLayerNorm", "QuantLinear",
-           "QuantMeanPool", "QuantModule", "QuantMultiheadAttention", "QuantReLU", "SinusoidalPositionalEncoding",
-           "convert", "integers"]
+__all__ = ["LearnedPositionalEncoding", "QuantAct", "QuantAdd", "QuantBatchNorm1d", "QuantGELU", "QuantLayerNorm",
+           "QuantLinear", "QuantMeanPool", "QuantModule", "QuantMultiheadAttention", "QuantReLU", "QuantSiLU",
+           "QuantSigmoid", "QuantTanh", "SinusoidalPositionalEncoding", "convert", "integers"]

@@ -29,8 +29,10 @@ CHECK_BATCH = 256  # windows per forward pass of the exact check
 SUGGEST = {
     nn.Linear: "hwgen.nn.QuantLinear",
     nn.ReLU: "hwgen.nn.QuantReLU",
-    nn.GELU: "hwgen.nn.QuantReLU",
-    nn.SiLU: "hwgen.nn.QuantReLU",
+    nn.GELU: "hwgen.nn.QuantGELU",
+    nn.SiLU: "hwgen.nn.QuantSiLU",
+    nn.Sigmoid: "hwgen.nn.QuantSigmoid",
+    nn.Tanh: "hwgen.nn.QuantTanh",
     nn.LayerNorm: "hwgen.nn.QuantLayerNorm",
     nn.BatchNorm1d: "hwgen.nn.QuantBatchNorm1d",
     nn.MultiheadAttention: "hwgen.nn.QuantMultiheadAttention",
@@ -40,7 +42,9 @@ SUGGEST = {
 FUNCTION_SUGGEST = {
     "operator.add": "hwgen.nn.QuantAdd", "torch.add": "hwgen.nn.QuantAdd", "Tensor.add": "hwgen.nn.QuantAdd",
     "torch.relu": "hwgen.nn.QuantReLU", "torch.nn.functional.relu": "hwgen.nn.QuantReLU",
-    "Tensor.relu": "hwgen.nn.QuantReLU", "torch.nn.functional.gelu": "hwgen.nn.QuantReLU",
+    "Tensor.relu": "hwgen.nn.QuantReLU", "torch.nn.functional.gelu": "hwgen.nn.QuantGELU",
+    "torch.nn.functional.silu": "hwgen.nn.QuantSiLU", "torch.sigmoid": "hwgen.nn.QuantSigmoid",
+    "Tensor.sigmoid": "hwgen.nn.QuantSigmoid", "torch.tanh": "hwgen.nn.QuantTanh", "Tensor.tanh": "hwgen.nn.QuantTanh",
     "torch.mean": "hwgen.nn.QuantMeanPool", "Tensor.mean": "hwgen.nn.QuantMeanPool",
     "torch.nn.functional.linear": "hwgen.nn.QuantLinear",
     "torch.nn.functional.layer_norm": "hwgen.nn.QuantLayerNorm",
@@ -102,7 +106,8 @@ def _refuse_module(path: str, m: nn.Module, node: fx.Node):
     else:
         what = ("has no integer op on the accelerator (supported: the hwgen.nn layers "
                 "QuantLinear, QuantReLU, QuantAdd, QuantLayerNorm, QuantBatchNorm1d, QuantMultiheadAttention, "
-                "QuantAct, SinusoidalPositionalEncoding, LearnedPositionalEncoding, QuantMeanPool)")
+                "QuantAct, SinusoidalPositionalEncoding, LearnedPositionalEncoding, QuantMeanPool, QuantGELU, "
+                "QuantSiLU, QuantSigmoid, QuantTanh)")
     raise HwgenError(f"model.{path}: {_class_name(m)} {what}{_where(node)}")
 
 

@@ -26,6 +26,8 @@ class Unit(StrEnum):
     LAYERNORM = "layernorm"
     ARGMAX = "argmax"
     ANOMALY = "anomaly"
+    LUT = "lut"
+    SELECT = "select"
 
 
 def sbits(t: IntType) -> int:

@@ -1,0 +1,256 @@
+"""The ops added after the reference model's: ``lut`` (table activations). Each op: its golden function
+against an independent reference, its unit in Amaranth's simulator == golden on random inputs with the
+latency model exact per controller step, a small graph on Verilator, and a model written with the hwgen.nn
+layer converted, built and simulated bit-exact."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from amaranth.sim import Simulator
+from torch import nn
+
+import hwgen
+import hwgen.nn as hnn
+from hwgen import hw
+from hwgen.errors import HwgenError
+from hwgen.estimate.latency import estimate
+from hwgen.golden import run
+from hwgen.hw import lower
+from hwgen.ir.builder import GraphBuilder
+from hwgen.ir.types import IntType
+from hwgen.ops.lut import lut as golden_lut
+from hwgen.sim import simulate as simulate_rtl
+from tests.test_hw_top import simulate
+
+I8, U8, I6, I12 = IntType(8), IntType(8, False), IntType(6), IntType(12)
+
+
+# ---- helpers -------------------------------------------------------------------------------------------------
+def step_cycles(top, window) -> dict[int, int]:
+    """Cycles the controller spends in each step (``top.step``) for one window, no stalls."""
+    counts: dict[int, int] = {}
+    flat = [int(v) for v in np.asarray(window).reshape(-1)]
+    n_out = int(np.prod(top.design.graph.output_type.shape))
+
+    async def bench(ctx):
+        ctx.set(top.y.ready, 1)
+        sent, received = 0, 0
+        while received < n_out:
+            ctx.set(top.x.valid, int(sent < len(flat)))
+            if sent < len(flat):
+                ctx.set(top.x.payload, flat[sent])
+            step, ready, valid = ctx.get(top.step), ctx.get(top.x.ready), ctx.get(top.y.valid)
+            counts[step] = counts.get(step, 0) + 1
+            await ctx.tick()
+            sent += int(sent < len(flat) and ready)
+            received += int(valid)
+
+    sim = Simulator(top)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return counts
+
+
+def check_exact(graph, x, parallel):
+    """The lowered graph in Amaranth's simulator == golden on every window (with stalls), and the latency
+    model equal to the simulation in every controller step and in total. Returns the Top."""
+    top = lower(graph, parallel)
+    want = run(graph, x).reshape(len(x), -1)
+    got, cycles = simulate(top, x)
+    assert (got == want).all(), f"{got}\n!=\n{want}"
+    stalled, _ = simulate(lower(graph, parallel), x, stall_seed=3)
+    assert (stalled == want).all()
+    model = estimate(top.design)
+    assert cycles == [model["total"]] * len(x)
+    measured = step_cycles(lower(graph, parallel), x[0])
+    for members in top.design.steps:
+        predicted = sum(model["nodes"][graph.nodes[i].name] for i in members)
+        assert measured[members[0] + 1] == predicted, [graph.nodes[i].name for i in members]
+    return top
+
+
+def edge_inputs(rng, shape, dtype, n=3):
+    x = rng.integers(dtype.qmin, dtype.qmax + 1, size=(n, *shape))
+    x[0].flat[0], x[0].flat[-1] = dtype.qmin, dtype.qmax
+    x[1][...] = dtype.qmin
+    return x
+
+
+# ---- lut -----------------------------------------------------------------------------------------------------
+def test_lut_golden_is_the_table_entry_of_each_input():
+    rng = np.random.default_rng(0)
+    for dt in (I8, U8, IntType(3), IntType(12)):
+        table = rng.integers(-1000, 1000, size=dt.qmax - dt.qmin + 1)
+        x = rng.integers(dt.qmin, dt.qmax + 1, size=(5, 7))
+        want = np.array([[table[list(range(dt.qmin, dt.qmax + 1)).index(v)] for v in row] for row in x.tolist()])
+        assert np.array_equal(golden_lut(x, table, dt.qmin), want)
+
+
+@pytest.mark.parametrize("cls,fn", [(hnn.QuantGELU, F.gelu), (hnn.QuantSiLU, F.silu),
+                                    (hnn.QuantSigmoid, torch.sigmoid), (hnn.QuantTanh, torch.tanh)])
+def test_table_activation_forward_is_the_quantized_function(cls, fn):
+    """The layer's integers == round(f(x * s_in) / s_out), clamped, computed element by element in torch."""
+    torch.manual_seed(0)
+    q, act = hnn.QuantAct(6), cls(act_bits=7)
+    x = torch.randn(4, 8, 5) * 2
+    h = q(x)
+    y = act(h)
+    s_in, s_out, dt = float(getattr(h, "_hwgen_q").scale), act.out_quant.value(), act.dtype
+    want = torch.clamp(torch.floor(fn(hnn.integers(h).double() * s_in) / s_out + 0.5), dt.qmin, dt.qmax).long()
+    assert torch.equal(hnn.integers(y), want)
+    assert dt.signed == (cls is not hnn.QuantSigmoid)
+    # the gradient is the float function's (straight-through), not zero
+    x.requires_grad_(True)
+    act(q(x)).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_lut_refuses_a_table_of_the_wrong_size_or_range():
+    b = GraphBuilder("x", (4, 3), I6)
+    with pytest.raises(HwgenError, match=r"^node 'g' \(lut\): the table has 63 entries, the input type i6 has 64"):
+        b.lut("g", "x", np.zeros(63, np.int64), I8)
+    b = GraphBuilder("x", (4, 3), I6)
+    with pytest.raises(HwgenError, match=r"constant values \[0, 300\] do not fit its type i8"):
+        b.lut("g", "x", np.arange(64) * 300 // 63, I8)
+    b = GraphBuilder("x", (4, 3), IntType(13))
+    with pytest.raises(HwgenError, match="wider than the 12 bits"):
+        b.lut("g", "x", np.zeros(1 << 13, np.int64), I8)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_lut_unit_standalone_and_chained(seed):
+    """A lut on the input (read from memory), then a linear with a chained lut of a 6-bit value into a
+    12-bit type, then a lut into an unsigned type: three tables in one ROM."""
+    rng = np.random.default_rng(seed)
+    rows, c, n = 4, 3, 5
+    b = GraphBuilder("x", (rows, c), I8)
+    b.lut("t0", "x", rng.integers(-128, 128, size=256), I8)
+    b.linear("lin", "t0", rng.integers(-128, 128, size=(n, c)), None, 20000, 14, I6, I8)
+    b.lut("t1", "lin", rng.integers(-2048, 2048, size=64), I12)
+    b.linear("lin2", "t1", rng.integers(-8, 8, size=(2, n)), None, 20000, 20, I8, IntType(4))
+    b.lut("t2", "lin2", rng.integers(0, 256, size=256), U8)
+    graph = b.finish("t2")
+    top = check_exact(graph, edge_inputs(rng, (rows, c), I8), parallel=int(rng.integers(1, 5)))
+    chained = {graph.nodes[i].name for i in top.design.streamed}
+    assert chained == {"t1", "t2"}  # the first lut reads the input buffer
+    assert top.design.roms["act_lut"][0] == 12  # the widest output type (i12)
+    assert len(top.design.roms["act_lut"][1]) == 256 + 64 + 256
+
+
+@pytest.mark.sim
+def test_lut_graph_on_verilator_with_stalls(tmp_path):
+    rng = np.random.default_rng(7)
+    b = GraphBuilder("x", (8, 4), I8)
+    b.linear("lin", "x", rng.integers(-128, 128, size=(8, 4)), rng.integers(-500, 500, size=8), 21000, 15, I8, I8)
+    b.lut("act", "lin", rng.integers(-128, 128, size=256), I8)
+    b.add("res", "act", "lin", 16000, 15000, 0, 15, I8)
+    graph = b.finish("res")
+    v = tmp_path / "hwgen_top.v"
+    v.write_text(hw.emit_verilog(lower(graph, 4), name="hwgen_top"))
+    res = simulate_rtl(v, graph, edge_inputs(rng, (8, 4), I8, n=6), simulator="verilator", build_dir=tmp_path / "b",
+                       seed=2, stall_in=0.3, stall_out=0.3)
+    assert res.error is None and not res.timed_out, res.error
+    assert (res.windows, res.mismatches) == (6, 0)
+
+
+class TableActModel(nn.Module):
+    """Every table activation in one small forecaster (window 8, 3 features, d 8)."""
+
+    def __init__(self, d=8):
+        super().__init__()
+        self.q = hnn.QuantAct(8)
+        self.embed = hnn.QuantLinear(3, d)
+        self.gelu = hnn.QuantGELU()
+        self.ffn = hnn.QuantLinear(d, d, weight_bits=4)
+        self.silu = hnn.QuantSiLU(act_bits=6)
+        self.gate = hnn.QuantLinear(d, d)
+        self.sigmoid = hnn.QuantSigmoid()
+        self.mix = hnn.QuantLinear(d, d)
+        self.tanh = hnn.QuantTanh()
+        self.pool = hnn.QuantMeanPool()
+        self.head = hnn.QuantLinear(d, 1, act_bits=16)
+
+    def forward(self, x):
+        h = self.silu(self.ffn(self.gelu(self.embed(self.q(x)))))
+        h = self.tanh(self.mix(self.sigmoid(self.gate(h))))
+        return self.head(self.pool(h))
+
+
+def _data(n=48, steps=8, features=3, seed=0):
+    return torch.randn(n, steps, features, generator=torch.Generator().manual_seed(seed))
+
+
+def _train(model, x, y, steps=8, lr=1e-2):
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    for _ in range(steps):
+        loss = ((model(x) - y) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model
+
+
+@pytest.fixture(scope="module")
+def table_model():
+    torch.manual_seed(1)
+    x = _data(48)
+    return _train(TableActModel(), x, x[:, -1, :1] * 0.5), x
+
+
+def test_table_activations_convert_and_predict_exactly(table_model):
+    model, x = table_model
+    acc = hwgen.convert(model, x[:16], calibration=x[16:])
+    assert [n.op for n in acc.graph.nodes].count("lut") == 4
+    model.eval()
+    with torch.no_grad():
+        assert np.array_equal(acc.predict(x, integers=True), hnn.integers(model(x)).numpy())
+
+
+@pytest.mark.sim
+def test_table_activation_model_built_and_simulated_bit_exact_on_verilator(table_model, tmp_path):
+    model, x = table_model
+    acc = hwgen.convert(model, x[:16])
+    build = acc.build(tmp_path / "b", board="xc7s15", parallel=4)
+    design = hw.build_design(acc.graph, 4)
+    assert len(design.programs["lut"]) == 4 and all(design.head[i] != i for i, n in enumerate(acc.graph.nodes)
+                                                    if n.op == "lut")  # every lut chained onto its linear
+    assert build.report["hardware"]["parallel"] == 4
+    sim = acc.simulate(x[:3].numpy(), stall=0.2, seed=1)
+    assert sim["windows"] == 3 and sim["mismatches"] == 0 and sim["error"] is None
+
+
+@pytest.mark.parametrize("module,hint", [(nn.GELU(), "QuantGELU"), (nn.SiLU(), "QuantSiLU"),
+                                         (nn.Sigmoid(), "QuantSigmoid"), (nn.Tanh(), "QuantTanh")])
+def test_float_activations_are_refused_with_the_quant_layer_named(module, hint):
+    class Float(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q, self.embed, self.act = hnn.QuantAct(8), hnn.QuantLinear(3, 4), module
+
+        def forward(self, x):
+            return self.act(self.embed(self.q(x)))
+
+    with pytest.raises(HwgenError) as info:
+        hwgen.convert(Float(), _data(4))
+    assert "\n" not in str(info.value)
+    assert re.match(rf"^model\.act: torch\.nn\.\w+ is not quantized; use hwgen\.nn\.{hint} \(at ", str(info.value))
+
+
+def test_table_activation_refuses_a_wide_input():
+    class Wide(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q, self.embed, self.act = hnn.QuantAct(8), hnn.QuantLinear(3, 4, act_bits=16), hnn.QuantTanh()
+
+        def forward(self, x):
+            return self.act(self.embed(self.q(x)))
+
+    with pytest.raises(HwgenError, match=r"^model\.act \(QuantTanh\): its input has 16 bits; a table activation "
+                                         r"takes at most 12$"):
+        hwgen.convert(Wide(), _data(4))
