@@ -1,4 +1,5 @@
-"""The ops added after the reference model's: ``lut`` (table activations). Each op: its golden function
+"""The ops added after the reference model's: ``lut`` (table activations), ``maxpool`` and ``select_rows``
+(the last-step readout). Each op: its golden function
 against an independent reference, its unit in Amaranth's simulator == golden on random inputs with the
 latency model exact per controller step, a small graph on Verilator, and a model written with the hwgen.nn
 layer converted, built and simulated bit-exact."""
@@ -24,6 +25,8 @@ from hwgen.hw import lower
 from hwgen.ir.builder import GraphBuilder
 from hwgen.ir.types import IntType
 from hwgen.ops.lut import lut as golden_lut
+from hwgen.ops.maxpool import maxpool as golden_maxpool
+from hwgen.ops.select_rows import select_rows as golden_select_rows
 from hwgen.sim import simulate as simulate_rtl
 from tests.test_hw_top import simulate
 
@@ -254,3 +257,151 @@ def test_table_activation_refuses_a_wide_input():
     with pytest.raises(HwgenError, match=r"^model\.act \(QuantTanh\): its input has 16 bits; a table activation "
                                          r"takes at most 12$"):
         hwgen.convert(Wide(), _data(4))
+
+
+# ---- maxpool and select_rows ---------------------------------------------------------------------------------
+def test_maxpool_and_select_rows_golden_against_torch():
+    rng = np.random.default_rng(3)
+    x = rng.integers(-128, 128, size=(4, 7, 5))
+    t = torch.as_tensor(x).double().transpose(1, 2)  # torch pools channels-first
+    assert np.array_equal(golden_maxpool(x), t.amax(dim=2, keepdim=True).transpose(1, 2).long().numpy())
+    for k in (1, 2, 3, 7):
+        want = F.max_pool1d(t, k).transpose(1, 2).long().numpy()  # stride k, the tail rows dropped
+        assert np.array_equal(golden_maxpool(x, k), want)
+    assert np.array_equal(golden_select_rows(x, 6, 1), x[:, -1:])
+    assert np.array_equal(golden_select_rows(x, 2, 3), x[:, 2:5])
+
+
+def test_maxpool_and_select_rows_refuse_bad_attributes():
+    b = GraphBuilder("x", (4, 3), I8)
+    with pytest.raises(HwgenError, match=r"^node 'p' \(maxpool\): kernel must lie in 1\.\.4, not 5"):
+        b.maxpool("p", "x", 5)
+    with pytest.raises(HwgenError, match=r"^node 's' \(select_rows\): rows 3\.\.4 are not within 0\.\.3"):
+        b.select_rows("s", "x", 3, 2)
+
+
+@pytest.mark.parametrize("kernel", [None, 1, 2, 3])
+def test_maxpool_unit_standalone_and_chained(kernel):
+    """On the input buffer (7 rows: kernel 2 and 3 leave tail rows), and chained onto a linear."""
+    rng = np.random.default_rng(kernel or 0)
+    b = GraphBuilder("x", (7, 3), I8)
+    b.maxpool("p", "x", kernel)
+    check_exact(b.finish("p"), edge_inputs(rng, (7, 3), I8), parallel=2)
+    b = GraphBuilder("x", (7, 3), I8)
+    b.linear("lin", "x", rng.integers(-128, 128, size=(5, 3)), None, 20000, 14, I6, I8)
+    b.maxpool("p", "lin", kernel)
+    top = check_exact(b.finish("p"), edge_inputs(rng, (7, 3), I8), parallel=3)
+    assert top.design.streamed == {1: 0}
+
+
+@pytest.mark.parametrize("start,count", [(6, 1), (0, 2), (3, 3)])
+def test_select_rows_unit_standalone_and_chained(start, count):
+    """Standalone it reads only the selected rows; chained it waits for its producer's last element."""
+    rng = np.random.default_rng(start)
+    b = GraphBuilder("x", (7, 3), I8)
+    b.select_rows("s", "x", start, count)
+    top = check_exact(b.finish("s"), edge_inputs(rng, (7, 3), I8), parallel=2)
+    assert estimate(top.design)["nodes"]["s"] == count * 3 + 4
+    b = GraphBuilder("x", (7, 3), I8)
+    b.linear("lin", "x", rng.integers(-128, 128, size=(5, 3)), None, 20000, 14, I6, I8)
+    b.select_rows("s", "lin", start, count)
+    b.maxpool("p", "s")  # both ops on the one unit, a second program
+    top = check_exact(b.finish("p"), edge_inputs(rng, (7, 3), I8), parallel=3)
+    assert top.design.streamed == {1: 0} and len(top.design.programs["select"]) == 2
+
+
+@pytest.mark.sim
+def test_maxpool_and_last_step_graph_on_verilator_with_stalls(tmp_path):
+    rng = np.random.default_rng(8)
+    b = GraphBuilder("x", (8, 4), I8)
+    b.linear("lin", "x", rng.integers(-128, 128, size=(8, 4)), rng.integers(-500, 500, size=8), 21000, 15, I8, I8)
+    b.maxpool("pool", "lin", 2)
+    b.lut("act", "pool", rng.integers(-128, 128, size=256), I8)
+    b.select_rows("last", "act", 3, 1)
+    b.linear("head", "last", rng.integers(-128, 128, size=(2, 8)), None, 21000, 15, I8, I8)
+    graph = b.finish("head")
+    v = tmp_path / "hwgen_top.v"
+    v.write_text(hw.emit_verilog(lower(graph, 4), name="hwgen_top"))
+    res = simulate_rtl(v, graph, edge_inputs(rng, (8, 4), I8, n=6), simulator="verilator", build_dir=tmp_path / "b",
+                       seed=3, stall_in=0.3, stall_out=0.3)
+    assert res.error is None and not res.timed_out, res.error
+    assert (res.windows, res.mismatches) == (6, 0)
+
+
+class PoolModel(nn.Module):
+    """Max pooling over pairs of steps, a table activation, the last step, and a global max beside it."""
+
+    def __init__(self, d=8):
+        super().__init__()
+        self.q = hnn.QuantAct(8)
+        self.embed = hnn.QuantLinear(3, d)
+        self.pool = hnn.QuantMaxPool(2)
+        self.act = hnn.QuantTanh()
+        self.ffn = hnn.QuantLinear(d, d)
+        self.last = hnn.QuantLastStep()
+        self.head = hnn.QuantLinear(d, 1, act_bits=16)
+
+    def forward(self, x):
+        h = self.ffn(self.act(self.pool(self.embed(self.q(x)))))
+        return self.head(self.last(h))
+
+
+class GlobalMaxModel(nn.Module):
+    def __init__(self, d=8):
+        super().__init__()
+        self.q, self.embed, self.pool = hnn.QuantAct(8), hnn.QuantLinear(3, d), hnn.QuantMaxPool()
+        self.head = hnn.QuantLinear(d, 2, act_bits=16)
+
+    def forward(self, x):
+        return self.head(self.pool(self.embed(self.q(x))))
+
+
+@pytest.fixture(scope="module")
+def pool_model():
+    torch.manual_seed(2)
+    x = _data(48)
+    return _train(PoolModel(), x, x[:, -1, :1] * 0.5), x
+
+
+def test_max_pool_and_last_step_convert_and_predict_exactly(pool_model):
+    model, x = pool_model
+    acc = hwgen.convert(model, x[:16], calibration=x[16:])
+    assert [n.op for n in acc.graph.nodes] == ["linear", "maxpool", "lut", "linear", "select_rows", "linear"]
+    assert acc.graph.nodes[1].out.shape == (4, 8) and acc.graph.nodes[4].out.shape == (1, 8)
+    model.eval()
+    with torch.no_grad():
+        assert np.array_equal(acc.predict(x, integers=True), hnn.integers(model(x)).numpy())
+    torch.manual_seed(3)
+    other = _train(GlobalMaxModel(), x, x[:, -1, :2])
+    acc = hwgen.convert(other, x[:16], calibration=x[16:])
+    other.eval()
+    with torch.no_grad():
+        assert np.array_equal(acc.predict(x, integers=True), hnn.integers(other(x)).numpy())
+    xg = x.clone().requires_grad_(True)
+    other(xg).sum().backward()  # the max's gradient reaches the input
+    assert xg.grad.abs().sum() > 0
+
+
+@pytest.mark.sim
+def test_max_pool_and_last_step_model_built_and_simulated_bit_exact_on_verilator(pool_model, tmp_path):
+    model, x = pool_model
+    acc = hwgen.convert(model, x[:16])
+    acc.build(tmp_path / "b", board="xc7s15", parallel=4)
+    sim = acc.simulate(x[:3].numpy(), stall=0.2, seed=2)
+    assert sim["windows"] == 3 and sim["mismatches"] == 0 and sim["error"] is None
+
+
+@pytest.mark.parametrize("module,hint", [
+    (nn.AdaptiveMaxPool1d(1), r"hwgen\.nn\.QuantMaxPool \(the maximum over all time steps\)"),
+    (nn.MaxPool1d(2), r"hwgen\.nn\.QuantMaxPool\(kernel_size\) \(channels-last, stride = kernel\)")])
+def test_torch_max_pooling_is_refused_with_quant_max_pool_named(module, hint):
+    class Float(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q, self.pool = hnn.QuantAct(8), module
+
+        def forward(self, x):
+            return self.pool(self.q(x))
+
+    with pytest.raises(HwgenError, match=rf"^model\.pool: torch\.nn\.\w+ is not quantized; use {hint} \(at "):
+        hwgen.convert(Float(), _data(4))

@@ -8,7 +8,8 @@ from hwgen.hw.heads import AnomalyScoreUnit, ArgmaxUnit
 from hwgen.hw.lut import LutUnit
 from hwgen.hw.matmul import MatmulUnit
 from hwgen.hw.norm import LayerNormUnit
+from hwgen.hw.select import SelectUnit
 from hwgen.hw.softmax import SoftmaxUnit
 
 UNITS = {unit.kind: unit for unit in (MatmulUnit, AddUnit, AffineUnit, AvgpoolUnit, SoftmaxUnit, LayerNormUnit,
-                                      ArgmaxUnit, AnomalyScoreUnit, LutUnit)}
+                                      ArgmaxUnit, AnomalyScoreUnit, LutUnit, SelectUnit)}

@@ -13,7 +13,8 @@ from hwgen.nn.layers import (LearnedPositionalEncoding, QuantAct, QuantAdd, Quan
                              QuantLinear, QuantMeanPool, QuantModule, QuantMultiheadAttention, QuantReLU,
                              SinusoidalPositionalEncoding)
 from hwgen.nn.quant import integers
+from hwgen.nn.select import QuantLastStep, QuantMaxPool
 
 __all__ = ["LearnedPositionalEncoding", "QuantAct", "QuantAdd", "QuantBatchNorm1d", "QuantGELU", "QuantLayerNorm",
-           "QuantLinear", "QuantMeanPool", "QuantModule", "QuantMultiheadAttention", "QuantReLU", "QuantSiLU",
+           "QuantLastStep", "QuantLinear", "QuantMaxPool", "QuantMeanPool", "QuantModule", "QuantMultiheadAttention", "QuantReLU", "QuantSiLU",
            "QuantSigmoid", "QuantTanh", "SinusoidalPositionalEncoding", "convert", "integers"]

@@ -20,11 +20,13 @@ from hwgen.ops.base import OpDef, Unit, sbits
 from hwgen.ops.layernorm import LayerNorm
 from hwgen.ops.linear import MAX_IN_SHL, Linear, in_shl_max
 from hwgen.ops.lut import Lut
+from hwgen.ops.maxpool import MaxPool
+from hwgen.ops.select_rows import SelectRows
 from hwgen.ops.softmax import Softmax
 
 OPS: dict[str, OpDef] = {op.name: op for op in (
     Linear(), AttnScores(), Softmax(), AttnApply(), Add(), Affine(), LayerNorm(), AvgPool(), Argmax(),
-    AnomalyScore(), Lut())}
+    AnomalyScore(), Lut(), MaxPool(), SelectRows())}
 
 
 def op_of(node) -> OpDef:
