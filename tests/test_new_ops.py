@@ -1,5 +1,5 @@
 """The ops added after the reference model's: ``lut`` (table activations), ``maxpool`` and ``select_rows``
-(the last-step readout). Each op: its golden function
+(the last-step readout), ``concat``. Each op: its golden function
 against an independent reference, its unit in Amaranth's simulator == golden on random inputs with the
 latency model exact per controller step, a small graph on Verilator, and a model written with the hwgen.nn
 layer converted, built and simulated bit-exact."""
@@ -24,6 +24,7 @@ from hwgen.golden import run
 from hwgen.hw import lower
 from hwgen.ir.builder import GraphBuilder
 from hwgen.ir.types import IntType
+from hwgen.ops.concat import concat as golden_concat
 from hwgen.ops.lut import lut as golden_lut
 from hwgen.ops.maxpool import maxpool as golden_maxpool
 from hwgen.ops.select_rows import select_rows as golden_select_rows
@@ -405,3 +406,105 @@ def test_torch_max_pooling_is_refused_with_quant_max_pool_named(module, hint):
 
     with pytest.raises(HwgenError, match=rf"^model\.pool: torch\.nn\.\w+ is not quantized; use {hint} \(at "):
         hwgen.convert(Float(), _data(4))
+
+
+# ---- concat --------------------------------------------------------------------------------------------------
+def test_concat_golden_against_torch_and_its_refusals():
+    rng = np.random.default_rng(4)
+    a, b = rng.integers(-128, 128, size=(3, 5, 2)), rng.integers(-128, 128, size=(3, 5, 4))
+    assert np.array_equal(golden_concat(a, b), torch.cat([torch.as_tensor(a), torch.as_tensor(b)], -1).numpy())
+    gb = GraphBuilder("x", (5, 3), I8)
+    gb.linear("lin", "x", rng.integers(-128, 128, size=(4, 3)), None, 20000, 14, I6, I8)
+    with pytest.raises(HwgenError, match=r"^node 'c' \(concat\): operands of types i8 and i6 and the output i8 "
+                                         r"must share one type"):
+        gb.concat("c", "x", "lin")
+    gb.linear("lin2", "x", rng.integers(-128, 128, size=(4, 3)), None, 20000, 14, I8, I8, rows=2)
+    with pytest.raises(HwgenError, match="with the same number of rows"):
+        gb.concat("c", "x", "lin2")
+
+
+@pytest.mark.parametrize("parallel", [1, 3])
+def test_concat_unit(parallel):
+    """A value beside itself (both read ports of one buffer), beside a linear's output, and a constant."""
+    rng = np.random.default_rng(parallel)
+    b = GraphBuilder("x", (5, 3), I8)
+    b.concat("self", "x", "x")
+    b.linear("lin", "self", rng.integers(-128, 128, size=(4, 6)), None, 20000, 15, I8, I8)
+    b.concat("c", "x", "lin")
+    pos = b.const("pos", rng.integers(-128, 128, size=(5, 2)), I8)
+    b.concat("d", "c", pos)
+    top = check_exact(b.finish("d"), edge_inputs(rng, (5, 3), I8), parallel)
+    assert not top.design.streamed  # never chained
+    assert estimate(top.design)["nodes"]["d"] == 5 * 9 + 4
+
+
+class CatModel(nn.Module):
+    """Two branches of one embedding, requantized by one shared QuantAct, concatenated."""
+
+    def __init__(self, d=8):
+        super().__init__()
+        self.q = hnn.QuantAct(8)
+        self.embed = hnn.QuantLinear(3, d)
+        self.left = hnn.QuantLinear(d, d)
+        self.right = hnn.QuantLinear(d, d // 2)
+        self.act = hnn.QuantSiLU()
+        self.join = hnn.QuantAct(8)
+        self.cat = hnn.QuantCat()
+        self.pool = hnn.QuantMeanPool()
+        self.head = hnn.QuantLinear(d + d // 2, 1, act_bits=16)
+
+    def forward(self, x):
+        h = self.embed(self.q(x))
+        h = self.cat(self.join(self.left(h)), self.join(self.act(self.right(h))))
+        return self.head(self.pool(h))
+
+
+@pytest.fixture(scope="module")
+def cat_model():
+    torch.manual_seed(4)
+    x = _data(48)
+    return _train(CatModel(), x, x[:, -1, :1] * 0.5), x
+
+
+def test_concat_model_converts_and_predicts_exactly(cat_model):
+    model, x = cat_model
+    acc = hwgen.convert(model, x[:16], calibration=x[16:])
+    assert "concat" in [n.op for n in acc.graph.nodes]
+    model.eval()
+    with torch.no_grad():
+        assert np.array_equal(acc.predict(x, integers=True), hnn.integers(model(x)).numpy())
+
+
+@pytest.mark.sim
+def test_concat_model_built_and_simulated_bit_exact_on_verilator(cat_model, tmp_path):
+    model, x = cat_model
+    acc = hwgen.convert(model, x[:16])
+    acc.build(tmp_path / "b", board="xc7s15", parallel=4)
+    sim = acc.simulate(x[:3].numpy(), stall=0.2, seed=3)
+    assert sim["windows"] == 3 and sim["mismatches"] == 0 and sim["error"] is None
+
+
+def test_concat_of_differently_scaled_tensors_and_torch_cat_are_refused():
+    class TwoScales(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q, self.a, self.b, self.cat = hnn.QuantAct(8), hnn.QuantLinear(3, 4), hnn.QuantLinear(3, 4), hnn.QuantCat()
+
+        def forward(self, x):
+            h = self.q(x)
+            return self.cat(self.a(h), self.b(h))
+
+    class TorchCat(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q, self.a = hnn.QuantAct(8), hnn.QuantLinear(3, 4)
+
+        def forward(self, x):
+            h = self.q(x)
+            return torch.cat([self.a(h), h], dim=-1)
+
+    with pytest.raises(HwgenError, match=r"^model\.cat \(QuantCat\): operands have scales .* requantize both with "
+                                         r"one shared hwgen\.nn\.QuantAct first$"):
+        hwgen.convert(TwoScales(), _data(4))
+    with pytest.raises(HwgenError, match=r"^model: torch\.cat is not quantized; use hwgen\.nn\.QuantCat \(at "):
+        hwgen.convert(TorchCat(), _data(4))

@@ -3,6 +3,7 @@ level and the estimators look units up in)."""
 
 from __future__ import annotations
 
+from hwgen.hw.concat import ConcatUnit
 from hwgen.hw.eltwise import AddUnit, AffineUnit, AvgpoolUnit
 from hwgen.hw.heads import AnomalyScoreUnit, ArgmaxUnit
 from hwgen.hw.lut import LutUnit
@@ -12,4 +13,5 @@ from hwgen.hw.select import SelectUnit
 from hwgen.hw.softmax import SoftmaxUnit
 
 UNITS = {unit.kind: unit for unit in (MatmulUnit, AddUnit, AffineUnit, AvgpoolUnit, SoftmaxUnit, LayerNormUnit,
-                                      ArgmaxUnit, AnomalyScoreUnit, LutUnit, SelectUnit)}
+                                      ArgmaxUnit, AnomalyScoreUnit, LutUnit, SelectUnit,
+                                      ConcatUnit)}

@@ -134,6 +134,10 @@ class GraphBuilder:
         attrs = {"start": int(start), "count": int(count)}
         return self._node("select_rows", name, (x,), attrs, self._graph().value_type(x).dtype)
 
+    def concat(self, name, a, b) -> str:
+        """``a`` and ``b`` (same rows, same type) side by side along channels."""
+        return self._node("concat", name, (a, b), {}, self._graph().value_type(a).dtype)
+
     def finish(self, output: str, meta: dict[str, Any] | None = None) -> Graph:
         """The verified graph with declared widths, computing ``output``."""
         graph = Graph(self.input_name, self.input_type, tuple(self.nodes), self.consts, output, meta or {})

@@ -50,7 +50,8 @@ FUNCTION_SUGGEST = {
     "torch.mean": "hwgen.nn.QuantMeanPool", "Tensor.mean": "hwgen.nn.QuantMeanPool",
     "torch.amax": "hwgen.nn.QuantMaxPool", "Tensor.amax": "hwgen.nn.QuantMaxPool", "torch.max": "hwgen.nn.QuantMaxPool",
     "Tensor.max": "hwgen.nn.QuantMaxPool",
-    "torch.nn.functional.linear": "hwgen.nn.QuantLinear",
+    "torch.nn.functional.linear": "hwgen.nn.QuantLinear", "torch.cat": "hwgen.nn.QuantCat",
+    "torch.concat": "hwgen.nn.QuantCat", "torch.concatenate": "hwgen.nn.QuantCat",
     "torch.nn.functional.layer_norm": "hwgen.nn.QuantLayerNorm",
 }
 
@@ -111,7 +112,7 @@ def _refuse_module(path: str, m: nn.Module, node: fx.Node):
         what = ("has no integer op on the accelerator (supported: the hwgen.nn layers "
                 "QuantLinear, QuantReLU, QuantAdd, QuantLayerNorm, QuantBatchNorm1d, QuantMultiheadAttention, "
                 "QuantAct, SinusoidalPositionalEncoding, LearnedPositionalEncoding, QuantMeanPool, QuantMaxPool, "
-                "QuantLastStep, QuantGELU, QuantSiLU, QuantSigmoid, QuantTanh)")
+                "QuantLastStep, QuantCat, QuantGELU, QuantSiLU, QuantSigmoid, QuantTanh)")
     raise HwgenError(f"model.{path}: {_class_name(m)} {what}{_where(node)}")
 
 

@@ -65,3 +65,27 @@ class QuantLastStep(QuantModule):
             self.fail(f"input shape {x.shape} per window: expects [time, channels]")
         b.select_rows(name, x.name, x.shape[0] - 1, 1)
         return _value(b, name, x.scale, x.dtype)
+
+
+class QuantCat(QuantModule):
+    """Two quantized tensors side by side along channels, called ``cat(a, b)`` (``torch.cat([a, b], -1)``):
+    the IR's ``concat``. Both must have one scale and type (quantize both with one shared
+    ``hwgen.nn.QuantAct``); the output keeps them."""
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        ia, ib = scalar_info(a, self.who()), scalar_info(b, self.who())
+        if a.dim() != b.dim() or a.shape[:-1] != b.shape[:-1]:
+            self.fail(f"operands of shapes {tuple(a.shape)} and {tuple(b.shape)} differ before the channel axis")
+        if ia.scale != ib.scale or ia.dtype != ib.dtype:
+            self.fail(f"operands have scales {ia.scale:.6g} ({ia.dtype}) and {ib.scale:.6g} ({ib.dtype}): "
+                      "requantize both with one shared hwgen.nn.QuantAct first")
+        ints = torch.cat([ia.ints, ib.ints], dim=-1)
+        return emit(torch.cat([a, b], dim=-1), ints, ia.scale, ia.dtype)
+
+    def export(self, b, name, args):
+        x, y = args
+        if x.scale != y.scale or x.dtype != y.dtype or len(x.shape) != 2:
+            self.fail(f"operands of scales {x.scale:.6g} and {y.scale:.6g}, types {x.dtype} and {y.dtype}, "
+                      f"shapes {x.shape} and {y.shape}: expects one scale and type, [time, channels]")
+        b.concat(name, x.name, y.name)
+        return _value(b, name, x.scale, x.dtype)

@@ -28,6 +28,7 @@ class Unit(StrEnum):
     ANOMALY = "anomaly"
     LUT = "lut"
     SELECT = "select"
+    CONCAT = "concat"
 
 
 def sbits(t: IntType) -> int:
