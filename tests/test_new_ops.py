@@ -207,13 +207,15 @@ def table_model():
     return _train(TableActModel(), x, x[:, -1, :1] * 0.5), x
 
 
-def test_table_activations_convert_and_predict_exactly(table_model):
+def test_table_activations_convert_and_predict_exactly(table_model, tmp_path):
     model, x = table_model
     acc = hwgen.convert(model, x[:16], calibration=x[16:])
     assert [n.op for n in acc.graph.nodes].count("lut") == 4
     model.eval()
     with torch.no_grad():
         assert np.array_equal(acc.predict(x, integers=True), hnn.integers(model(x)).numpy())
+    again = hwgen.load(acc.save(tmp_path / "g"))
+    assert np.array_equal(again.predict(x, integers=True), acc.predict(x, integers=True))
 
 
 @pytest.mark.sim
@@ -275,8 +277,9 @@ def test_maxpool_and_select_rows_golden_against_torch():
 
 def test_maxpool_and_select_rows_refuse_bad_attributes():
     b = GraphBuilder("x", (4, 3), I8)
-    with pytest.raises(HwgenError, match=r"^node 'p' \(maxpool\): kernel must lie in 1\.\.4, not 5"):
-        b.maxpool("p", "x", 5)
+    for k in (5, 0):
+        with pytest.raises(HwgenError, match=rf"^node 'p' \(maxpool\): kernel must lie in 1\.\.4, not {k}"):
+            b.maxpool("p", "x", k)
     with pytest.raises(HwgenError, match=r"^node 's' \(select_rows\): rows 3\.\.4 are not within 0\.\.3"):
         b.select_rows("s", "x", 3, 2)
 
@@ -364,7 +367,7 @@ def pool_model():
     return _train(PoolModel(), x, x[:, -1, :1] * 0.5), x
 
 
-def test_max_pool_and_last_step_convert_and_predict_exactly(pool_model):
+def test_max_pool_and_last_step_convert_and_predict_exactly(pool_model, tmp_path):
     model, x = pool_model
     acc = hwgen.convert(model, x[:16], calibration=x[16:])
     assert [n.op for n in acc.graph.nodes] == ["linear", "maxpool", "lut", "linear", "select_rows", "linear"]
@@ -372,6 +375,8 @@ def test_max_pool_and_last_step_convert_and_predict_exactly(pool_model):
     model.eval()
     with torch.no_grad():
         assert np.array_equal(acc.predict(x, integers=True), hnn.integers(model(x)).numpy())
+    again = hwgen.load(acc.save(tmp_path / "g"))  # graph.json + consts.npz round trip
+    assert np.array_equal(again.predict(x, integers=True), acc.predict(x, integers=True))
     torch.manual_seed(3)
     other = _train(GlobalMaxModel(), x, x[:, -1, :2])
     acc = hwgen.convert(other, x[:16], calibration=x[16:])
@@ -466,13 +471,15 @@ def cat_model():
     return _train(CatModel(), x, x[:, -1, :1] * 0.5), x
 
 
-def test_concat_model_converts_and_predicts_exactly(cat_model):
+def test_concat_model_converts_and_predicts_exactly(cat_model, tmp_path):
     model, x = cat_model
     acc = hwgen.convert(model, x[:16], calibration=x[16:])
     assert "concat" in [n.op for n in acc.graph.nodes]
     model.eval()
     with torch.no_grad():
         assert np.array_equal(acc.predict(x, integers=True), hnn.integers(model(x)).numpy())
+    again = hwgen.load(acc.save(tmp_path / "g"))
+    assert np.array_equal(again.predict(x, integers=True), acc.predict(x, integers=True))
 
 
 @pytest.mark.sim

@@ -36,7 +36,7 @@ class SelectUnit(Lowered, wiring.Component):
         if node.op == "select_rows":
             lo, hi, kernel = node.attrs["start"], node.attrs["start"] + node.attrs["count"], 1
         else:
-            kernel = node.attrs.get("kernel") or rows
+            kernel = rows if node.attrs.get("kernel") is None else node.attrs["kernel"]
             lo, hi = 0, rows // kernel * kernel
         first = 0 if chained else lo // kernel * kernel
         # rows count from the first one visited (a window's first row: the row counter starts at 0)

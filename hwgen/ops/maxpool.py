@@ -13,7 +13,8 @@ from hwgen.ops.rounding import I64
 def maxpool(x: np.ndarray, kernel: int | None = None) -> np.ndarray:
     """Maximum over windows of ``kernel`` rows of [..., L, C] -> [..., L // kernel, C] (all rows: one)."""
     x = np.asarray(x, I64)
-    length, k = x.shape[-2], kernel or x.shape[-2]
+    length = x.shape[-2]
+    k = length if kernel is None else kernel
     rows = length // k
     windows = x[..., :rows * k, :].reshape(*x.shape[:-2], rows, k, x.shape[-1])
     return windows.max(axis=-2)
@@ -29,7 +30,8 @@ class MaxPool(OpDef):
     def shape(self, graph, node):
         shapes = self.in_shapes(graph, node)
         self.need(node, shapes, len(shapes[0]) == 2, "expects [time, channels]")
-        k = node.attrs.get("kernel") or shapes[0][0]
+        k = node.attrs.get("kernel")
+        k = shapes[0][0] if k is None else k
         self.need(node, shapes, 1 <= k <= shapes[0][0], f"kernel must lie in 1..{shapes[0][0]}, not {k}")
         self.need(node, shapes, node.out.dtype == graph.value_type(node.inputs[0]).dtype,
                   f"the output type {node.out.dtype} must be the input's")
