@@ -411,19 +411,19 @@ class ReluAfterNorm(nn.Module):
 
 
 @pytest.mark.parametrize("cls,pattern", [
-    (WithGelu, r"^model\.blocks\.0\.act: torch\.nn\.GELU is not quantized; use hwgen\.nn\.QuantReLU "
+    (WithGelu, r"^model\.blocks\.0\.act: torch\.nn\.GELU is not quantized; use hwgen\.nn\.QuantGELU "
                r"\(at test_nn\.py:\d+: f = self\.ffn2\(self\.act\(self\.ffn1"),
     (ConvStem, r"^model\.stem: torch\.nn\.Conv1d has no integer op on the accelerator .*\(at test_nn\.py:\d+: "
                r"return self\.stem"),
     (PlainLinear, r"^model\.head: torch\.nn\.Linear is not quantized; use hwgen\.nn\.QuantLinear "
                   r"\(at test_nn\.py:\d+: return self\.head"),
-    (Sigmoid, r"^model: torch\.sigmoid has no integer op on the accelerator.*\(at test_nn\.py:\d+: "
+    (Sigmoid, r"^model: torch\.sigmoid is not quantized; use hwgen\.nn\.QuantSigmoid \(at test_nn\.py:\d+: "
               r"return torch\.sigmoid"),
     (PlusResidual, r"^model: operator\.add is not quantized; use hwgen\.nn\.QuantAdd \(at test_nn\.py:\d+: "
                    r"return h \+ self\.ffn"),
-    (MaxPool, r"^model\.pool: torch\.nn\.MaxPool1d has no integer op"),
-    (LastStep, r"^model: operator\.getitem \(slicing, e\.g\. a last-time-step readout\) has no integer op .*"
-               r"QuantMeanPool \(at test_nn\.py:\d+: return self\.embed\(self\.q\(x\)\)\[:, -1\]"),
+    (MaxPool, r"^model\.pool: torch\.nn\.MaxPool1d is not quantized; use hwgen\.nn\.QuantMaxPool\(kernel_size\)"),
+    (LastStep, r"^model: operator\.getitem \(slicing\) is not mapped: .*hwgen\.nn\.QuantLastStep \(x\[:, -1\]\) .*"
+               r"QuantMaxPool \(at test_nn\.py:\d+: return self\.embed\(self\.q\(x\)\)\[:, -1\]"),
     (NoInputQuant, r"^model: the input 'x' must go into one hwgen\.nn\.QuantAct"),
     (ReluAfterNorm, r"^model\.act \(QuantReLU\): must directly follow a QuantLinear"),
 ])

@@ -119,6 +119,25 @@ class GraphBuilder:
             attrs["offset"] = int(offset)
         return self._node("anomaly_score", name, (x, rec), attrs, dtype)
 
+    def lut(self, name, x, table, dtype: IntType) -> str:
+        """``table[x - qmin]`` element-wise: one table entry per value of ``x``'s integer type."""
+        attrs = {"table": self.const(f"{name}.table", np.asarray(table).reshape(-1), dtype)}
+        return self._node("lut", name, (x,), attrs, dtype)
+
+    def maxpool(self, name, x, kernel: int | None = None) -> str:
+        """Maximum over time in windows of ``kernel`` rows (default: all), in the input's type."""
+        attrs = {} if kernel is None else {"kernel": int(kernel)}
+        return self._node("maxpool", name, (x,), attrs, self._graph().value_type(x).dtype)
+
+    def select_rows(self, name, x, start: int, count: int = 1) -> str:
+        """Rows ``start .. start + count - 1`` of ``x`` (the last step: start = time - 1)."""
+        attrs = {"start": int(start), "count": int(count)}
+        return self._node("select_rows", name, (x,), attrs, self._graph().value_type(x).dtype)
+
+    def concat(self, name, a, b) -> str:
+        """``a`` and ``b`` (same rows, same type) side by side along channels."""
+        return self._node("concat", name, (a, b), {}, self._graph().value_type(a).dtype)
+
     def finish(self, output: str, meta: dict[str, Any] | None = None) -> Graph:
         """The verified graph with declared widths, computing ``output``."""
         graph = Graph(self.input_name, self.input_type, tuple(self.nodes), self.consts, output, meta or {})

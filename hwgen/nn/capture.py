@@ -29,20 +29,29 @@ CHECK_BATCH = 256  # windows per forward pass of the exact check
 SUGGEST = {
     nn.Linear: "hwgen.nn.QuantLinear",
     nn.ReLU: "hwgen.nn.QuantReLU",
-    nn.GELU: "hwgen.nn.QuantReLU",
-    nn.SiLU: "hwgen.nn.QuantReLU",
+    nn.GELU: "hwgen.nn.QuantGELU",
+    nn.SiLU: "hwgen.nn.QuantSiLU",
+    nn.Sigmoid: "hwgen.nn.QuantSigmoid",
+    nn.Tanh: "hwgen.nn.QuantTanh",
     nn.LayerNorm: "hwgen.nn.QuantLayerNorm",
     nn.BatchNorm1d: "hwgen.nn.QuantBatchNorm1d",
     nn.MultiheadAttention: "hwgen.nn.QuantMultiheadAttention",
     nn.AdaptiveAvgPool1d: "hwgen.nn.QuantMeanPool",
     nn.AvgPool1d: "hwgen.nn.QuantMeanPool (the mean over all time steps)",
+    nn.AdaptiveMaxPool1d: "hwgen.nn.QuantMaxPool (the maximum over all time steps)",
+    nn.MaxPool1d: "hwgen.nn.QuantMaxPool(kernel_size) (channels-last, stride = kernel)",
 }
 FUNCTION_SUGGEST = {
     "operator.add": "hwgen.nn.QuantAdd", "torch.add": "hwgen.nn.QuantAdd", "Tensor.add": "hwgen.nn.QuantAdd",
     "torch.relu": "hwgen.nn.QuantReLU", "torch.nn.functional.relu": "hwgen.nn.QuantReLU",
-    "Tensor.relu": "hwgen.nn.QuantReLU", "torch.nn.functional.gelu": "hwgen.nn.QuantReLU",
+    "Tensor.relu": "hwgen.nn.QuantReLU", "torch.nn.functional.gelu": "hwgen.nn.QuantGELU",
+    "torch.nn.functional.silu": "hwgen.nn.QuantSiLU", "torch.sigmoid": "hwgen.nn.QuantSigmoid",
+    "Tensor.sigmoid": "hwgen.nn.QuantSigmoid", "torch.tanh": "hwgen.nn.QuantTanh", "Tensor.tanh": "hwgen.nn.QuantTanh",
     "torch.mean": "hwgen.nn.QuantMeanPool", "Tensor.mean": "hwgen.nn.QuantMeanPool",
-    "torch.nn.functional.linear": "hwgen.nn.QuantLinear",
+    "torch.amax": "hwgen.nn.QuantMaxPool", "Tensor.amax": "hwgen.nn.QuantMaxPool", "torch.max": "hwgen.nn.QuantMaxPool",
+    "Tensor.max": "hwgen.nn.QuantMaxPool",
+    "torch.nn.functional.linear": "hwgen.nn.QuantLinear", "torch.cat": "hwgen.nn.QuantCat",
+    "torch.concat": "hwgen.nn.QuantCat", "torch.concatenate": "hwgen.nn.QuantCat",
     "torch.nn.functional.layer_norm": "hwgen.nn.QuantLayerNorm",
 }
 
@@ -102,15 +111,16 @@ def _refuse_module(path: str, m: nn.Module, node: fx.Node):
     else:
         what = ("has no integer op on the accelerator (supported: the hwgen.nn layers "
                 "QuantLinear, QuantReLU, QuantAdd, QuantLayerNorm, QuantBatchNorm1d, QuantMultiheadAttention, "
-                "QuantAct, SinusoidalPositionalEncoding, LearnedPositionalEncoding, QuantMeanPool)")
+                "QuantAct, SinusoidalPositionalEncoding, LearnedPositionalEncoding, QuantMeanPool, QuantMaxPool, "
+                "QuantLastStep, QuantCat, QuantGELU, QuantSiLU, QuantSigmoid, QuantTanh)")
     raise HwgenError(f"model.{path}: {_class_name(m)} {what}{_where(node)}")
 
 
 def _refuse_function(node: fx.Node, what: str = ""):
     name = _qualname(node.target)
     if name in ("operator.getitem", "Tensor.__getitem__", "Tensor.select", "Tensor.narrow"):
-        what = what or ("(slicing, e.g. a last-time-step readout) has no integer op on the accelerator yet; "
-                        "pool over time with hwgen.nn.QuantMeanPool")
+        what = what or ("(slicing) is not mapped: its result carries no integers; read out the last time "
+                        "step with hwgen.nn.QuantLastStep (x[:, -1]) or pool with QuantMeanPool or QuantMaxPool")
     hint = FUNCTION_SUGGEST.get(name)
     what = what or (f"is not quantized; use {hint}" if hint else
                     "has no integer op on the accelerator: compose hwgen.nn layers only")

@@ -16,14 +16,19 @@ from hwgen.ops.argmax import Argmax
 from hwgen.ops.attn_apply import AttnApply
 from hwgen.ops.attn_scores import AttnScores
 from hwgen.ops.avgpool import AvgPool
+from hwgen.ops.concat import Concat
 from hwgen.ops.base import OpDef, Unit, sbits
 from hwgen.ops.layernorm import LayerNorm
 from hwgen.ops.linear import MAX_IN_SHL, Linear, in_shl_max
+from hwgen.ops.lut import Lut
+from hwgen.ops.maxpool import MaxPool
+from hwgen.ops.select_rows import SelectRows
 from hwgen.ops.softmax import Softmax
 
 OPS: dict[str, OpDef] = {op.name: op for op in (
     Linear(), AttnScores(), Softmax(), AttnApply(), Add(), Affine(), LayerNorm(), AvgPool(), Argmax(),
-    AnomalyScore())}
+    AnomalyScore(), Lut(), MaxPool(), SelectRows(),
+    Concat())}
 
 
 def op_of(node) -> OpDef:

@@ -26,6 +26,9 @@ class Unit(StrEnum):
     LAYERNORM = "layernorm"
     ARGMAX = "argmax"
     ANOMALY = "anomaly"
+    LUT = "lut"
+    SELECT = "select"
+    CONCAT = "concat"
 
 
 def sbits(t: IntType) -> int:
