@@ -289,8 +289,11 @@ def build(source: str, out: str, board_name: str = "xc7s15", parallel: str | int
         (tmp / "rtl" / f"{TOP_NAME}.v").write_text(verilog)
         (tmp / "rtl" / f"{SPI_TOP_NAME}.v").write_text(spi_verilog)
         graph.save(tmp)
-        write_vivado_project(tmp, [tmp / "rtl" / f"{SPI_TOP_NAME}.v"], board, top=SPI_TOP_NAME)
-        report["vivado"] = {"folder": "vivado", "top": SPI_TOP_NAME, "command": "cd vivado && ./build.sh"}
+        if board.device.open_flow:  # ECP5, iCE40, Gowin: no Vivado; `hwgen impl` places and routes it
+            report["open_flow"] = {"top": SPI_TOP_NAME, "command": f"hwgen impl {out}"}
+        else:
+            write_vivado_project(tmp, [tmp / "rtl" / f"{SPI_TOP_NAME}.v"], board, top=SPI_TOP_NAME)
+            report["vivado"] = {"folder": "vivado", "top": SPI_TOP_NAME, "command": "cd vivado && ./build.sh"}
         write_report(tmp, report)
     say(f"build: wrote {out} in {time.perf_counter() - t0:.1f} s "
         f"({lat['total']} cycles = {lat['total'] / board.clock_mhz:.1f} us at {board.clock_mhz:g} MHz)")
@@ -301,6 +304,10 @@ def choose_parallel(graph: Graph, board, parallel: str | int, force: bool = Fals
     """Resolve --parallel: an integer within the part's DSPs whose design the resource model predicts to fit
     (any, with ``force``), or "auto"."""
     dsp = int(board.device.resources.dsp)
+    if board.device.open_flow:  # ECP5, iCE40, Gowin: the family-aware check (hwgen.estimate.family_model)
+        from hwgen.estimate.family_model import choose_parallel_family
+
+        return choose_parallel_family(graph, board, parallel, force)
     if parallel == "auto":
         return auto_parallel(graph, board)
     try:
@@ -457,6 +464,10 @@ def estimate_build(build_dir: str) -> dict[str, Any]:
     graph = load_build(build_dir)
     report = read_report(build_dir)
     board = _board_of(report, build_dir)
+    if board.device.open_flow:  # ECP5, iCE40, Gowin: that family's Yosys synthesis (hwgen.steps.impl)
+        from hwgen.steps.impl import estimate_open
+
+        return {"resources": estimate_open(build_dir, board)}
     verilog = build_dir / "rtl" / f"{TOP_NAME}.v"
     if not verilog.is_file():
         raise HwgenError(f"{verilog}: missing (rebuild with 'hwgen build')")
@@ -500,6 +511,10 @@ def estimate_build(build_dir: str) -> dict[str, Any]:
         print(f"{key:<10}{used:>9g}{total:>11g}{100 * used / total:>7.1f}%")
     print(f"logic levels (proxy): {res.get('logic_levels')}; energy {energy['uj_per_inference']:.3f} uJ per "
           f"inference ({energy['method']})")
+    from hwgen.steps.impl import open_impl_lines
+
+    for line in open_impl_lines(report):  # `hwgen impl --board ulx3s_85f` results on this build, if any
+        print(line)
     if not fits:
         raise HwgenError(f"the design does not fit {board.part}: " + "; ".join(problems))
     return report

@@ -203,6 +203,13 @@ def cmd_boards(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_impl(args: argparse.Namespace) -> int:
+    from hwgen.steps.impl import implement_build
+
+    implement_build(args.build_dir, args.board, args.clock_mhz, args.seed)
+    return 0
+
+
 def cmd_vivado(args: argparse.Namespace) -> int:
     from hwgen.steps.build import vivado_build
 
@@ -390,6 +397,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("boards", help="list the parts and boards hwgen targets")
     p.set_defaults(func=cmd_boards)
+
+    p = sub.add_parser("impl", help="open implementation: Yosys, nextpnr place and route, post-route timing and a "
+                       "bitstream (ECP5, iCE40, Gowin boards)")
+    p.add_argument("build_dir")
+    p.add_argument("--board", help="board to implement on (default: the build's; on a Spartan-7 build e.g. "
+                   "ulx3s_85f implements the same Verilog on an ECP5 as a proxy)")
+    p.add_argument("--clock-mhz", type=float, help="clock target (default: the board's clock)")
+    p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_impl)
 
     p = sub.add_parser("vivado", help="run the build's Vivado project (or print the command to run it)")
     p.add_argument("build_dir")
