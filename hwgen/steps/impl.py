@@ -133,7 +133,7 @@ def implement_build(build_dir: str, board_name: str | None = None, clock_mhz: fl
         if problems:
             section.update(fits=False, met=False, problems=problems)
             raise HwgenError(f"the design does not fit {board.part} ({board.name}): " + "; ".join(problems))
-        pnr = place_and_route(board, work, pins, clock, seed, say)
+        pnr = place_and_route(board, work, pins, clock, seed, say, log_dir=final)
         parsed = parse_report(pnr["report"])
         fmax = parsed["fmax_mhz"]
         met = bool(fmax) and all(f >= clock for f in fmax.values())
