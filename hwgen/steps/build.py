@@ -279,7 +279,7 @@ def build(source: str, out: str, board_name: str = "xc7s15", parallel: str | int
         say("build: scoring the deployed integer model on the test split")
         with progress.step("build: scoring FP32, fake-quant and integer models"):
             report["accuracy"] = accuracy_section(origin["checkpoint"])
-    say("build: wrapping it in the SPI host link for the board's Vivado project")
+    say("build: wrapping it in the SPI host link for the board")
     with progress.step("build: emitting the SPI host link"):
         spi_verilog = emit_verilog(SpiHostLink(Top(design)), name=SPI_TOP_NAME)
     design_record = {**design.summary(), "latency": lat, "resources_model": predict(design)}

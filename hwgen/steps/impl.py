@@ -128,7 +128,7 @@ def implement_build(build_dir: str, board_name: str | None = None, clock_mhz: fl
         counts = synthesize_family(sources, top, work, fam)
         section["synthesis"] = {k: counts[k] for k in ("lut", "ff", "dsp", "bram", "carry", "tool", "command",
                                                          "seconds")}
-        section["tool"]["flow"] = f"yosys {counts['command']} + {fam.nextpnr} + {fam.packer}"
+        section["tool"]["flow"] = f"{counts['tool']} + {fam.nextpnr} + {fam.packer}"
         problems = _fit_problems(counts, board)
         if problems:
             section.update(fits=False, met=False, problems=problems)
