@@ -180,3 +180,29 @@ def test_impl_folder_is_replaced_whole(tiny_ecp5):
     # a previous run's folder (or a failed one) never mixes with a new one: only the final folder remains
     assert not list((tiny_ecp5 / "impl").glob(".*")) if (tiny_ecp5 / "impl").exists() else True
     assert Path(tiny_ecp5 / ".hwgen-build").is_file()
+
+
+def test_parse_report_reads_fmax_utilisation_and_the_register_to_register_path():
+    from hwgen.estimate.openflow import parse_report
+
+    step = {"cell": "a", "port": "Q"}
+    report = {
+        "fmax": {"$glbnet$clk$TRELLIS_IO_IN": {"achieved": 55.39, "constraint": 100}},
+        "utilization": {"MULT18X18D": {"used": 21, "available": 28}, "EHXPLLL": {"used": 0, "available": 2}},
+        "critical_paths": [
+            {"from": "<async>", "to": "posedge clk", "path": [{"type": "routing", "delay": 30.0, "from": step,
+                                                               "to": step}]},
+            {"from": "posedge $glbnet$clk$TRELLIS_IO_IN", "to": "posedge $glbnet$clk$TRELLIS_IO_IN", "path": [
+                {"type": "clk-to-q", "delay": 0.5, "from": step, "to": step},
+                {"type": "routing", "delay": 1.25, "from": step, "to": {"cell": "m", "port": "A0"}},
+                {"type": "logic", "delay": 2.0, "from": {"cell": "m", "port": "A0"}, "to": {"cell": "m", "port": "P"}},
+                {"type": "setup", "delay": 0.25, "from": {"cell": "m", "port": "P"}, "to": {"cell": "r", "port": "DI"}},
+            ]},
+        ],
+    }
+    parsed = parse_report(report)
+    assert parsed["fmax_mhz"] == {"clk": 55.39}
+    assert parsed["utilisation"] == {"MULT18X18D": {"used": 21, "available": 28}}
+    cp = parsed["critical_path"]
+    assert (cp["from"], cp["to"], cp["clock"]) == ("a.Q", "r.DI", "clk")
+    assert (cp["logic_ns"], cp["routing_ns"], cp["total_ns"], cp["cells"]) == (2.75, 1.25, 4.0, 1)
