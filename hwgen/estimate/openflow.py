@@ -252,3 +252,13 @@ def parse_report(report: Mapping[str, Any]) -> dict[str, Any]:
     util = {k: {"used": int(v["used"]), "available": int(v["available"])}
             for k, v in sorted(report.get("utilization", {}).items()) if int(v.get("used", 0))}
     return {"fmax_mhz": fmax, "utilisation": util, "critical_path": critical_path(report)}
+
+
+def fit_problems(counts: Mapping[str, Any], board: Board) -> list[str]:
+    """Resources Yosys mapped beyond the part: multipliers, block RAM, flip-flops, LUT4s (carry cells as the
+    LUTs they occupy on ECP5: two per CCU2C)."""
+    fam, cap = family_of(board), board.resources
+    luts = counts["lut"] + (2 * counts["carry"] if fam.name == "ecp5" else 0)
+    checks = [(fam.multiplier, counts["dsp"], cap.dsp), (fam.bram, counts["bram"], cap.bram_blocks),
+              ("flip-flops", counts["ff"], cap.ff), ("LUT4", luts, cap.lut)]
+    return [f"{name} {used} used, {avail} available" for name, used, avail in checks if used > avail]

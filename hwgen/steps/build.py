@@ -464,9 +464,7 @@ def estimate_build(build_dir: str) -> dict[str, Any]:
     graph = load_build(build_dir)
     report = read_report(build_dir)
     board = _board_of(report, build_dir)
-    if board.device.open_flow:  # ECP5, iCE40, Gowin: that family's Yosys synthesis (hwgen.steps.impl)
-        from hwgen.steps.impl import estimate_open
-
+    if board.device.open_flow:  # ECP5, iCE40, Gowin: that family's Yosys synthesis (estimate_open)
         return {"resources": estimate_open(build_dir, board)}
     verilog = build_dir / "rtl" / f"{TOP_NAME}.v"
     if not verilog.is_file():
@@ -511,8 +509,6 @@ def estimate_build(build_dir: str) -> dict[str, Any]:
         print(f"{key:<10}{used:>9g}{total:>11g}{100 * used / total:>7.1f}%")
     print(f"logic levels (proxy): {res.get('logic_levels')}; energy {energy['uj_per_inference']:.3f} uJ per "
           f"inference ({energy['method']})")
-    from hwgen.steps.impl import open_impl_lines
-
     for line in open_impl_lines(report):  # `hwgen impl --board ulx3s_85f` results on this build, if any
         print(line)
     if not fits:
@@ -537,3 +533,55 @@ def vivado_build(build_dir: str) -> dict[str, Any]:
     if result.get("returncode"):
         raise HwgenError(f"Vivado failed (exit {result['returncode']}): see {build_dir / 'vivado' / 'vivado.log'}")
     return result
+
+
+def open_impl_lines(report: dict[str, Any]) -> list[str]:
+    """Lines for ``hwgen estimate`` on a Spartan-7 build: the open-flow results recorded in report.json, and
+    what they do and do not promise."""
+    lines = []
+    for name, sec in sorted((report.get("implementation") or {}).items()):
+        fmax = sec.get("fmax_mhz") or {}
+        if not fmax:
+            continue
+        f = ", ".join(f"{v:g} MHz" for v in fmax.values())
+        lines.append(f"open implementation on {name} ({sec.get('device')}, speed {sec.get('speed')}): post-route "
+                     f"Fmax {f}" + (" [proxy: another fabric]" if sec.get("proxy") else ""))
+    if lines:
+        lines.append("  (nextpnr timing of the same Verilog on another FPGA: it shows where the critical path is "
+                     "and how deep it is; it is not the XC7S15's Fmax, whose sign-off is 'hwgen vivado')")
+    return lines
+
+
+def estimate_open(build_dir: Path, board) -> dict[str, Any]:
+    """``hwgen estimate`` on a board of an open-flow family: the family's Yosys synthesis of the accelerator
+    (rtl/hwgen_top.v), its cell counts against the part (no energy or logic-level figure: those models are
+    Xilinx-only), into report.json ``resources``."""
+    from hwgen.estimate.openflow import family_of, fit_problems, synthesize_family
+
+    fam = family_of(board)
+    verilog = build_dir / "rtl" / f"{TOP_NAME}.v"
+    if not verilog.is_file():
+        raise HwgenError(f"{verilog}: missing (rebuild with 'hwgen build')")
+    say(f"estimate: yosys {fam.synth} of {TOP_NAME} (the accelerator without the host link)")
+    with tempfile.TemporaryDirectory(prefix="synth-", dir=build_dir) as work:
+        counts = synthesize_family([verilog], TOP_NAME, work, fam, netlist=False)
+    problems = fit_problems(counts, board)
+    cap = board.resources
+    section = {
+        "lut": counts["lut"], "ff": counts["ff"], "dsp": counts["dsp"], "bram": counts["bram"],
+        "carry": counts["carry"], "fits": not problems, "problems": problems, "tool": counts["tool"],
+        "part": board.part, "family": fam.name,
+        "units": {"lut": "LUT4", "dsp": fam.multiplier, "bram": f"{fam.bram} ({cap.bram_block_kbit:g} Kb)"},
+        "capacity": {"lut": cap.lut, "ff": cap.ff, "dsp": cap.dsp, "bram": cap.bram_blocks},
+        "note": "Yosys counts of the family's cells; no energy or logic-level figure for this family "
+                "(those models are Xilinx-only); 'hwgen impl' places, routes and times it",
+    }
+    update_report(build_dir, {"resources": section})
+    print(f"{'resource':<12}{'used':>9}{'available':>11}{'use':>8}")
+    for key, unit in (("lut", "LUT4"), ("ff", "FF"), ("dsp", fam.multiplier), ("bram", fam.bram)):
+        used, total = section[key], section["capacity"][key]
+        print(f"{unit:<12}{used:>9g}{total:>11g}{100 * used / total if total else 0:>7.1f}%")
+    print(f"({counts['tool']}; energy and logic levels are modelled for Xilinx parts only)")
+    if problems:
+        raise HwgenError(f"the design does not fit {board.part}: " + "; ".join(problems))
+    return section

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from hwgen.errors import HwgenError
-from hwgen.steps.build import (SPI_TOP_NAME, TOP_NAME, load_build, read_report, report_lock, say,
+from hwgen.steps.build import (SPI_TOP_NAME, load_build, read_report, report_lock, say,
                                write_report)
 
 IMPL_FOLDER = "impl"
@@ -50,18 +50,6 @@ def _replace(tmp: Path, final: Path) -> None:
         os.replace(tmp, final)
 
 
-def _fit_problems(counts: dict[str, Any], board) -> list[str]:
-    """Resources Yosys mapped beyond the part: multipliers, block RAM, flip-flops, LUT4s (carry cells as the
-    LUTs they occupy on ECP5: two per CCU2C)."""
-    from hwgen.estimate.openflow import family_of
-
-    fam, cap = family_of(board), board.resources
-    luts = counts["lut"] + (2 * counts["carry"] if fam.name == "ecp5" else 0)
-    checks = [(fam.multiplier, counts["dsp"], cap.dsp), (fam.bram, counts["bram"], cap.bram_blocks),
-              ("flip-flops", counts["ff"], cap.ff), ("LUT4", luts, cap.lut)]
-    return [f"{name} {used} used, {avail} available" for name, used, avail in checks if used > avail]
-
-
 def implement_build(build_dir: str, board_name: str | None = None, clock_mhz: float | None = None,
                     seed: int = 1) -> dict[str, Any]:
     """Run the open flow on the build's board top for ``board_name`` (default: the build's board); write
@@ -70,8 +58,8 @@ def implement_build(build_dir: str, board_name: str | None = None, clock_mhz: fl
     from hwgen.codegen.vivado import BOARD_TOP, OPEN_PIN, POR_CYCLES, plan_board_io, ports_from_verilog, \
         render_template
     from hwgen.estimate.boards import resolve_target
-    from hwgen.estimate.openflow import (family_of, parse_report, place_and_route, synthesize_family,
-                                         tool_versions, write_constraints)
+    from hwgen.estimate.openflow import (family_of, fit_problems, parse_report, place_and_route,
+                                         synthesize_family, tool_versions, write_constraints)
 
     t0 = time.monotonic()
     build_dir = Path(build_dir)
@@ -129,7 +117,7 @@ def implement_build(build_dir: str, board_name: str | None = None, clock_mhz: fl
         section["synthesis"] = {k: counts[k] for k in ("lut", "ff", "dsp", "bram", "carry", "tool", "command",
                                                          "seconds")}
         section["tool"]["flow"] = f"{counts['tool']} + {fam.nextpnr} + {fam.packer}"
-        problems = _fit_problems(counts, board)
+        problems = fit_problems(counts, board)
         if problems:
             section.update(fits=False, met=False, problems=problems)
             raise HwgenError(f"the design does not fit {board.part} ({board.name}): " + "; ".join(problems))
@@ -169,57 +157,4 @@ def implement_build(build_dir: str, board_name: str | None = None, clock_mhz: fl
         raise HwgenError(f"{board.name} ({board.part}): post-route Fmax {fmax_text} misses the {clock:g} MHz clock"
                          + (f" (critical path {cp['from']} -> {cp['to']}, {cp['total_ns']:.1f} ns)" if cp else "")
                          + f"; bitstream and report.json implementation.{board.name} written")
-    return section
-
-
-def open_impl_lines(report: dict[str, Any]) -> list[str]:
-    """Lines for ``hwgen estimate`` on a Spartan-7 build: the open-flow results recorded in report.json, and
-    what they do and do not promise."""
-    lines = []
-    for name, sec in sorted((report.get("implementation") or {}).items()):
-        fmax = sec.get("fmax_mhz") or {}
-        if not fmax:
-            continue
-        f = ", ".join(f"{v:g} MHz" for v in fmax.values())
-        lines.append(f"open implementation on {name} ({sec.get('device')}, speed {sec.get('speed')}): post-route "
-                     f"Fmax {f}" + (" [proxy: another fabric]" if sec.get("proxy") else ""))
-    if lines:
-        lines.append("  (nextpnr timing of the same Verilog on another FPGA: it shows where the critical path is "
-                     "and how deep it is; it is not the XC7S15's Fmax, whose sign-off is 'hwgen vivado')")
-    return lines
-
-
-def estimate_open(build_dir: Path, board) -> dict[str, Any]:
-    """``hwgen estimate`` on a board of an open-flow family: the family's Yosys synthesis of the accelerator
-    (rtl/hwgen_top.v), its cell counts against the part (no energy or logic-level figure: those models are
-    Xilinx-only), into report.json ``resources``."""
-    from hwgen.estimate.openflow import family_of, synthesize_family
-    from hwgen.steps.build import update_report
-
-    fam = family_of(board)
-    verilog = build_dir / "rtl" / f"{TOP_NAME}.v"
-    if not verilog.is_file():
-        raise HwgenError(f"{verilog}: missing (rebuild with 'hwgen build')")
-    say(f"estimate: yosys {fam.synth} of {TOP_NAME} (the accelerator without the host link)")
-    with tempfile.TemporaryDirectory(prefix="synth-", dir=build_dir) as work:
-        counts = synthesize_family([verilog], TOP_NAME, work, fam, netlist=False)
-    problems = _fit_problems(counts, board)
-    cap = board.resources
-    section = {
-        "lut": counts["lut"], "ff": counts["ff"], "dsp": counts["dsp"], "bram": counts["bram"],
-        "carry": counts["carry"], "fits": not problems, "problems": problems, "tool": counts["tool"],
-        "part": board.part, "family": fam.name,
-        "units": {"lut": "LUT4", "dsp": fam.multiplier, "bram": f"{fam.bram} ({cap.bram_block_kbit:g} Kb)"},
-        "capacity": {"lut": cap.lut, "ff": cap.ff, "dsp": cap.dsp, "bram": cap.bram_blocks},
-        "note": "Yosys counts of the family's cells; no energy or logic-level figure for this family "
-                "(those models are Xilinx-only); 'hwgen impl' places, routes and times it",
-    }
-    update_report(build_dir, {"resources": section})
-    print(f"{'resource':<12}{'used':>9}{'available':>11}{'use':>8}")
-    for key, unit in (("lut", "LUT4"), ("ff", "FF"), ("dsp", fam.multiplier), ("bram", fam.bram)):
-        used, total = section[key], section["capacity"][key]
-        print(f"{unit:<12}{used:>9g}{total:>11g}{100 * used / total if total else 0:>7.1f}%")
-    print(f"({counts['tool']}; energy and logic levels are modelled for Xilinx parts only)")
-    if problems:
-        raise HwgenError(f"the design does not fit {board.part}: " + "; ".join(problems))
     return section
