@@ -111,7 +111,7 @@ def implement_build(build_dir: str, board_name: str | None = None, clock_mhz: fl
             sources.append(work / f"{BOARD_TOP}.v")
             section["board_top"] = s["dropped"]
         pins = f"pins.{fam.constraints}"
-        write_constraints(board, plan["constraints"], work / pins)
+        write_constraints(board, plan["constraints"], work / pins, clock)
         say(f"impl: yosys {fam.synth} of {top} for {board.name} ({board.part})")
         counts = synthesize_family(sources, top, work, fam)
         section["synthesis"] = {k: counts[k] for k in ("lut", "ff", "dsp", "bram", "carry", "tool", "command",
