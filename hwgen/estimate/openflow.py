@@ -211,10 +211,13 @@ def place_and_route(board: Board, work: Path, pins: str, clock_mhz: float, seed:
 
 
 def _clock_name(raw: str) -> str:
-    """``$glbnet$clk$TRELLIS_IO_IN`` -> ``clk``: the port behind nextpnr's global net name."""
+    """``$glbnet$clk$TRELLIS_IO_IN`` (ECP5), ``u_top.clk`` (Gowin) -> ``clk``: the port behind nextpnr's
+    clock net name."""
     m = re.search(r"\$glbnet\$([A-Za-z_][\w.]*?)(\$|$)", raw)
     name = m.group(1) if m else raw
-    return name.removeprefix("posedge ").removeprefix("negedge ")
+    name = name.removeprefix("posedge ").removeprefix("negedge ")
+    name = name.split("$", 1)[0] or name  # iCE40: clk$SB_IO_IN -> clk
+    return name.rsplit(".", 1)[-1]  # Gowin: u_top.clk (the board top's instance) -> clk
 
 
 def _cell(end: Mapping[str, Any]) -> str:
