@@ -253,7 +253,8 @@ def critical_path(report: Mapping[str, Any]) -> dict[str, Any] | None:
 def parse_report(report: Mapping[str, Any]) -> dict[str, Any]:
     """Fmax per clock (MHz, post-route), utilisation (used/available of every cell type used) and the
     critical path of a nextpnr ``--report`` JSON."""
-    fmax = {_clock_name(k): round(float(v["achieved"]), 2) for k, v in report.get("fmax", {}).items()}
+    fmax = {_clock_name(k): round(float(v["achieved"]), 2) for k, v in report.get("fmax", {}).items()
+            if "$PACKER_" not in k}  # nextpnr-ice40's constant nets on a global buffer are no clocks
     util = {k: {"used": int(v["used"]), "available": int(v["available"])}
             for k, v in sorted(report.get("utilization", {}).items()) if int(v.get("used", 0))}
     return {"fmax_mhz": fmax, "utilisation": util, "critical_path": critical_path(report)}
