@@ -68,11 +68,13 @@ def tiny_ecp5(tiny_graph, tmp_path_factory):
     return out
 
 
-def test_open_flow_build_has_no_vivado_folder_and_names_the_command(tiny_ecp5):
+def test_open_flow_build_has_no_vivado_folder_and_names_the_command(tiny_ecp5, capsys):
     report = read_report(tiny_ecp5)
     assert not (tiny_ecp5 / "vivado").exists()
     assert report["open_flow"]["command"].startswith("hwgen impl ")
     assert report["hardware"]["clock_mhz"] == 25.0
+    assert main(["vivado", str(tiny_ecp5)]) == 1
+    assert "without a Vivado flow; run 'hwgen impl" in capsys.readouterr().err
 
 
 @pytest.mark.slow

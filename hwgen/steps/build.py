@@ -523,6 +523,8 @@ def vivado_build(build_dir: str) -> dict[str, Any]:
 
     build_dir = Path(build_dir)
     load_build(build_dir)
+    if "open_flow" in read_report(build_dir):  # an ECP5, iCE40 or Gowin board: no Vivado hand-off
+        raise HwgenError(f"{build_dir}: built for a board without a Vivado flow; run 'hwgen impl {build_dir}'")
     if not (build_dir / "vivado" / "build.tcl").is_file():
         raise HwgenError(f"{build_dir}: no vivado/build.tcl (rebuild with 'hwgen build')")
     result = run_vivado(build_dir / "vivado")
