@@ -9,7 +9,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export OBJCACHE := $(shell command -v ccache >/dev/null 2>&1 && echo ccache)
 export PYTHONHASHSEED := 0
 
-.PHONY: install browser demo test test-fast bench models lint clean
+.PHONY: install browser demo test test-fast bench impl models lint clean
 
 install: $(STAMP)
 
@@ -38,6 +38,15 @@ lint: install
 
 bench: install
 	$(PY) -m bench.run
+
+# The open flow (hwgen impl: Yosys, nextpnr, packer) on the shipped W8 model: ULX3S 25F (ECP5) and
+# iCEBreaker (iCE40 UP5K). The iCE40 step reports that the reference model does not fit the UP5K (its
+# rescale multipliers alone take more SB_MAC16 than the part has) and make goes on.
+impl: install
+	$(HWGEN) build models/pm25_w8.pt --board ulx3s_25f --parallel auto --no-eval --out build/impl-ulx3s_25f
+	$(HWGEN) impl build/impl-ulx3s_25f
+	$(HWGEN) build models/pm25_w8.pt --board icebreaker --parallel 1 --force --no-eval --out build/impl-icebreaker
+	-$(HWGEN) impl build/impl-icebreaker
 
 models: install
 	bash scripts/train_models.sh

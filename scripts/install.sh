@@ -24,10 +24,12 @@ if [ "${1:-}" = "--browser" ]; then
   exit 0
 fi
 
-# Debian packages: Icarus Verilog (second simulator) and ccache (fast Verilator rebuilds).
+# Debian packages: Icarus Verilog (second simulator), ccache (fast Verilator rebuilds) and Tcl (tclsh runs
+# the Vivado hand-off's build.tcl against recording stubs in the tests).
 missing=()
 command -v iverilog >/dev/null 2>&1 || missing+=(iverilog)
 command -v ccache >/dev/null 2>&1 || missing+=(ccache)
+command -v tclsh >/dev/null 2>&1 || missing+=(tcl)
 if [ ${#missing[@]} -gt 0 ]; then
   apt_install "${missing[@]}"
 fi

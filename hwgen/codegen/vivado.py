@@ -32,6 +32,7 @@ BOARD_TOP = "hwgen_board_top"
 POR_CYCLES = 15
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PIN = re.compile(r"[A-Z]{1,2}[0-9]{1,2}")
+OPEN_PIN = re.compile(r"[A-Z]{0,2}[0-9]{1,3}")  # nextpnr pin names: ECP5 balls (B11), iCE40/Gowin numbers (35)
 _PART = re.compile(r"[a-z0-9]+(-[0-9a-z]+)*")
 
 
@@ -114,18 +115,18 @@ def render_template(template: str, **context) -> str:
     return _environment().get_template(template).render(**context)
 
 
-def _pins_of(board: Board, port: Port) -> list[str] | None:
+def _pins_of(board: Board, port: Port, pattern: re.Pattern = _PIN) -> list[str] | None:
     pins = board.pins.get(port.name)
     if pins is None:
         return None
     pins = [pins] if isinstance(pins, str) else list(pins)
     for p in pins:
-        if not _PIN.fullmatch(p):
+        if not pattern.fullmatch(p):
             raise HwgenError(f"board {board.name}: {p!r} (for port {port.name}) is not a package pin name")
     return pins
 
 
-def plan_board_io(board: Board, ports: Sequence[Port], top: str) -> dict:
+def plan_board_io(board: Board, ports: Sequence[Port], top: str, pin_pattern: re.Pattern = _PIN) -> dict:
     """How ``ports`` of ``top`` map onto ``board``: the Vivado top and its ports, every pin constraint,
     and the board top to generate when the board lacks pins (None when ``top`` fits the board as is).
 
@@ -151,7 +152,7 @@ def plan_board_io(board: Board, ports: Sequence[Port], top: str) -> dict:
                 connections.append({"port": "rst", "expr": "por_rst"})
                 dropped.append(f"rst: no reset pin on {board.name}; driven by the power-on reset")
             continue
-        pins = _pins_of(board, port)
+        pins = _pins_of(board, port, pin_pattern)
         if pins is None:
             if port.direction == "input":
                 known = ", ".join(sorted(board.pins)) or "(none)"

@@ -1,8 +1,14 @@
-"""Part and board descriptions read from ``boards/spartan7/*.toml`` (packaged as ``hwgen/boards``).
+"""Part and board descriptions read from ``boards/<family>/*.toml`` (packaged as ``hwgen/boards``).
 
 A *part* file (table ``[part]``) gives a device's resources; a *board* file (table ``[board]``) names its
 part and gives the clock, the pins of the SPI link to the microcontroller, busy and LED pins, and the
 bitstream configuration properties. Boards reference parts by ``part_family`` (e.g. ``"xc7s15"``).
+
+Families: ``spartan7`` (Yosys family ``xc7``, Vivado) and the open-flow families ``ecp5``, ``ice40`` and
+``gowin`` (``hwgen impl``: Yosys, nextpnr and the family's bitstream packer). A part of an open-flow family
+counts its native resources: ``lut`` LUT4s, ``dsp`` the family's hard multipliers (MULT18X18D, SB_MAC16,
+MULT18X18), ``bram_blocks`` block RAMs of ``bram_block_kbit`` each; ``bram36`` is then their capacity in
+36-Kb units (a capacity figure, not a block count). ``[impl]`` of a part gives nextpnr's device option.
 """
 
 from __future__ import annotations
@@ -25,6 +31,10 @@ class PartResources:
     bram36: float
     lutram_luts: int
     lutram_kbit: int
+    bram_blocks: int = 0  # native block RAMs (0: count in bram36 tiles, the Xilinx way)
+    bram_block_kbit: float = 36.0
+    mult_width: tuple[int, int] = (25, 18)  # signed operand widths of one hard multiplier
+    spram_kbit: int = 0  # single-port RAM blocks (iCE40 UP: 4 x 256 Kb), not used by the design today
 
     @property
     def carry4(self) -> int:
@@ -41,6 +51,12 @@ class Part:
     yosys_family: str
     default_part: str
     resources: PartResources
+    nextpnr: dict[str, str] = field(default_factory=dict)  # [impl]: arch, device (open-flow families)
+
+    @property
+    def open_flow(self) -> bool:
+        """Whether ``hwgen impl`` can place, route and pack a bitstream for this part with open tools."""
+        return bool(self.nextpnr)
 
 
 @dataclass(frozen=True)
@@ -68,6 +84,8 @@ class Board:
     internal_vref: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)
+    package: str | None = None  # open-flow families: nextpnr's package name (CABGA381, sg48, ...)
+    speed: str | None = None  # open-flow families: the speed grade nextpnr times for (ECP5: 6, 7, 8)
 
     @property
     def resources(self) -> PartResources:
@@ -119,20 +137,36 @@ def load_part(name: str) -> Part:
     data = _read(files[name])
     where = str(files[name])
     p, r = _need(data, "part", where), _need(data, "resources", where)
+    blocks = int(r.get("bram_blocks", 0))
+    block_kbit = float(r.get("bram_block_kbit", 36.0))
+    mult = r.get("mult_width", [25, 18])
+    if not (isinstance(mult, list) and len(mult) == 2 and all(isinstance(w, int) and w > 0 for w in mult)):
+        raise HwgenError(f"{where}: resources.mult_width must be two positive integers, not {mult!r}")
+    bram36 = float(r["bram36"]) if "bram36" in r else (blocks * block_kbit / 36.0 if blocks else None)
+    if bram36 is None:
+        raise HwgenError(f"{where}: missing key 'bram36' (or 'bram_blocks')")
     res = PartResources(
         lut=int(_need(r, "lut", where)),
         ff=int(_need(r, "ff", where)),
         dsp=int(_need(r, "dsp", where)),
-        bram36=float(_need(r, "bram36", where)),
-        lutram_luts=int(_need(r, "lutram_luts", where)),
-        lutram_kbit=int(_need(r, "lutram_kbit", where)),
+        bram36=bram36,
+        lutram_luts=int(r.get("lutram_luts", 0) if blocks else _need(r, "lutram_luts", where)),
+        lutram_kbit=int(r.get("lutram_kbit", 0) if blocks else _need(r, "lutram_kbit", where)),
+        bram_blocks=blocks,
+        bram_block_kbit=block_kbit,
+        mult_width=(int(mult[0]), int(mult[1])),
+        spram_kbit=int(r.get("spram_kbit", 0)),
     )
+    impl = data.get("impl", {})
+    if impl and not all(k in impl for k in ("arch", "device")):
+        raise HwgenError(f"{where}: [impl] needs 'arch' and 'device'")
     return Part(
         name=p.get("name", name),
         family=_need(p, "family", where),
         yosys_family=p.get("yosys_family", "xc7"),
         default_part=_need(p, "default_part", where),
         resources=res,
+        nextpnr={str(k): str(v) for k, v in impl.items()},
     )
 
 
@@ -150,11 +184,14 @@ def load_board(name: str) -> Board:
         if not (isinstance(pin, str) or (isinstance(pin, list) and all(isinstance(p, str) for p in pin))):
             raise HwgenError(f"{where}: pin of {port!r} must be a string or a list of strings, not {pin!r}")
     reset = data.get("reset", {})
+    device = load_part(_need(b, "part_family", where))
+    if device.open_flow:
+        _need(b, "package", where)
     return Board(
         name=b.get("name", name),
         description=b.get("description", name),
         part=_need(b, "part", where),
-        device=load_part(_need(b, "part_family", where)),
+        device=device,
         iostandard=iostandard,
         clock_pin=_need(clock, "pin", where),
         clock_mhz=float(_need(clock, "mhz", where)),
@@ -166,6 +203,8 @@ def load_board(name: str) -> Board:
         internal_vref={str(k): str(v) for k, v in data.get("internal_vref", {}).items()},
         notes=list(b.get("notes", [])),
         sources=list(b.get("sources", [])),
+        package=b.get("package"),
+        speed=str(b["speed"]) if "speed" in b else None,
     )
 
 

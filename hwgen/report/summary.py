@@ -39,13 +39,20 @@ def summary_markdown(build_dir: str | Path) -> str:
                      f"(DSP bound {hw.get('dsp_bound_cycles')} cycles)")
     res = r.get("resources")
     if res:
-        lines.append(f"- resources ({res.get('tool')}): LUT {res.get('lut')}, FF {res.get('ff')}, "
-                     f"DSP {res.get('dsp')}, BRAM36 {res.get('bram36')} -> "
+        units = res.get("units") or {}  # an open-flow family's cells (hwgen.steps.impl.estimate_open)
+        bram = f"{units['bram']} {res.get('bram')}" if units else f"BRAM36 {res.get('bram36')}"
+        lines.append(f"- resources ({res.get('tool')}): {units.get('lut', 'LUT')} {res.get('lut')}, FF {res.get('ff')}, "
+                     f"{units.get('dsp', 'DSP')} {res.get('dsp')}, {bram} -> "
                      f"{'fits' if res.get('fits') else 'DOES NOT FIT'} {hw.get('part')}")
     energy = r.get("energy")
     if energy:
         lines.append(f"- energy: {_fmt(energy.get('uj_per_inference'), '.3f')} µJ per inference "
                      f"({energy.get('method')})")
+    for name, impl in sorted((r.get("implementation") or {}).items()):  # hwgen impl (open flow)
+        fmax = ", ".join(f"{v:g} MHz" for v in (impl.get("fmax_mhz") or {}).values()) or "none"
+        lines.append(f"- open implementation on {name} ({impl.get('device')}): post-route Fmax {fmax}, target "
+                     f"{impl.get('clock_mhz')} MHz {'met' if impl.get('met') else 'NOT met'}"
+                     + (f"; {impl['error']}" if impl.get("error") else ""))
     if (build_dir / "vivado").is_dir():
         lines.append(f"- Vivado hand-off: {build_dir / 'vivado'} (build.sh)")
     return "\n".join(lines)

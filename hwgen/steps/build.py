@@ -279,7 +279,7 @@ def build(source: str, out: str, board_name: str = "xc7s15", parallel: str | int
         say("build: scoring the deployed integer model on the test split")
         with progress.step("build: scoring FP32, fake-quant and integer models"):
             report["accuracy"] = accuracy_section(origin["checkpoint"])
-    say("build: wrapping it in the SPI host link for the board's Vivado project")
+    say("build: wrapping it in the SPI host link for the board")
     with progress.step("build: emitting the SPI host link"):
         spi_verilog = emit_verilog(SpiHostLink(Top(design)), name=SPI_TOP_NAME)
     design_record = {**design.summary(), "latency": lat, "resources_model": predict(design)}
@@ -289,8 +289,11 @@ def build(source: str, out: str, board_name: str = "xc7s15", parallel: str | int
         (tmp / "rtl" / f"{TOP_NAME}.v").write_text(verilog)
         (tmp / "rtl" / f"{SPI_TOP_NAME}.v").write_text(spi_verilog)
         graph.save(tmp)
-        write_vivado_project(tmp, [tmp / "rtl" / f"{SPI_TOP_NAME}.v"], board, top=SPI_TOP_NAME)
-        report["vivado"] = {"folder": "vivado", "top": SPI_TOP_NAME, "command": "cd vivado && ./build.sh"}
+        if board.device.open_flow:  # ECP5, iCE40, Gowin: no Vivado; `hwgen impl` places and routes it
+            report["open_flow"] = {"top": SPI_TOP_NAME, "command": f"hwgen impl {out}"}
+        else:
+            write_vivado_project(tmp, [tmp / "rtl" / f"{SPI_TOP_NAME}.v"], board, top=SPI_TOP_NAME)
+            report["vivado"] = {"folder": "vivado", "top": SPI_TOP_NAME, "command": "cd vivado && ./build.sh"}
         write_report(tmp, report)
     say(f"build: wrote {out} in {time.perf_counter() - t0:.1f} s "
         f"({lat['total']} cycles = {lat['total'] / board.clock_mhz:.1f} us at {board.clock_mhz:g} MHz)")
@@ -301,6 +304,10 @@ def choose_parallel(graph: Graph, board, parallel: str | int, force: bool = Fals
     """Resolve --parallel: an integer within the part's DSPs whose design the resource model predicts to fit
     (any, with ``force``), or "auto"."""
     dsp = int(board.device.resources.dsp)
+    if board.device.open_flow:  # ECP5, iCE40, Gowin: the family-aware check (hwgen.estimate.family_model)
+        from hwgen.estimate.family_model import choose_parallel_family
+
+        return choose_parallel_family(graph, board, parallel, force)
     if parallel == "auto":
         return auto_parallel(graph, board)
     try:
@@ -469,6 +476,8 @@ def estimate_build(build_dir: str) -> dict[str, Any]:
     graph = load_build(build_dir)
     report = read_report(build_dir)
     board = _board_of(report, build_dir)
+    if board.device.open_flow:  # ECP5, iCE40, Gowin: that family's Yosys synthesis (estimate_open)
+        return {"resources": estimate_open(build_dir, board)}
     verilog = build_dir / "rtl" / f"{TOP_NAME}.v"
     if not verilog.is_file():
         raise HwgenError(f"{verilog}: missing (rebuild with 'hwgen build')")
@@ -520,6 +529,8 @@ def estimate_build(build_dir: str) -> dict[str, Any]:
     print(f"logic delay {sta.get('logic_delay_ns')} ns (yosys sta, routing excluded; clock period "
           f"{1000.0 / board.clock_mhz:g} ns), logic levels {res.get('logic_levels')}; energy {energy['uj_per_inference']:.3f} uJ per "
           f"inference ({energy['method']})")
+    for line in open_impl_lines(report):  # `hwgen impl --board ulx3s_85f` results on this build, if any
+        print(line)
     if not fits:
         raise HwgenError(f"the design does not fit {board.part}: " + "; ".join(problems))
     return report
@@ -532,6 +543,8 @@ def vivado_build(build_dir: str) -> dict[str, Any]:
 
     build_dir = Path(build_dir)
     load_build(build_dir)
+    if "open_flow" in read_report(build_dir):  # an ECP5, iCE40 or Gowin board: no Vivado hand-off
+        raise HwgenError(f"{build_dir}: built for a board without a Vivado flow; run 'hwgen impl {build_dir}'")
     if not (build_dir / "vivado" / "build.tcl").is_file():
         raise HwgenError(f"{build_dir}: no vivado/build.tcl (rebuild with 'hwgen build')")
     result = run_vivado(build_dir / "vivado")
@@ -542,3 +555,55 @@ def vivado_build(build_dir: str) -> dict[str, Any]:
     if result.get("returncode"):
         raise HwgenError(f"Vivado failed (exit {result['returncode']}): see {build_dir / 'vivado' / 'vivado.log'}")
     return result
+
+
+def open_impl_lines(report: dict[str, Any]) -> list[str]:
+    """Lines for ``hwgen estimate`` on a Spartan-7 build: the open-flow results recorded in report.json, and
+    what they do and do not promise."""
+    lines = []
+    for name, sec in sorted((report.get("implementation") or {}).items()):
+        fmax = sec.get("fmax_mhz") or {}
+        if not fmax:
+            continue
+        f = ", ".join(f"{v:g} MHz" for v in fmax.values())
+        lines.append(f"open implementation on {name} ({sec.get('device')}, speed {sec.get('speed')}): post-route "
+                     f"Fmax {f}" + (" [proxy: another fabric]" if sec.get("proxy") else ""))
+    if lines:
+        lines.append("  (nextpnr timing of the same Verilog on another FPGA: it shows where the critical path is "
+                     "and how deep it is; it is not the XC7S15's Fmax, whose sign-off is 'hwgen vivado')")
+    return lines
+
+
+def estimate_open(build_dir: Path, board) -> dict[str, Any]:
+    """``hwgen estimate`` on a board of an open-flow family: the family's Yosys synthesis of the accelerator
+    (rtl/hwgen_top.v), its cell counts against the part (no energy or logic-level figure: those models are
+    Xilinx-only), into report.json ``resources``."""
+    from hwgen.estimate.openflow import family_of, fit_problems, synthesize_family
+
+    fam = family_of(board)
+    verilog = build_dir / "rtl" / f"{TOP_NAME}.v"
+    if not verilog.is_file():
+        raise HwgenError(f"{verilog}: missing (rebuild with 'hwgen build')")
+    say(f"estimate: yosys {fam.synth} of {TOP_NAME} (the accelerator without the host link)")
+    with tempfile.TemporaryDirectory(prefix="synth-", dir=build_dir) as work:
+        counts = synthesize_family([verilog], TOP_NAME, work, fam, netlist=False)
+    problems = fit_problems(counts, board)
+    cap = board.resources
+    section = {
+        "lut": counts["lut"], "ff": counts["ff"], "dsp": counts["dsp"], "bram": counts["bram"],
+        "carry": counts["carry"], "fits": not problems, "problems": problems, "tool": counts["tool"],
+        "part": board.part, "family": fam.name,
+        "units": {"lut": "LUT4", "dsp": fam.multiplier, "bram": f"{fam.bram} ({cap.bram_block_kbit:g} Kb)"},
+        "capacity": {"lut": cap.lut, "ff": cap.ff, "dsp": cap.dsp, "bram": cap.bram_blocks},
+        "note": "Yosys counts of the family's cells; no energy or logic-level figure for this family "
+                "(those models are Xilinx-only); 'hwgen impl' places, routes and times it",
+    }
+    update_report(build_dir, {"resources": section})
+    print(f"{'resource':<12}{'used':>9}{'available':>11}{'use':>8}")
+    for key, unit in (("lut", "LUT4"), ("ff", "FF"), ("dsp", fam.multiplier), ("bram", fam.bram)):
+        used, total = section[key], section["capacity"][key]
+        print(f"{unit:<12}{used:>9g}{total:>11g}{100 * used / total if total else 0:>7.1f}%")
+    print(f"({counts['tool']}; energy and logic levels are modelled for Xilinx parts only)")
+    if problems:
+        raise HwgenError(f"the design does not fit {board.part}: " + "; ".join(problems))
+    return section

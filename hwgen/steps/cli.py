@@ -210,15 +210,26 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 def cmd_boards(args: argparse.Namespace) -> int:
     from hwgen.estimate.boards import list_boards, list_parts, load_board, load_part
 
-    print(f"{'name':<26}{'part':<20}{'LUT':>7}{'DSP':>5}{'BRAM36':>8}{'clock':>8}")
+    print(f"{'name':<26}{'part':<20}{'LUT':>7}{'DSP':>5}{'BRAM36':>8}{'clock':>8}  flow")
     for name in list_parts():
         p = load_part(name)
         r = p.resources
-        print(f"{name:<26}{p.default_part:<20}{r.lut:>7}{r.dsp:>5}{r.bram36:>8}{'':>8}")
+        flow = "hwgen impl (open)" if p.open_flow else "hwgen vivado"
+        print(f"{name:<26}{p.default_part:<20}{r.lut:>7}{r.dsp:>5}{r.bram36:>8.1f}{'':>8}  {flow}")
     for name in list_boards():
         b = load_board(name)
         r = b.device.resources
-        print(f"{name:<26}{b.part:<20}{r.lut:>7}{r.dsp:>5}{r.bram36:>8}{b.clock_mhz:>5g} MHz")
+        flow = "hwgen impl (open)" if b.device.open_flow else "hwgen vivado"
+        print(f"{name:<26}{b.part:<20}{r.lut:>7}{r.dsp:>5}{r.bram36:>8.1f}{b.clock_mhz:>5g} MHz  {flow}")
+    print("LUT: LUT6 (Spartan-7) or LUT4 (ECP5, iCE40, Gowin); DSP: DSP48E1, MULT18X18D, SB_MAC16 or MULT18X18; "
+          "BRAM36: block RAM in 36-Kb units")
+    return 0
+
+
+def cmd_impl(args: argparse.Namespace) -> int:
+    from hwgen.steps.impl import implement_build
+
+    implement_build(args.build_dir, args.board, args.clock_mhz, args.seed)
     return 0
 
 
@@ -412,6 +423,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("boards", help="list the parts and boards hwgen targets")
     p.set_defaults(func=cmd_boards)
+
+    p = sub.add_parser("impl", help="open implementation: Yosys, nextpnr place and route, post-route timing and a "
+                       "bitstream (ECP5, iCE40, Gowin boards)")
+    p.add_argument("build_dir")
+    p.add_argument("--board", help="board to implement on (default: the build's; on a Spartan-7 build e.g. "
+                   "ulx3s_85f implements the same Verilog on an ECP5 as a proxy)")
+    p.add_argument("--clock-mhz", type=float, help="clock target (default: the board's clock)")
+    p.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default 1)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_impl)
 
     p = sub.add_parser("vivado", help="run the build's Vivado project (or print the command to run it)")
     p.add_argument("build_dir")
