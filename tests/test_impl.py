@@ -127,14 +127,27 @@ def test_ice40_impl_writes_a_bin(tmp_path):
     assert (out / "impl" / "icebreaker" / "pins.pcf").read_text().count("set_io") >= 10
 
 
-def test_a_design_that_does_not_fit_is_one_error_line(tiny_graph, tmp_path, capsys):
+def test_a_design_that_does_not_fit_is_one_error_line(tiny_graph, tmp_path, capsys, monkeypatch):
+    """The fit check on Yosys' counts, against a part 100 LUT4 small (the build itself moves rescale
+    multipliers into fabric until the lanes fit the SB_MAC16s, so the real part takes the tiny design)."""
+    import dataclasses
+
+    import hwgen.estimate.boards as boards
+
     out = tmp_path / "F"
-    # 8 lanes plus the rescale multipliers: more SB_MAC16 than the iCE40UP5K's 8 (built with --force)
-    build(str(tiny_graph), str(out), board_name="icebreaker", parallel=8, with_accuracy=False, force=True)
+    build(str(tiny_graph), str(out), board_name="icebreaker", parallel=2, with_accuracy=False)
     capsys.readouterr()
+    real = boards.resolve_target
+
+    def small(name):
+        board = real(name)
+        device = dataclasses.replace(board.device, resources=dataclasses.replace(board.resources, lut=100))
+        return dataclasses.replace(board, device=device)
+
+    monkeypatch.setattr(boards, "resolve_target", small)
     assert main(["impl", str(out), "--quiet"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "does not fit iCE40UP5K-SG48I" in err[0] and "SB_MAC16" in err[0]
+    assert len(err) == 1 and "does not fit iCE40UP5K-SG48I" in err[0] and "LUT4" in err[0]
     sec = read_report(out)["implementation"]["icebreaker"]
     assert sec["fits"] is False and sec["met"] is False and sec["problems"]
     assert (out / "impl" / "icebreaker" / "yosys.log").is_file()

@@ -39,6 +39,13 @@ REFERENCE_MACS = 94_864  # the reference model's MACs per window, where the coun
 LANE_OPERAND_BITS = (9, 8)  # activation (8-bit, or 8-bit unsigned probabilities as 9-bit signed) x weight
 
 
+def dsp_budget(board) -> int:
+    """The hard multipliers a design for an open-flow ``board`` may give its lanes and rescale products (the
+    ``dsp_budget`` of ``build_design``): the part's, less the ``EXTRA_RESCALE_MULTS`` Yosys adds on these
+    families."""
+    return max(int(board.resources.dsp) - EXTRA_RESCALE_MULTS, 1)
+
+
 def predict_family(design: Design, board) -> dict[str, float]:
     """Predicted LUT4, flip-flops, hard multipliers and block RAM blocks of ``design`` on ``board``'s family."""
     fam = family(board.device.yosys_family)
@@ -69,7 +76,8 @@ def choose_parallel_family(graph: Graph, board, parallel: str | int, force: bool
 
     cap = board.resources
     if parallel == "auto":
-        candidates = {p: build_design(graph, p, images=False) for p in range(1, int(cap.dsp) + 1)}
+        candidates = {p: build_design(graph, p, images=False, dsp_budget=dsp_budget(board))
+                      for p in range(1, int(cap.dsp) + 1)}
         fitting = [p for p, d in candidates.items() if not _over(predict_family(d, board), board)]
         if not fitting:
             problems = _over(predict_family(candidates[1], board), board)
@@ -86,7 +94,8 @@ def choose_parallel_family(graph: Graph, board, parallel: str | int, force: bool
         raise HwgenError(f"--parallel {p} exceeds the {cap.dsp} {family(board.device.yosys_family).multiplier} "
                          f"of {board.part}")
     if not force:
-        problems = _over(predict_family(build_design(graph, p, images=False), board), board)
+        problems = _over(predict_family(build_design(graph, p, images=False, dsp_budget=dsp_budget(board)), board),
+                         board)
         if problems:
             raise HwgenError(f"--parallel {p} does not fit {board.part} by hwgen's {board.device.family} model: "
                              + "; ".join(problems) + " (--force builds it anyway)")

@@ -258,7 +258,7 @@ def build(source: str, out: str, board_name: str = "xc7s15", parallel: str | int
     p = choose_parallel(graph, board, parallel, force)
     say(f"build: lowering {len(graph.nodes)} nodes with {p} multipliers for {board.part}")
     with progress.step("build: lowering and emitting Verilog"):
-        design = build_design(graph, p, dsp_budget=int(board.device.resources.dsp))  # the one Design of this build
+        design = build_design(graph, p, dsp_budget=_dsp_budget(board))  # the one Design of this build
         verilog = emit_verilog(Top(design), name=TOP_NAME)
         lat = latency_estimate(design)
     report: dict[str, Any] = {
@@ -298,6 +298,15 @@ def build(source: str, out: str, board_name: str = "xc7s15", parallel: str | int
     say(f"build: wrote {out} in {time.perf_counter() - t0:.1f} s "
         f"({lat['total']} cycles = {lat['total'] / board.clock_mhz:.1f} us at {board.clock_mhz:g} MHz)")
     return report
+
+
+def _dsp_budget(board) -> int:
+    """The DSPs (hard multipliers) a build for ``board`` may give its lanes and rescale products."""
+    if board.device.open_flow:
+        from hwgen.estimate.family_model import dsp_budget
+
+        return dsp_budget(board)
+    return int(board.device.resources.dsp)
 
 
 def choose_parallel(graph: Graph, board, parallel: str | int, force: bool = False) -> int:
