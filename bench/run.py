@@ -13,6 +13,7 @@ from hwgen.steps.flow import write_json
 
 SECTIONS = ["accuracy", "hardware", "target", "quantization"]
 SECTIONS.append("impl")  # about 10 minutes: nextpnr on the shipped models (ECP5, iCE40)
+SECTIONS.append("sim_all")  # about 2-3 minutes: every PM2.5 test window (7,931) through the W8 Verilog
 SECTIONS.append("search")  # about 20 minutes: a 15-minute, 2-worker PM2.5 search, then 2 Pareto points verified
 RESULTS = Path("bench/results")
 

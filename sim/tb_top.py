@@ -140,7 +140,7 @@ class StepMonitor:
     output). One Python callback per step change: a few dozen per window."""
 
     def __init__(self, dut, period: int) -> None:
-        self.step = getattr(dut, "step", None)  # internal: visible with Verilator's --public-flat-rw, Icarus
+        self.step = getattr(dut, "step", None)  # internal: made public for Verilator by the runner, visible on Icarus
         self.period = period
         self.visits: dict[int, list[int]] = {}  # step -> cycles of every visit
 

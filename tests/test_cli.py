@@ -97,6 +97,29 @@ def test_closed_output_pipe_ends_quietly():
     assert proc.wait() == 141 and "Traceback" not in err and err == ""
 
 
+@pytest.mark.sim
+def test_sim_windows_all_takes_every_window_of_the_inputs_file(trained, tmp_path, capsys):
+    """`hwgen sim --windows all --inputs FILE.npy` simulates exactly the file's windows, no fewer, no more."""
+    build_dir = tmp_path / "build"
+    assert main(["build", str(trained), "--out", str(build_dir), "--parallel", "4", "--no-eval", "--quiet"]) == 0
+    np.save(tmp_path / "w.npy", np.random.default_rng(1).normal(size=(5, 8, 2)))
+    capsys.readouterr()
+    assert main(["sim", str(build_dir), "--windows", "all", "--inputs", str(tmp_path / "w.npy"), "--quiet"]) == 0
+    assert "bit-exact on 5 windows" in capsys.readouterr().out
+    report = json.loads((build_dir / "report.json").read_text())
+    assert report["sim"]["windows"] == 5 and report["sim"]["mismatches"] == 0
+    assert main(["sim", str(build_dir), "--windows", "2", "--inputs", str(tmp_path / "w.npy"), "--quiet"]) == 0
+    assert json.loads((build_dir / "report.json").read_text())["sim"]["windows"] == 2
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "some", "2.5", ""])
+def test_sim_bad_windows_is_one_line_error(tmp_path, capsys, value):
+    rc = main(["sim", str(tmp_path / "no-build"), "--windows", value, "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1 and err[0].startswith("hwgen: error:") and "--windows" in err[0]
+    assert repr(value) in err[0]
+
+
 # ---- the commands that need no torch load none ---------------------------------------------------------------
 TORCH_FREE = """
 import json, sys

@@ -393,11 +393,11 @@ def step_latency(design: dict[str, Any], step_cycles: dict[int, tuple[float, int
     return rows
 
 
-def simulate_build(build_dir: str, simulator: str = "verilator", windows: int = 256, stall: float = 0.0,
+def simulate_build(build_dir: str, simulator: str = "verilator", windows: int | None = 256, stall: float = 0.0,
                    seed: int = 0, inputs=None) -> dict[str, Any]:
-    """Run the build's Verilog under cocotb on ``windows`` real test windows (or on ``inputs``: the input
-    integers of windows the caller gives, one window or a batch), compare with the golden model (==), write
-    ``sim`` into report.json. Returns the sim section; raises HwgenError on any mismatch."""
+    """Run the build's Verilog under cocotb on ``windows`` real test windows (None: the whole test split), or
+    on ``inputs`` (the input integers of windows the caller gives, one window or a batch), compare with the
+    golden model (==), write ``sim`` into report.json. Returns the sim section; raises HwgenError on any mismatch."""
     from hwgen import tasks
     from hwgen.host.quantize import quantize_input
     from hwgen.sim.runner import SIMULATORS, simulate
@@ -421,8 +421,8 @@ def simulate_build(build_dir: str, simulator: str = "verilator", windows: int = 
             raise HwgenError(f"{build_dir}: the graph names no dataset to take test windows from "
                              "(give the windows: hwgen sim --inputs FILE.npy, or Accelerator.simulate(windows))")
         data = tasks.reload_data(graph.meta["data"])
-        x = data.test.x[:windows]
-        if len(x) < windows:
+        x = data.test.x if windows is None else data.test.x[:windows]
+        if windows is not None and len(x) < windows:
             say(f"sim: only {len(x)} test windows exist; simulating those")
         xi = quantize_input(x, graph.meta["input_scale"], graph.input_type.dtype.bits)
     say(f"sim: {simulator}: {len(xi)} windows through {verilog} (stall probability {stall})")

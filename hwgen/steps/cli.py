@@ -23,6 +23,20 @@ def _positive(text: str) -> int:
     return value
 
 
+def _windows_or_all(text: str) -> int | None:
+    """``--windows`` of ``hwgen sim``: a positive integer, or ``all`` (None: every window there is); anything
+    else is a HwgenError (one ``hwgen: error:`` line, not argparse's usage block)."""
+    if str(text).strip().lower() == "all":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise HwgenError(f"--windows needs a positive integer or 'all', not {text!r}")
+    return value
+
+
 def _oscillation_options(args: argparse.Namespace) -> dict:
     """TrainOptions fields of the QAT oscillation flags, checked (HwgenError names the bad flag)."""
     given = [flag for flag, on in (("--dampen", args.dampen is not None), ("--freeze", args.freeze),
@@ -191,10 +205,11 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
     if not 0.0 <= args.stall < 1.0:
         raise HwgenError(f"--stall must be a probability in [0, 1), not {args.stall!r}")
+    windows = _windows_or_all(args.windows)  # None: all of them
     inputs = None
     if args.inputs:
-        inputs = _input_windows(args.inputs, args.build_dir)[: args.windows]
-    sim = simulate_build(args.build_dir, args.simulator, args.windows, args.stall, args.seed, inputs=inputs)
+        inputs = _input_windows(args.inputs, args.build_dir)[:windows]
+    sim = simulate_build(args.build_dir, args.simulator, windows, args.stall, args.seed, inputs=inputs)
     print(f"{args.build_dir}: bit-exact on {sim['windows']} windows ({sim['simulator']}), "
           f"{sim['cycles_per_inference']:.0f} cycles per inference, {sim['sim_cycles_per_s']:.0f} simulated cycles/s")
     return 0
@@ -407,7 +422,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sim", help="simulate a build's Verilog on real test windows; == against golden")
     p.add_argument("build_dir")
     p.add_argument("--simulator", default="verilator", help="verilator (default) or icarus")
-    p.add_argument("--windows", type=_positive, default=256, help="test windows to simulate (default 256)")
+    p.add_argument("--windows", default="256", metavar="N|all",
+                   help="test windows to simulate, or 'all' for the whole test split (with --inputs: every "
+                        "window of the file) (default 256)")
     p.add_argument("--inputs", metavar="FILE.npy",
                    help="simulate these windows ([N, time, features]; floats are quantized with the graph's "
                         "input scale, integers taken as the input integers) instead of the dataset's test windows")
