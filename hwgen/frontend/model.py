@@ -18,6 +18,7 @@ from torch import nn
 from hwgen.errors import HwgenError
 from hwgen.frontend.integer_kernels import layernorm_ste, softmax_ste
 from hwgen.frontend.quantizer import Quantizer, round_ste
+from hwgen.nn.layers import sinusoidal_table as sinusoidal_encoding
 from hwgen.tasks import TASKS
 
 MAX_HORIZON = 32  # the bound hwgen.data.tasks.MAX_HORIZON (not imported here: it would load pandas)
@@ -149,17 +150,6 @@ def parse_precision(spec: str) -> dict[str, int]:
                              f"{', '.join(PRECISION_GROUPS)} and BITS 2..8")
         table[key.strip()] = int(value)
     return table
-
-
-def sinusoidal_encoding(length: int, d: int) -> torch.Tensor:
-    """The Transformer's fixed positional encoding [length, d]."""
-    pos = torch.arange(length, dtype=torch.float64)[:, None]
-    i = torch.arange(0, d, 2, dtype=torch.float64)
-    angle = pos / torch.pow(10000.0, i / d)
-    pe = torch.zeros(length, d, dtype=torch.float64)
-    pe[:, 0::2] = torch.sin(angle)
-    pe[:, 1::2] = torch.cos(angle[:, : d // 2])
-    return pe.float()
 
 
 class QLinear(nn.Linear):
