@@ -30,6 +30,7 @@ from hwgen.ops.maxpool import maxpool as golden_maxpool
 from hwgen.ops.select_rows import select_rows as golden_select_rows
 from hwgen.sim import simulate as simulate_rtl
 from tests.test_hw_top import simulate
+from tests.test_nn import data, train
 
 I8, U8, I6, I12 = IntType(8), IntType(8, False), IntType(6), IntType(12)
 
@@ -147,6 +148,16 @@ def test_lut_unit_standalone_and_chained(seed):
     assert len(top.design.roms["act_lut"][1]) == 256 + 64 + 256
 
 
+def assert_bit_exact_on_verilator(graph, rng, tmp_path, seed: int) -> None:
+    """The graph's emitted Verilog (4 lanes) equals golden on 6 edge-case [8, 4] windows, with stalls."""
+    v = tmp_path / "hwgen_top.v"
+    v.write_text(hw.emit_verilog(lower(graph, 4), name="hwgen_top"))
+    res = simulate_rtl(v, graph, edge_inputs(rng, (8, 4), I8, n=6), simulator="verilator", build_dir=tmp_path / "b",
+                       seed=seed, stall_in=0.3, stall_out=0.3)
+    assert res.error is None and not res.timed_out, res.error
+    assert (res.windows, res.mismatches) == (6, 0)
+
+
 @pytest.mark.sim
 def test_lut_graph_on_verilator_with_stalls(tmp_path):
     rng = np.random.default_rng(7)
@@ -155,12 +166,7 @@ def test_lut_graph_on_verilator_with_stalls(tmp_path):
     b.lut("act", "lin", rng.integers(-128, 128, size=256), I8)
     b.add("res", "act", "lin", 16000, 15000, 0, 15, I8)
     graph = b.finish("res")
-    v = tmp_path / "hwgen_top.v"
-    v.write_text(hw.emit_verilog(lower(graph, 4), name="hwgen_top"))
-    res = simulate_rtl(v, graph, edge_inputs(rng, (8, 4), I8, n=6), simulator="verilator", build_dir=tmp_path / "b",
-                       seed=2, stall_in=0.3, stall_out=0.3)
-    assert res.error is None and not res.timed_out, res.error
-    assert (res.windows, res.mismatches) == (6, 0)
+    assert_bit_exact_on_verilator(graph, rng, tmp_path, seed=2)
 
 
 class TableActModel(nn.Module):
@@ -186,25 +192,11 @@ class TableActModel(nn.Module):
         return self.head(self.pool(h))
 
 
-def _data(n=48, steps=8, features=3, seed=0):
-    return torch.randn(n, steps, features, generator=torch.Generator().manual_seed(seed))
-
-
-def _train(model, x, y, steps=8, lr=1e-2):
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    for _ in range(steps):
-        loss = ((model(x) - y) ** 2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model
-
-
 @pytest.fixture(scope="module")
 def table_model():
     torch.manual_seed(1)
-    x = _data(48)
-    return _train(TableActModel(), x, x[:, -1, :1] * 0.5), x
+    x = data(48)
+    return train(TableActModel(), x, x[:, -1, :1] * 0.5, steps=8), x
 
 
 def test_table_activations_convert_and_predict_exactly(table_model, tmp_path):
@@ -243,7 +235,7 @@ def test_float_activations_are_refused_with_the_quant_layer_named(module, hint):
             return self.act(self.embed(self.q(x)))
 
     with pytest.raises(HwgenError) as info:
-        hwgen.convert(Float(), _data(4))
+        hwgen.convert(Float(), data(4))
     assert "\n" not in str(info.value)
     assert re.match(rf"^model\.act: torch\.nn\.\w+ is not quantized; use hwgen\.nn\.{hint} \(at ", str(info.value))
 
@@ -259,7 +251,7 @@ def test_table_activation_refuses_a_wide_input():
 
     with pytest.raises(HwgenError, match=r"^model\.act \(QuantTanh\): its input has 16 bits; a table activation "
                                          r"takes at most 12$"):
-        hwgen.convert(Wide(), _data(4))
+        hwgen.convert(Wide(), data(4))
 
 
 # ---- maxpool and select_rows ---------------------------------------------------------------------------------
@@ -324,12 +316,7 @@ def test_maxpool_and_last_step_graph_on_verilator_with_stalls(tmp_path):
     b.select_rows("last", "act", 3, 1)
     b.linear("head", "last", rng.integers(-128, 128, size=(2, 8)), None, 21000, 15, I8, I8)
     graph = b.finish("head")
-    v = tmp_path / "hwgen_top.v"
-    v.write_text(hw.emit_verilog(lower(graph, 4), name="hwgen_top"))
-    res = simulate_rtl(v, graph, edge_inputs(rng, (8, 4), I8, n=6), simulator="verilator", build_dir=tmp_path / "b",
-                       seed=3, stall_in=0.3, stall_out=0.3)
-    assert res.error is None and not res.timed_out, res.error
-    assert (res.windows, res.mismatches) == (6, 0)
+    assert_bit_exact_on_verilator(graph, rng, tmp_path, seed=3)
 
 
 class PoolModel(nn.Module):
@@ -363,8 +350,8 @@ class GlobalMaxModel(nn.Module):
 @pytest.fixture(scope="module")
 def pool_model():
     torch.manual_seed(2)
-    x = _data(48)
-    return _train(PoolModel(), x, x[:, -1, :1] * 0.5), x
+    x = data(48)
+    return train(PoolModel(), x, x[:, -1, :1] * 0.5, steps=8), x
 
 
 def test_max_pool_and_last_step_convert_and_predict_exactly(pool_model, tmp_path):
@@ -378,7 +365,7 @@ def test_max_pool_and_last_step_convert_and_predict_exactly(pool_model, tmp_path
     again = hwgen.load(acc.save(tmp_path / "g"))  # graph.json + consts.npz round trip
     assert np.array_equal(again.predict(x, integers=True), acc.predict(x, integers=True))
     torch.manual_seed(3)
-    other = _train(GlobalMaxModel(), x, x[:, -1, :2])
+    other = train(GlobalMaxModel(), x, x[:, -1, :2], steps=8)
     acc = hwgen.convert(other, x[:16], calibration=x[16:])
     other.eval()
     with torch.no_grad():
@@ -410,7 +397,7 @@ def test_torch_max_pooling_is_refused_with_quant_max_pool_named(module, hint):
             return self.pool(self.q(x))
 
     with pytest.raises(HwgenError, match=rf"^model\.pool: torch\.nn\.\w+ is not quantized; use {hint} \(at "):
-        hwgen.convert(Float(), _data(4))
+        hwgen.convert(Float(), data(4))
 
 
 # ---- concat --------------------------------------------------------------------------------------------------
@@ -467,8 +454,8 @@ class CatModel(nn.Module):
 @pytest.fixture(scope="module")
 def cat_model():
     torch.manual_seed(4)
-    x = _data(48)
-    return _train(CatModel(), x, x[:, -1, :1] * 0.5), x
+    x = data(48)
+    return train(CatModel(), x, x[:, -1, :1] * 0.5, steps=8), x
 
 
 def test_concat_model_converts_and_predicts_exactly(cat_model, tmp_path):
@@ -512,6 +499,6 @@ def test_concat_of_differently_scaled_tensors_and_torch_cat_are_refused():
 
     with pytest.raises(HwgenError, match=r"^model\.cat \(QuantCat\): operands have scales .* requantize both with "
                                          r"one shared hwgen\.nn\.QuantAct first$"):
-        hwgen.convert(TwoScales(), _data(4))
+        hwgen.convert(TwoScales(), data(4))
     with pytest.raises(HwgenError, match=r"^model: torch\.cat is not quantized; use hwgen\.nn\.QuantCat \(at "):
-        hwgen.convert(TorchCat(), _data(4))
+        hwgen.convert(TorchCat(), data(4))
