@@ -45,9 +45,6 @@ class Design:
         w = self.widths.setdefault(unit, {})
         w[key] = max(w.get(key, 1), int(value))
 
-    def unit(self, kind: Unit):
-        return UNITS[kind]
-
     @property
     def steps(self) -> list[list[int]]:
         """The controller's node steps in order: the nodes (indices) each runs (a chain runs in one)."""
