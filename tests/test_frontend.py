@@ -147,24 +147,41 @@ def _calibrated(cfg: ModelConfig, seed: int = 0) -> TimeSeriesTransformer:
     return m
 
 
-@pytest.mark.parametrize("cfg", [ModelConfig(bits_w=8, bits_a=8), ModelConfig(bits_w=4, bits_a=4),
-                                 ModelConfig(norm="layer", heads=2, layers=2, window=12, features=3)])
-def test_export_matches_fake_quant(cfg):
-    """The golden model of the export tracks the fake-quant forward (float64).
+CONFIGS = [ModelConfig(bits_w=8, bits_a=8), ModelConfig(bits_w=4, bits_a=4),
+           ModelConfig(norm="layer", heads=2, layers=2, window=12, features=3)]
+
+
+@pytest.mark.parametrize("cfg", CONFIGS)
+def test_quantized_forward_equals_golden_of_export(cfg):
+    """The quantized forward (eval mode) returns exactly the deployed integer model's outputs: the golden
+    interpreter of the exported graph, on every element, in float32 and float64."""
+    m = _calibrated(cfg)
+    g = export_model(m)
+    x = np.random.default_rng(1).normal(size=(200, cfg.window, cfg.features)).astype(np.float32)
+    yi = run(g, quantize_input(x, g.meta["input_scale"], cfg.bits_in)).reshape(len(x), -1)
+    for double in (False, True):
+        y = predict(m, x, double=double)
+        assert np.array_equal(np.floor(y / g.meta["output_scale"] + 0.5), yi)
+
+
+@pytest.mark.parametrize("cfg", CONFIGS)
+def test_fake_quant_surrogate_tracks_export(cfg):
+    """The fake-quant surrogate (``exact = False``: what QAT's gradients follow) tracks the golden model.
 
     They cannot agree everywhere: the export turns each real rescale into a 15-bit dyadic multiplier
     (relative error <= 2**-15), which moves a value across a rounding boundary now and then; the
     LayerNorm affine is also rounded to integers. Measured on random calibrated models: the first layer
     (12-bit) differs on < 1% of elements by 1 LSB; such flips propagate, and one LSB of a 4-bit pooled value is
     thousands of LSB of the 16-bit output, so end to end we bound the output drift relative to the output's variance.
-    The trained checkpoints are measured by 'hwgen eval' (fake_quant_vs_integer).
     """
     m = _calibrated(cfg)
+    m.exact = False
     g = export_model(m)
     x = np.random.default_rng(1).normal(size=(200, cfg.window, cfg.features)).astype(np.float32)
     env = run(g, quantize_input(x, g.meta["input_scale"], cfg.bits_in), return_all=True)
     yi = env[g.output_name].reshape(len(x), -1)
     yf = np.floor(predict(m, x, double=True) / g.meta["output_scale"] + 0.5)
+    assert not np.array_equal(yi, yf)  # the surrogate is not the integer model
     drift = np.mean((yi - yf) ** 2) / np.var(yf)  # measured: 0.000-0.02 on these configs
     assert drift < 0.05
     # first layer: fake-quant embedding integers vs golden
@@ -174,6 +191,30 @@ def test_export_matches_fake_quant(cfg):
         emb_int = m.q_embed.int_repr(emb).numpy()
     first = np.abs(emb_int - env["embed"])
     assert first.max() <= 1 and np.mean(first > 0) < 0.01  # measured 0.3-0.4% (12-bit embedding)
+
+
+def test_training_forward_is_the_integer_model_with_the_batch_statistics():
+    """In training mode the forward is the integer graph with each BatchNorm folded with the statistics it
+    normalised this batch with; its gradient is the fake-quant surrogate's (every parameter gets one)."""
+    cfg = ModelConfig(bits_w=6, bits_a=6, layers=2)
+    m = _calibrated(cfg)
+    x = torch.as_tensor(np.random.default_rng(2).normal(size=(64, cfg.window, cfg.features)), dtype=torch.float32)
+    m.train()
+    y = m(x)
+    y.pow(2).mean().backward()
+    assert all(p.grad is not None for n, p in m.named_parameters() if "encoder.0.w" in n)
+    # the same graph from an eval-mode copy whose running statistics are this batch's
+    ref = _calibrated(cfg)
+    ref.load_state_dict(m.state_dict())
+    for norm, mine in zip((n for n in ref.modules() if hasattr(n, "bn")), (n for n in m.modules() if hasattr(n, "bn"))):
+        mean, var = mine.batch_stats
+        norm.bn.running_mean.copy_(mean)
+        norm.bn.running_var.copy_(var)
+    g = export_model(ref)
+    yi = run(g, quantize_input(x.numpy(), g.meta["input_scale"], cfg.bits_in)).reshape(len(x), -1)
+    assert np.array_equal(np.floor(y.detach().double().numpy() / g.meta["output_scale"] + 0.5), yi)
+    m.eval()  # and eval mode folds the running statistics (which the training step moved)
+    assert not np.array_equal(np.floor(predict(m, x.numpy()) / g.meta["output_scale"] + 0.5), yi)
 
 
 def test_export_round_trip(tmp_path):

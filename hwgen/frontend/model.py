@@ -11,13 +11,17 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from hwgen.errors import HwgenError
+from hwgen.frontend.integer_graph import Translator
 from hwgen.frontend.integer_kernels import layernorm_ste, softmax_ste
 from hwgen.frontend.quantizer import Quantizer, round_ste
+from hwgen.golden import run as golden_run
+from hwgen.host.quantize import quantize_input
 from hwgen.nn.layers import sinusoidal_table as sinusoidal_encoding
 from hwgen.tasks import TASKS
 
@@ -193,6 +197,9 @@ class Norm(nn.Module):
 
     def forward(self, x: torch.Tensor, x_quant: Quantizer) -> torch.Tensor:
         if self.kind == "batch":
+            if self.bn.training and self.quantized:  # the statistics this batch is normalised with, for the
+                rows = x.detach().reshape(-1, x.shape[-1])  # exact forward's fold (TimeSeriesTransformer)
+                self.batch_stats = (rows.mean(0), rows.var(0, unbiased=False))
             return self.bn(x.transpose(1, 2)).transpose(1, 2)
         if self.quantized:
             n = layernorm_ste(x, x_quant.effective_scale())
@@ -258,7 +265,17 @@ class EncoderLayer(nn.Module):
 
 
 class TimeSeriesTransformer(nn.Module):
-    """The reference model and its generalisation; ``cfg.quantized`` selects fake-quant or FP32."""
+    """The reference model and its generalisation; ``cfg.quantized`` selects quantized or FP32.
+
+    Quantized, the forward is exact: it returns the outputs of the model's integer graph (the one export
+    writes, built from the current parameters and run by the golden interpreter; in training mode with each
+    BatchNorm folded with the batch's own statistics, as torch normalises it), with the gradient of the
+    fake-quant forward (straight-through). So QAT's loss is the deployed model's, and ``model(x)`` equals
+    ``hwgen.golden.run`` of the exported graph on every element. ``exact = False`` returns the fake-quant
+    forward itself (PTQ's inner loops and tests compare the two).
+    """
+
+    exact: bool = True
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -291,6 +308,33 @@ class TimeSeriesTransformer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [batch, input_steps, features] (scaled) -> [batch, outputs] (scaled). A forecasting anomaly
         detector's input ends with the H steps it predicts; it reads only the window before them."""
+        y = self.fake_forward(x)
+        if not self.integer_ready():
+            return y
+        exact = torch.as_tensor(self.integer_forward(x), dtype=y.dtype).reshape(y.shape)
+        return y + (exact - y).detach()
+
+    def integer_ready(self) -> bool:
+        """Whether the forward is exact now: quantized, ``exact``, every quantizer on, calibrated, symmetric."""
+        return (self.cfg.quantized and self.exact
+                and all(q.enabled and bool(q.initialized) and q.symmetric for q in self.quantizers()))
+
+    @torch.no_grad()
+    def integer_forward(self, x: torch.Tensor) -> np.ndarray:
+        """The integer graph's outputs (real units, float64 [batch, outputs]) for the scaled windows ``x``:
+        the input quantized as the host does, then ``hwgen.golden.run`` of the graph of the current
+        parameters (ending at the model's output, before any task head)."""
+        stats = {n.bn: n.batch_stats for n in self.modules()
+                 if isinstance(n, Norm) and n.kind == "batch" and self.training and hasattr(n, "batch_stats")}
+        graph = Translator(self, batch_stats=stats).run({}, task_head=False)
+        s_in = self.q_in.effective_scale().reshape(-1).numpy()
+        x_int = quantize_input(x.detach().double().numpy(), s_in, self.cfg.bits_in)
+        out = golden_run(graph, x_int).reshape(len(x_int), -1)
+        return out.astype(np.float64) * float(self.q_head.effective_scale().reshape(-1)[0])
+
+    def fake_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The fake-quant forward (or the FP32 forward): the float computation, quantized at every tensor
+        the integer graph holds."""
         x = self.q_in(x)[:, : self.cfg.window]
         h = self.q_embed(self.embed(x, self.q_in))
         h = self.q_pos(h + self.q_pe(self.pe.to(h.dtype)))

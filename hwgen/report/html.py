@@ -293,7 +293,7 @@ def _accuracy(r: dict) -> str:
     acc = r.get("accuracy")
     if not acc:
         return "<h2>Accuracy</h2>" + _not_run("scoring on the test split", "hwgen build MODEL.pt --out DIR")
-    models = (("fp32", "FP32"), ("fake_quant", "fake-quant (torch)"), ("int", "deployed integer"))
+    models = (("fp32", "FP32"), ("fake_quant", "quantized torch forward"), ("int", "deployed integer"))
     if any(isinstance(acc.get(k), dict) for k in ("fp32", "integer")):
         return _task_accuracy(acc, models)
     metrics: list[str] = []
@@ -310,7 +310,7 @@ def _accuracy(r: dict) -> str:
     out = "<h2>Accuracy</h2>" + _table(["model"] + [names.get(m, m) for m in metrics], rows)
     d = acc.get("fake_quant_vs_integer")
     if isinstance(d, dict):
-        out += (f'<p>Fake-quant against deployed integer outputs: a fraction '
+        out += (f'<p>Quantized torch forward against deployed integer outputs: a fraction '
                 f'{_v("report", "accuracy/fake_quant_vs_integer/fraction_differ", d.get("fraction_differ"))} of '
                 f'outputs differ, by at most {_v("report", "accuracy/fake_quant_vs_integer/max_lsb", d.get("max_lsb"))}'
                 " LSB.</p>")
@@ -333,7 +333,7 @@ def _task_accuracy(acc: dict, models) -> str:
     out += _table(["model"] + [_esc(m.replace("_", " ")) for m in metrics], rows)
     d = acc.get("fake_quant_vs_integer")
     if isinstance(d, dict) and "fraction_differ" in d:
-        out += (f'<p>Fake-quant against deployed integer: a fraction '
+        out += (f'<p>Quantized torch forward against deployed integer: a fraction '
                 f'{_v("report", "accuracy/fake_quant_vs_integer/fraction_differ", d["fraction_differ"])} of '
                 "outputs differ.</p>")
     return out

@@ -5,6 +5,7 @@ torch commands (``hwgen.steps.cli``)."""
 
 from __future__ import annotations
 
+import copy
 import functools
 import time
 from dataclasses import replace
@@ -137,7 +138,11 @@ def evaluate(model_path: str, split: str = "test") -> dict[str, Any]:
         fp32 = TimeSeriesTransformer(replace(model.cfg, quantized=False))
         fp32.load_state_dict(fp32_state(model_path, meta), strict=False)
         models = {"fp32": fp32, "fake_quant": model}
-    predictors = {key: functools.partial(predict, m, double=key == "fake_quant") for key, m in models.items()}
+    if model.cfg.quantized:  # the fake-quant surrogate whose gradient QAT follows (the forward is exact)
+        surrogate = copy.deepcopy(model)
+        surrogate.exact = False
+        models["surrogate"] = surrogate
+    predictors = {key: functools.partial(predict, m, double=key != "fp32") for key, m in models.items()}
     graph = export_model(model, {"model": Path(model_path).name, "data": meta["data"]}) if model.cfg.quantized else None
     return task.evaluate(data, split, predictors, graph, model.cfg, meta, model_path)
 

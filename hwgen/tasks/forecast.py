@@ -72,6 +72,10 @@ class Forecast(Task):
         fq_int = np.floor(fq / graph.meta["output_scale"] + 0.5)
         diff = np.abs(fq_int - yi)
         result["fake_quant_vs_integer"] = {"fraction_differ": float(np.mean(diff > 0)), "max_lsb": int(diff.max())}
+        if "surrogate" in predictors:  # the float fake-quant computation QAT's gradients follow
+            sd = np.abs(np.floor(predictors["surrogate"](part.x) / graph.meta["output_scale"] + 0.5) - yi)
+            result["fake_quant_vs_integer"].update(surrogate_fraction_differ=float(np.mean(sd > 0)),
+                                                   surrogate_max_lsb=int(sd.max()))
         return result
 
     def format_eval(self, result):
@@ -84,8 +88,12 @@ class Forecast(Task):
                              f"{m['mae_units']:>14.3f}")
         if "fake_quant_vs_integer" in result:
             d = result["fake_quant_vs_integer"]
-            lines.append(f"fake-quant vs integer: {100 * d['fraction_differ']:.2f}% of outputs differ, "
-                         f"at most {d['max_lsb']} LSB")
+            line = (f"quantized torch forward vs integer: {100 * d['fraction_differ']:.2f}% of outputs differ, "
+                    f"at most {d['max_lsb']} LSB")
+            if "surrogate_fraction_differ" in d:
+                line += (f" (the fake-quant surrogate of its gradients: {100 * d['surrogate_fraction_differ']:.2f}%, "
+                         f"at most {d['surrogate_max_lsb']} LSB)")
+            lines.append(line)
         return "\n".join(lines)
 
     def summary_line(self, acc):
