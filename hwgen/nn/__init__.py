@@ -13,9 +13,9 @@ from hwgen.nn.layers import (LearnedPositionalEncoding, QuantAct, QuantAdd, Quan
                              QuantLinear, QuantMeanPool, QuantModule, QuantMultiheadAttention, QuantReLU,
                              SinusoidalPositionalEncoding)
 from hwgen.nn.quant import integers
-from hwgen.nn.select import QuantCat, QuantLastStep, QuantMaxPool
+from hwgen.nn.select import QuantArgmax, QuantCat, QuantLastStep, QuantMaxPool
 
-__all__ = ["LearnedPositionalEncoding", "QuantAct", "QuantAdd", "QuantBatchNorm1d", "QuantCat", "QuantGELU",
+__all__ = ["LearnedPositionalEncoding", "QuantAct", "QuantAdd", "QuantArgmax", "QuantBatchNorm1d", "QuantCat", "QuantGELU",
            "QuantLastStep", "QuantLayerNorm", "QuantLinear", "QuantMaxPool", "QuantMeanPool", "QuantModule",
            "QuantMultiheadAttention", "QuantReLU", "QuantSiLU", "QuantSigmoid", "QuantTanh",
            "SinusoidalPositionalEncoding", "convert", "integers"]

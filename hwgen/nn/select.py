@@ -1,13 +1,17 @@
-"""Time-axis selections of a quantized tensor: max pooling and the last-step readout (the IR's ``maxpool``
-and ``select_rows``). They keep the input's scale and integer type: the forward is the selected integers
-times the scale, the gradient that of the float max or slice."""
+"""Selections of a quantized tensor: max pooling and the last-step readout over time (the IR's ``maxpool``
+and ``select_rows``), concatenation along channels (``concat``), and a classifier's ``argmax``. The first
+three keep the input's scale and integer type: the forward is the selected integers times the scale, the
+gradient that of the float max or slice."""
 
 from __future__ import annotations
 
 import torch
 
+from hwgen.errors import HwgenError
+from hwgen.ir.types import IntType, signed_bits_for
 from hwgen.nn.layers import QuantModule, _value
 from hwgen.nn.quant import check_bits, emit, scalar_info
+from hwgen.ops.argmax import argmax as golden_argmax
 from hwgen.ops.maxpool import maxpool as golden_maxpool
 from hwgen.ops.select_rows import select_rows as golden_select_rows
 
@@ -89,3 +93,42 @@ class QuantCat(QuantModule):
                       f"shapes {x.shape} and {y.shape}: expects one scale and type, [time, channels]")
         b.concat(name, x.name, y.name)
         return _value(b, name, x.scale, x.dtype)
+
+
+class QuantArgmax(QuantModule):
+    """A classifier's head on the accelerator: the index of the largest of C class scores, [batch, C] ->
+    [batch, 1] (``x.argmax(dim=-1, keepdim=True)``, ties: the lowest index), or with ``scores`` the index
+    followed by the C score integers, [batch, 1 + C]: the IR's ``argmax``. Its output has scale 1 (the
+    index, and the scores in their integer units) and no gradient: train on the scores before it (e.g.
+    ``nn.Sequential(model, hwgen.nn.QuantArgmax())`` for deployment)."""
+
+    def __init__(self, *, scores: bool = False) -> None:
+        super().__init__()
+        if not isinstance(scores, bool):
+            raise HwgenError(f"QuantArgmax: scores must be True or False, not {scores!r}")
+        self.scores = scores
+
+    def extra_repr(self) -> str:
+        return f"scores={self.scores}"
+
+    def out_type(self, dtype: IntType, classes: int) -> IntType:
+        """A signed type holding the class index (and, with ``scores``, the scores of type ``dtype``)."""
+        bits = signed_bits_for(classes - 1)
+        if self.scores:
+            bits = max(bits, dtype.bits + (0 if dtype.signed else 1))
+        return IntType(max(bits, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        info = scalar_info(x, self.who())
+        if x.dim() != 2:
+            self.fail(f"input shape {tuple(x.shape)}: expects class scores [batch, classes] (pool over time first)")
+        ints = torch.as_tensor(golden_argmax(info.numpy()[:, None, :], self.scores)[:, 0, :])
+        return emit(ints.to(x.dtype), ints, 1.0, self.out_type(info.dtype, x.shape[-1]))
+
+    def export(self, b, name, args):
+        (x,) = args
+        if len(x.shape) != 2 or x.shape[0] != 1:
+            self.fail(f"input shape {x.shape} per window: expects one row of class scores [1, classes]")
+        dtype = self.out_type(x.dtype, x.shape[-1])
+        b.argmax(name, x.name, dtype, scores=self.scores)
+        return _value(b, name, 1.0, dtype)
