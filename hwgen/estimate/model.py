@@ -18,7 +18,9 @@ RAM) with every rescale product in DSP48E1, plus an estimate per rescale product
 The fabric estimate is within ~100 LUTs of these two points (P=16: +605 measured, P=20: +1,350). DSPs:
 ``dsp_count`` equals Yosys on all of them. Everything is scaled by the model's MAC count relative to the
 reference (the weight ROM and buffers grow with it), which is a first-order guess outside the calibration
-points: run 'hwgen estimate' for the real count.
+points: run 'hwgen estimate' for the real count. Logic a unit builds only for some graphs, which the
+reference model does not have (``extra_logic``: the matrix unit's conv1d row addressing), is added as the
+unit declares it.
 """
 
 from __future__ import annotations
@@ -56,6 +58,9 @@ def predict(design: Design) -> dict[str, float]:
     lut = (LUT_FIT[0] * size) + LUT_FIT[1] * p + LUT_FIT[2] * p * p
     lut += FABRIC_LUT_SCALE * sum(fabric_luts(design, kind) for kind in design.fabric)
     ff = FF_FIT[0] * size + FF_FIT[1] * p + FABRIC_FF_SCALE * sum(fabric_ffs(design, kind) for kind in design.fabric)
+    extra = [UNITS[kind].extra_logic(design) for kind in design.programs]  # logic only some graphs have
+    lut += sum(e[0] for e in extra)
+    ff += sum(e[1] for e in extra)
     return {"lut": lut, "ff": ff, "dsp": dsp_count(design), "bram36": BRAM36_MAX_SEEN * size}
 
 

@@ -11,6 +11,7 @@ from hwgen.ops.argmax import argmax
 from hwgen.ops.attn_apply import attn_apply, attn_apply_acc
 from hwgen.ops.attn_scores import attn_scores, attn_scores_acc, merge_heads, split_heads
 from hwgen.ops.avgpool import avgpool, avgpool_acc
+from hwgen.ops.conv1d import conv1d, conv1d_acc, im2col
 from hwgen.ops.layernorm import layernorm, layernorm_parts
 from hwgen.ops.linear import linear, linear_acc
 from hwgen.ops.rounding import I64, clamp, isqrt, requantize, round_shift
@@ -18,5 +19,5 @@ from hwgen.ops.softmax import softmax, softmax_parts
 
 __all__ = ["I64", "add", "add_acc", "affine", "affine_acc", "anomaly_acc", "anomaly_diff", "anomaly_score", "argmax",
            "attn_apply", "attn_apply_acc", "attn_scores", "attn_scores_acc", "avgpool", "avgpool_acc", "clamp",
-           "isqrt", "layernorm", "layernorm_parts", "linear", "linear_acc", "merge_heads", "requantize",
-           "round_shift", "softmax", "softmax_parts", "split_heads"]
+           "conv1d", "conv1d_acc", "im2col", "isqrt", "layernorm", "layernorm_parts", "linear", "linear_acc",
+           "merge_heads", "requantize", "round_shift", "softmax", "softmax_parts", "split_heads"]

@@ -1,4 +1,4 @@
-"""The matrix-product unit: linear, attn_scores and attn_apply on one shared MAC array.
+"""The matrix-product unit: linear, conv1d, attn_scores and attn_apply on one shared MAC array.
 
 Every product is ``out[h][i][n] = requantize(sum_k A[h][i][k] * B[h][k][n] + bias[n])``. Lane ``l``
 computes output channel ``n = g * group + l`` of group ``g`` (``group`` <= P lanes, the outputs split
@@ -7,6 +7,12 @@ flat buffer, ``B`` one wide word (P weights of the weight ROM, or P elements of 
 Finished groups are drained through one shared requantizer, one element per cycle, while the next group
 accumulates; a new group starts no sooner than max(K, lanes of the previous group) cycles after the
 previous one, so the drain never falls behind.
+
+``conv1d`` runs as a linear over its K * C_in im2col inputs: output row o, reduction index j = k * C_in + c
+reads the broadcast operand at input row o * stride + k * dilation - pad_left, column c, in place (no
+im2col buffer); for a row in the padding (outside 0..L-1) the read goes to address 0 and the operand is
+forced to 0. The cycles are the linear's over K * C_in inputs;
+the row and address counters that do this exist only in a design with a conv1d node.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from hwgen.hw.memory import balanced, view
 from hwgen.hw.program import Lowered, config_registers, signed_width
 from hwgen.hw.requant import Requantizer
 from hwgen.ops import Unit, sbits
+from hwgen.ops.conv1d import Conv1d
 
 
 @dataclass(frozen=True)
@@ -56,10 +63,33 @@ class MatmulProgram:
     relu: bool
     shl_base: int = 0  # per-embedding-group input: A operand k is shifted left by shl_table[shl_base + k]
     use_shl: bool = False
+    # conv1d (``conv``): A address = t_adr + c - pad_adr for the tap's input row t_row (t_adr = t_row * C_in,
+    # both counted from pad_left rows before the input), read only when pad <= t_row < row_end (= L + pad).
+    # Each tap moves t_row on by t_step (the dilation) rows, each output row by o_step (the stride).
+    conv: bool = False
+    c_in: int = 0
+    t_step: int = 0
+    t_adr_step: int = 0
+    o_step: int = 0
+    o_adr_step: int = 0
+    pad: int = 0
+    pad_adr: int = 0
+    row_end: int = 0
 
     @property
     def outputs(self) -> int:
         return self.outer * self.inner * self.n_len
+
+    @property
+    def c_last(self) -> int:
+        return max(self.c_in - 1, 0)
+
+    @property
+    def conv_span(self) -> int:
+        """A bound on every conv1d row and address counter and setting (0 for other products)."""
+        if not self.conv:
+            return 0
+        return (self.outer * self.o_step + (self.k_len // self.c_in + 1) * self.t_step + self.pad + 1) * self.c_in
 
 
 class MatmulUnit(Lowered, wiring.Component):
@@ -77,18 +107,33 @@ class MatmulUnit(Lowered, wiring.Component):
     # W8 reference, 25-bit accumulator, 20 DSPs at P=13, 27 at P=20; W6/W4, 23/22 bits, 19 at P=13).
     ACC_SPLIT_BITS = 25
     TAIL = 11  # start, MAC pipeline (5), drain and requantizer (5), done
+    # The conv1d row and address counters (built only for a graph with a conv1d node): LUTs and flip-flops
+    # a + b * P, fitted to Yosys synth_xilinx 0.70 of one graph (window 24, 7 features, d 16) with a K = 3
+    # causal conv1d stem against the same graph with a linear stem: +136 LUT / +63 FF at P = 4, +180 / +110
+    # at P = 16 (the lanes' accumulators grow with the K * C_in reduction too); at P = 8, +153 / +79
+    # measured against 151 / 79 from the fit.
+    CONV_LOGIC = ((121.3, 3.67), (47.3, 3.92))
 
     @classmethod
     def program(cls, design, index, node, wd, q) -> MatmulProgram:
         graph, P, a = design.graph, design.lanes, node.attrs
         common = {"name": node.name, "relu": bool(a.get("relu", False)), **q}
         wide = design.plan.wide_key(graph, node)
-        if wide is None:  # linear: the weights stream from the weight ROM, P per word
+        if wide is None:  # linear and conv1d: the weights stream from the weight ROM, P per word
             weights = design.params.setdefault("weights", [])
             lin_params = design.params.setdefault("lin_params", [])
-            rows, k_len = view(graph.value_type(node.inputs[0]))
-            rows = rows if a.get("rows") is None else a["rows"]  # the first rows of a row-major buffer
             w = graph.consts[a["weight"]].value
+            conv = {}
+            if node.op == "conv1d":  # the [C_out, K, C_in] weight as [C_out, K * C_in], the im2col columns
+                geo = Conv1d.geometry(graph, node)
+                rows, k_len, c = geo.out_rows, geo.kernel * geo.c_in, geo.c_in
+                w = w.reshape(w.shape[0], k_len)
+                conv = {"conv": True, "c_in": c, "t_step": geo.dilation, "t_adr_step": geo.dilation * c,
+                        "o_step": geo.stride, "o_adr_step": geo.stride * c, "pad": geo.pad_left,
+                        "pad_adr": geo.pad_left * c, "row_end": geo.rows + geo.pad_left}
+            else:
+                rows, k_len = view(graph.value_type(node.inputs[0]))
+                rows = rows if a.get("rows") is None else a["rows"]  # the first rows of a row-major buffer
             n_len = w.shape[0]
             group = balanced(n_len, P)
             groups = -(-n_len // group)
@@ -108,8 +153,8 @@ class MatmulUnit(Lowered, wiring.Component):
                 shl = {"shl_base": len(design.shl_table), "use_shl": True}
                 design.shl_table += [int(v) for v in graph.consts[a["in_shl"]].value.reshape(-1)]
             return MatmulProgram(group=group, outer=rows, inner=1, groups=groups, k_len=k_len, n_len=n_len,
-                                 a_o=k_len, a_u=0, b_base=base, b_o=0, b_u=0, b_k=groups, per_channel=True,
-                                 p_base=p_base, m0=0, shift=0, **shl, **common)
+                                 a_o=0 if conv else k_len, a_u=0, b_base=base, b_o=0, b_u=0, b_k=groups,
+                                 per_channel=True, p_base=p_base, m0=0, shift=0, **shl, **conv, **common)
         lay = design.plan.wide[wide]
         design.wmax(cls.kind, "b", design.sbits_of(node.inputs[1]))
         design.wmax(cls.kind, "m0", signed_width(a["m0"]))
@@ -166,6 +211,13 @@ class MatmulUnit(Lowered, wiring.Component):
     def fabric_products(cls, design):
         return [(design.widths[cls.kind].get("acc", 0) + 1, 17)]
 
+    @classmethod
+    def extra_logic(cls, design):
+        if not any(p.conv for p in design.programs.get(cls.kind, [])):
+            return 0.0, 0.0
+        (la, lb), (fa, fb) = cls.CONV_LOGIC
+        return la + lb * design.lanes, fa + fb * design.lanes
+
     def __init__(self, programs: list[MatmulProgram], lanes: int, a_width: int, b_width: int,
                  acc_width: int, m0_width: int, bias_width: int, out_width: int, addr_width: int,
                  shl_table: list[int] | None = None, fabric: bool = False):
@@ -194,13 +246,16 @@ class MatmulUnit(Lowered, wiring.Component):
         m = Module()
         P = self.lanes
         big = max(max(p.outputs, p.outer * max(p.a_o, p.b_o), p.b_base + p.outer * p.b_o + p.inner * p.b_u
-                      + p.k_len * p.b_k + p.groups, P * p.groups) for p in self.programs) + P + 64
+                      + p.k_len * p.b_k + p.groups, P * p.groups, p.conv_span) for p in self.programs) + P + 64
         big += len(self.shl_table)
+        conv = any(p.conv for p in self.programs)
         cnt = lambda: Signal(range(big + 1))  # noqa: E731
         names = ("group", "outer", "inner", "groups", "k_len", "n_len", "a_o", "a_u", "b_base", "b_o", "b_u",
                  "b_k", "per_channel", "p_base", "shift", "relu", "outputs")
         if self.shl_table:
             names += ("shl_base", "use_shl")
+        if conv:
+            names += ("conv", "c_last", "t_step", "t_adr_step", "o_step", "o_adr_step", "pad", "pad_adr", "row_end")
         shapes = {n: unsigned(len(cnt())) for n in names}
         shapes.update({"m0": signed(self.m0_width + 1), "zp": signed(self.out_width + 1),
                        "qmin": signed(self.out_width + 1), "qmax": signed(self.out_width + 1)})
@@ -220,8 +275,32 @@ class MatmulUnit(Lowered, wiring.Component):
         span = Mux(cfg["k_len"] > nv, cfg["k_len"], nv)
         issue = running & ((k != 0) | (cool == 0))
         last_k = k == cfg["k_len"] - 1
-        m.d.comb += [self.a_addr.eq(oa + ua + k), self.a_en.eq(issue),
-                     self.b_addr.eq(cfg["b_base"] + ob + ub + kb + g)]
+        a_lin = oa + ua + k
+        a_on = None  # conv1d: whether the operand read in the previous cycle is inside the input (else 0)
+        if conv:
+            cc, t_row, t_adr, o_row, o_adr = (cnt() for _ in range(5))
+            is_conv = cfg["conv"][0]
+            inside = (t_row >= cfg["pad"]) & (t_row < cfg["row_end"])
+            a_conv = Mux(inside, t_adr + cc - cfg["pad_adr"], 0)
+            m.d.comb += self.a_addr.eq(Mux(is_conv, a_conv, a_lin))
+            a_on = Signal()
+            m.d.sync += a_on.eq(~is_conv | inside)
+            next_o = (g == cfg["groups"] - 1) & (u == cfg["inner"] - 1)
+            with m.If(self.start):
+                m.d.sync += [x.eq(0) for x in (cc, t_row, t_adr, o_row, o_adr)]
+            with m.If(issue):
+                m.d.sync += cc.eq(cc + 1)
+                with m.If(cc == cfg["c_last"]):  # the next tap: dilation rows on
+                    m.d.sync += [cc.eq(0), t_row.eq(t_row + cfg["t_step"]), t_adr.eq(t_adr + cfg["t_adr_step"])]
+                with m.If(last_k):  # the window again for the next group, or the next output row's
+                    m.d.sync += [cc.eq(0), t_row.eq(o_row), t_adr.eq(o_adr)]
+                    with m.If(next_o):
+                        m.d.sync += [o_row.eq(o_row + cfg["o_step"]), o_adr.eq(o_adr + cfg["o_adr_step"]),
+                                     t_row.eq(o_row + cfg["o_step"]), t_adr.eq(o_adr + cfg["o_adr_step"])]
+            m.d.comb += [self.a_en.eq(issue), self.b_addr.eq(cfg["b_base"] + ob + ub + kb + g)]
+        else:
+            m.d.comb += [self.a_addr.eq(a_lin), self.a_en.eq(issue),
+                         self.b_addr.eq(cfg["b_base"] + ob + ub + kb + g)]
         with m.If(cool != 0):
             m.d.sync += cool.eq(cool - 1)
         with m.If(self.start):
@@ -253,9 +332,10 @@ class MatmulUnit(Lowered, wiring.Component):
             m.d.comb += rd.addr.eq(cfg["shl_base"] + k)
             use = Signal()
             m.d.sync += use.eq(cfg["use_shl"][0])
-            m.d.comb += mac.a.eq(Mux(use, self.a_data << rd.data, self.a_data))
+            a_val = Mux(use, self.a_data << rd.data, self.a_data)
         else:
-            m.d.comb += mac.a.eq(self.a_data)
+            a_val = self.a_data
+        m.d.comb += mac.a.eq(a_val if a_on is None else Mux(a_on, a_val, 0))
 
         # ---- drain: one finished lane per cycle into the requantizer --------------------------------------
         d_left, d_lane, d_base = cnt(), Signal(range(P)), cnt()

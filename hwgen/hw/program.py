@@ -80,6 +80,12 @@ class Lowered:
         return 0 if cls.kind in design.fabric else cls.RESCALE_DSPS
 
     @classmethod
+    def extra_logic(cls, design) -> tuple[float, float]:
+        """(LUTs, flip-flops) of logic the unit builds only for some graphs, beyond what the resource model's
+        fit to the reference model (``hwgen.estimate.model``) covers: none unless the unit says so."""
+        return 0.0, 0.0
+
+    @classmethod
     def fabric_products(cls, design) -> list[tuple[int, int]]:
         """(a bits, b bits) of each rescale product, for the LUT estimate of building them in fabric."""
         return []

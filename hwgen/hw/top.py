@@ -32,7 +32,7 @@ def _shape(dtype):
 class Top(wiring.Component):
     """The accelerator for one graph: ``x`` in (input elements), ``y`` out (output elements).
 
-    One shared unit per op kind (MatmulUnit with the P MAC lanes for linear/attn_scores/attn_apply,
+    One shared unit per op kind (MatmulUnit with the P MAC lanes for linear/conv1d/attn_scores/attn_apply,
     AddUnit, AffineUnit, AvgpoolUnit, SoftmaxUnit, LayerNormUnit); the controller steps through the nodes
     in graph order, and in each step routes the active unit's read ports to the memories holding that
     node's operands and its output stream to the buffer (and wide copies) of its output value. An add,

@@ -61,6 +61,26 @@ class GraphBuilder:
             attrs["rows"] = int(rows)
         return self._node("linear", name, (x,), attrs, dtype)
 
+    def conv1d(self, name, x, weight, bias, m0, shift, dtype: IntType, wtype: IntType, stride=1, dilation=1,
+               pad_left=0, pad_right=0, zp=0, relu=False) -> str:
+        """A 1-D convolution over time of ``x`` [L, C_in] with ``weight`` [C_out, K, C_in] (see hwgen.ops.conv1d)."""
+        w = np.asarray(weight)
+        if w.ndim != 3:
+            raise HwgenError(f"node {name!r} (conv1d): weight shape {w.shape} is not [out channels, kernel, "
+                             "in channels]")
+        n = w.shape[0]
+        attrs = {
+            "weight": self.const(f"{name}.weight", w, wtype),
+            "bias": None if bias is None else self.const(f"{name}.bias", bias),
+            "m0": self.const(f"{name}.m0", np.broadcast_to(np.asarray(m0), (n,))),
+            "shift": self.const(f"{name}.shift", np.broadcast_to(np.asarray(shift), (n,)), IntType(8, False)),
+            "kernel": int(w.shape[1]), "stride": int(stride), "dilation": int(dilation),
+            "pad_left": int(pad_left), "pad_right": int(pad_right),
+            "zp": int(zp),
+            "relu": bool(relu),
+        }
+        return self._node("conv1d", name, (x,), attrs, dtype)
+
     def attn_scores(self, name, q, k, heads, m0, shift, dtype: IntType, zp=0) -> str:
         attrs = {"heads": int(heads), "m0": int(m0), "shift": int(shift), "zp": int(zp)}
         return self._node("attn_scores", name, (q, k), attrs, dtype)

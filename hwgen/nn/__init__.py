@@ -9,13 +9,15 @@ loads torch and changes no global torch state.
 
 from hwgen.nn.activations import QuantGELU, QuantSigmoid, QuantSiLU, QuantTanh
 from hwgen.nn.capture import convert
+from hwgen.nn.conv import QuantConv1d
 from hwgen.nn.layers import (LearnedPositionalEncoding, QuantAct, QuantAdd, QuantBatchNorm1d, QuantLayerNorm,
                              QuantLinear, QuantMeanPool, QuantModule, QuantMultiheadAttention, QuantReLU,
                              SinusoidalPositionalEncoding)
 from hwgen.nn.quant import integers
 from hwgen.nn.select import QuantArgmax, QuantCat, QuantLastStep, QuantMaxPool
 
-__all__ = ["LearnedPositionalEncoding", "QuantAct", "QuantAdd", "QuantArgmax", "QuantBatchNorm1d", "QuantCat", "QuantGELU",
-           "QuantLastStep", "QuantLayerNorm", "QuantLinear", "QuantMaxPool", "QuantMeanPool", "QuantModule",
-           "QuantMultiheadAttention", "QuantReLU", "QuantSiLU", "QuantSigmoid", "QuantTanh",
+__all__ = ["LearnedPositionalEncoding", "QuantAct", "QuantAdd", "QuantArgmax", "QuantBatchNorm1d", "QuantCat",
+           "QuantConv1d", "QuantGELU", "QuantLastStep", "QuantLayerNorm", "QuantLinear", "QuantMaxPool",
+           "QuantMeanPool", "QuantModule", "QuantMultiheadAttention", "QuantReLU", "QuantSiLU", "QuantSigmoid",
+           "QuantTanh",
            "SinusoidalPositionalEncoding", "convert", "integers"]

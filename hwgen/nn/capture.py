@@ -24,10 +24,12 @@ from hwgen.nn.layers import QuantAct, QuantModule, QuantMultiheadAttention, Quan
 from hwgen.nn.quant import TAG, QInfo
 
 PASS_THROUGH = (nn.Identity,)
+RELU_FUSES = ("linear", "conv1d")  # the ops with a relu flag a QuantReLU right after them becomes
 CHECK_BATCH = 256  # windows per forward pass of the exact check
 # torch.nn modules users reach for, and what to use instead (None: no equivalent op on the accelerator yet)
 SUGGEST = {
     nn.Linear: "hwgen.nn.QuantLinear",
+    nn.Conv1d: "hwgen.nn.QuantConv1d (channels-last: [batch, time, channels])",
     nn.ReLU: "hwgen.nn.QuantReLU",
     nn.GELU: "hwgen.nn.QuantGELU",
     nn.SiLU: "hwgen.nn.QuantSiLU",
@@ -50,7 +52,8 @@ FUNCTION_SUGGEST = {
     "torch.mean": "hwgen.nn.QuantMeanPool", "Tensor.mean": "hwgen.nn.QuantMeanPool",
     "torch.amax": "hwgen.nn.QuantMaxPool", "Tensor.amax": "hwgen.nn.QuantMaxPool", "torch.max": "hwgen.nn.QuantMaxPool",
     "Tensor.max": "hwgen.nn.QuantMaxPool",
-    "torch.nn.functional.linear": "hwgen.nn.QuantLinear", "torch.cat": "hwgen.nn.QuantCat",
+    "torch.nn.functional.linear": "hwgen.nn.QuantLinear", "torch.nn.functional.conv1d": "hwgen.nn.QuantConv1d",
+    "torch.conv1d": "hwgen.nn.QuantConv1d", "torch.cat": "hwgen.nn.QuantCat",
     "torch.concat": "hwgen.nn.QuantCat", "torch.concatenate": "hwgen.nn.QuantCat",
     "torch.nn.functional.layer_norm": "hwgen.nn.QuantLayerNorm",
 }
@@ -110,7 +113,7 @@ def _refuse_module(path: str, m: nn.Module, node: fx.Node):
         what = f"is not quantized; use {hint}"
     else:
         what = ("has no integer op on the accelerator (supported: the hwgen.nn layers "
-                "QuantLinear, QuantReLU, QuantAdd, QuantLayerNorm, QuantBatchNorm1d, QuantMultiheadAttention, "
+                "QuantLinear, QuantConv1d, QuantReLU, QuantAdd, QuantLayerNorm, QuantBatchNorm1d, QuantMultiheadAttention, "
                 "QuantAct, SinusoidalPositionalEncoding, LearnedPositionalEncoding, QuantMeanPool, QuantMaxPool, "
                 "QuantLastStep, QuantCat, QuantGELU, QuantSiLU, QuantSigmoid, QuantTanh)")
     raise HwgenError(f"model.{path}: {_class_name(m)} {what}{_where(node)}")
@@ -316,12 +319,13 @@ class Capture:
         return a
 
     def _relu(self, b: GraphBuilder, m: QuantReLU, n: fx.Node, x: Value, consumers: dict[str, int]) -> Value:
-        """A QuantReLU becomes the relu flag of the linear node right before it (its only consumer)."""
+        """A QuantReLU becomes the relu flag of the linear or conv1d node right before it (its only consumer)."""
         src = n.args[0]
         last = b.nodes[-1] if b.nodes else None
-        if last is None or last.name != x.name or last.op != "linear" or consumers.get(src.name, 0) != 1:
-            raise HwgenError(f"{m.who()}: must directly follow a QuantLinear whose output nothing else reads "
-                             f"(the accelerator fuses ReLU into the linear layer){_where(n)}")
+        if (last is None or last.name != x.name or last.op not in RELU_FUSES
+                or consumers.get(src.name, 0) != 1):
+            raise HwgenError(f"{m.who()}: must directly follow a QuantLinear or QuantConv1d whose output nothing "
+                             f"else reads (the accelerator fuses ReLU into that layer){_where(n)}")
         b.nodes[-1] = last.with_attrs(relu=True)
         self.node_values.pop(src.name, None)  # the linear's own (pre-ReLU) output is no graph value now
         return x
@@ -364,7 +368,7 @@ class Capture:
 def _summary(model: nn.Module, b: GraphBuilder, output: str) -> dict[str, Any]:
     """What the build report shows of a model (the reference model's configuration keys)."""
     attn = [m for m in model.modules() if isinstance(m, QuantMultiheadAttention)]
-    linears = [n for n in b.nodes if n.op == "linear"]
+    linears = [n for n in b.nodes if n.op in RELU_FUSES]  # the weighted layers
     inner = [n.out.dtype.bits for n in linears if n.name != output]
     return {
         "d_model": attn[0].embed_dim if attn else (linears[0].out.shape[-1] if linears else None),

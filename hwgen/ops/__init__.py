@@ -17,6 +17,7 @@ from hwgen.ops.attn_apply import AttnApply
 from hwgen.ops.attn_scores import AttnScores
 from hwgen.ops.avgpool import AvgPool
 from hwgen.ops.concat import Concat
+from hwgen.ops.conv1d import Conv1d
 from hwgen.ops.base import OpDef, Unit, sbits
 from hwgen.ops.layernorm import LayerNorm
 from hwgen.ops.linear import MAX_IN_SHL, Linear, in_shl_max
@@ -28,7 +29,7 @@ from hwgen.ops.softmax import Softmax
 OPS: dict[str, OpDef] = {op.name: op for op in (
     Linear(), AttnScores(), Softmax(), AttnApply(), Add(), Affine(), LayerNorm(), AvgPool(), Argmax(),
     AnomalyScore(), Lut(), MaxPool(), SelectRows(),
-    Concat())}
+    Concat(), Conv1d())}
 
 
 def op_of(node) -> OpDef:
