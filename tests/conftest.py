@@ -9,3 +9,17 @@ def pytest_configure(config) -> None:
     import torch
 
     torch.set_num_threads(1)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _seeded_torch():
+    """Every test starts from torch's generator seeded with 0, so a test that draws initial weights or data
+    from the global generator gives the same result in any order and any process (torch seeds itself from
+    the OS otherwise)."""
+    import torch
+
+    torch.manual_seed(0)
+    yield

@@ -12,7 +12,7 @@ from hwgen.nn.capture import convert
 from hwgen.nn.conv import QuantConv1d
 from hwgen.nn.layers import (LearnedPositionalEncoding, QuantAct, QuantAdd, QuantBatchNorm1d, QuantLayerNorm,
                              QuantLinear, QuantMeanPool, QuantModule, QuantMultiheadAttention, QuantReLU,
-                             SinusoidalPositionalEncoding)
+                             SinusoidalPositionalEncoding, set_quantized)
 from hwgen.nn.quant import integers
 from hwgen.nn.select import QuantArgmax, QuantCat, QuantLastStep, QuantMaxPool
 
@@ -20,4 +20,4 @@ __all__ = ["LearnedPositionalEncoding", "QuantAct", "QuantAdd", "QuantArgmax", "
            "QuantConv1d", "QuantGELU", "QuantLastStep", "QuantLayerNorm", "QuantLinear", "QuantMaxPool",
            "QuantMeanPool", "QuantModule", "QuantMultiheadAttention", "QuantReLU", "QuantSiLU", "QuantSigmoid",
            "QuantTanh",
-           "SinusoidalPositionalEncoding", "convert", "integers"]
+           "SinusoidalPositionalEncoding", "convert", "integers", "set_quantized"]

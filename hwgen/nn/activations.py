@@ -40,6 +40,8 @@ class _TableActivation(QuantModule):
         return torch.clamp(y, self.dtype.qmin, self.dtype.qmax).long().numpy()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.quantized:
+            return self.fn(x)
         info = scalar_info(x, self.who())
         surrogate = self.out_quant.fake(self.fn(x))  # initialises the output scale on the first batch
         ints = golden_lut(info.numpy(), self.table(info.scale, info.dtype), info.dtype.qmin)

@@ -207,6 +207,10 @@ class Capture:
                 m = self.modules[n.target]
                 if not isinstance(m, (QuantModule, *PASS_THROUGH)):
                     _refuse_module(n.target, m, n)
+                if isinstance(m, QuantModule) and not m.quantized:
+                    raise HwgenError(f"model.{n.target} ({type(m).__name__}): is in float mode; switch quantization on "
+                                     "with hwgen.nn.set_quantized(model, True) and run calibration windows through "
+                                     f"the model first{_where(n)}")
             elif n.op == "call_function" and n.target is operator.getitem:
                 src = n.args[0]
                 if not (isinstance(src, fx.Node) and src.op == "call_module"

@@ -55,9 +55,15 @@ def _value(b: GraphBuilder, name: str, scale: float, dtype: IntType) -> Value:
 
 
 class QuantModule(nn.Module):
-    """Base of the hwgen.nn layers: a leaf of graph capture, exported by :meth:`export`."""
+    """Base of the hwgen.nn layers: a leaf of graph capture, exported by :meth:`export`.
+
+    ``quantized`` (default True; :func:`set_quantized` sets it on a whole model): False makes the layer
+    compute its plain float function (what ``torch.nn`` would), for training in float first and quantizing
+    after training: switch quantization on, run calibration windows through the model (each output scale
+    is initialised on the first batch it sees), then ``hwgen.convert`` (or fine-tune with QAT first)."""
 
     _hwgen_path: str = ""
+    quantized: bool = True
 
     def who(self) -> str:
         path = self._hwgen_path
@@ -90,6 +96,8 @@ class QuantAct(QuantModule):
         return self.quant.dtype
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.quantized:
+            return x
         info = getattr(x, TAG, None)
         surrogate = self.quant.fake(x)
         s = self.quant.value()
@@ -157,6 +165,8 @@ class QuantLinear(QuantModule):
         return weight_ints(w, s_w, self.weight_bits), bias_ints(self.bias, acc), m0, shift
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.quantized:
+            return F.linear(x, self.weight, self.bias)
         info = info_of(x, self.who())
         if x.shape[-1] != self.in_features:
             self.fail(f"input has {x.shape[-1]} features, the layer takes {self.in_features}")
@@ -181,6 +191,8 @@ class QuantReLU(QuantModule):
         super().__init__()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.quantized:
+            return F.relu(x)
         info = info_of(x, self.who())
         return emit(F.relu(x), info.ints.clamp(min=0), info.scale, info.dtype)
 
@@ -202,6 +214,8 @@ class QuantAdd(QuantModule):
         return common_dyadic(s_a / s, s_b / s)
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if not self.quantized:
+            return a + b
         ia, ib = scalar_info(a, self.who()), scalar_info(b, self.who())
         if a.shape != b.shape:
             self.fail(f"operands have shapes {tuple(a.shape)} and {tuple(b.shape)} (no broadcasting)")
@@ -250,6 +264,8 @@ class QuantLayerNorm(QuantModule):
         return g, np.floor(beta * 2.0**shift + 0.5).astype(np.int64), shift
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.quantized:
+            return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
         info = scalar_info(x, self.who())
         if x.shape[-1] != self.normalized_shape[0]:
             self.fail(f"input has {x.shape[-1]} channels, the layer normalizes {self.normalized_shape[0]}")
@@ -296,6 +312,10 @@ class QuantBatchNorm1d(QuantModule):
         return mul, np.floor((bias - mean * a) / s_y * np.exp2(shift) + 0.5).astype(np.int64), shift
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.quantized:
+            rows = x.reshape(-1, self.num_features)
+            return F.batch_norm(rows, self.running_mean, self.running_var, self.weight, self.bias, self.training,
+                                self.momentum, self.eps).reshape(x.shape)
         info = info_of(x, self.who())
         c = self.num_features
         if x.shape[-1] != c:
@@ -348,6 +368,9 @@ class _PositionalEncoding(QuantModule):
             self.fail(f"input shape {tuple(x.shape)}: expects [batch, time <= {self.max_len}, {self.d_model}]")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.quantized:
+            self._check(x)
+            return x + self.pe[: x.shape[1]].to(x.dtype)
         info = scalar_info(x, self.who())
         self._check(x)
         length = x.shape[1]
@@ -412,6 +435,8 @@ class QuantMeanPool(QuantModule):
         return dyadic(s_in / (length * self.out_quant.value()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.quantized:
+            return x.mean(dim=1)
         info = scalar_info(x, self.who())
         if x.dim() != 3:
             self.fail(f"input shape {tuple(x.shape)}: expects [batch, time, channels]")
@@ -470,11 +495,18 @@ class QuantMultiheadAttention(QuantModule):
         if key_padding_mask is not None or attn_mask is not None or is_causal:
             self.fail("attention masks are not supported (every step attends to every step)")
         x = query
-        info_of(x, self.who())
         if x.dim() != 3 or x.shape[-1] != self.embed_dim:
             self.fail(f"input shape {tuple(x.shape)}: expects [batch, time, {self.embed_dim}]")
         bsz, length, d = x.shape
         h, dh = self.num_heads, self.head_dim
+        if not self.quantized:
+            def split(t: torch.Tensor) -> torch.Tensor:
+                return t.reshape(bsz, length, h, dh).transpose(1, 2)
+
+            q, k, v = (split(p(x)) for p in (self.q_proj, self.k_proj, self.v_proj))
+            p = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(dh), dim=-1)
+            return self.out_proj((p @ v).transpose(1, 2).reshape(bsz, length, d)), None
+        info_of(x, self.who())
         q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         iq, ik, iv = (info_of(t, self.who()) for t in (q, k, v))
 
@@ -513,6 +545,18 @@ class QuantMultiheadAttention(QuantModule):
         b.attn_apply(f"{name}.attn", f"{name}.softmax", v.name, m0, shift, aq.dtype)
         a = _value(b, f"{name}.attn", aq.value(), aq.dtype)
         return self.out_proj.export(b, f"{name}.out", [a])
+
+
+def set_quantized(model: nn.Module, enabled: bool = True) -> nn.Module:
+    """Switch every hwgen.nn layer of ``model`` between quantized (the default) and plain float; returns
+    ``model``. Switching back on keeps the scales a layer already has; a layer that never ran quantized
+    initialises its output scale on the first batch it sees."""
+    if not isinstance(enabled, bool):
+        raise HwgenError(f"set_quantized: enabled must be True or False, not {enabled!r}")
+    for m in model.modules():
+        if isinstance(m, QuantModule):
+            m.quantized = enabled
+    return model
 
 
 LAYERS = (QuantAct, QuantLinear, QuantReLU, QuantAdd, QuantLayerNorm, QuantBatchNorm1d, SinusoidalPositionalEncoding,

@@ -34,6 +34,13 @@ class QuantMaxPool(QuantModule):
         return "" if self.kernel_size is None else f"kernel_size={self.kernel_size}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.quantized:
+            _time_major(self, x)
+            k = self.kernel_size
+            if k is None:
+                return x.amax(dim=1)
+            rows = x.shape[1] // k
+            return x[:, :rows * k].reshape(x.shape[0], rows, k, x.shape[2]).amax(dim=2)
         info = scalar_info(x, self.who())
         _time_major(self, x)
         k = self.kernel_size
@@ -58,6 +65,9 @@ class QuantLastStep(QuantModule):
     """The last time step, [batch, time, C] -> [batch, C] (``x[:, -1]``, a recurrent-style readout)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.quantized:
+            _time_major(self, x)
+            return x[:, -1]
         info = scalar_info(x, self.who())
         _time_major(self, x)
         ints = golden_select_rows(info.numpy(), x.shape[1] - 1, 1)
@@ -77,6 +87,8 @@ class QuantCat(QuantModule):
     ``hwgen.nn.QuantAct``); the output keeps them."""
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if not self.quantized:
+            return torch.cat([a, b], dim=-1)
         ia, ib = scalar_info(a, self.who()), scalar_info(b, self.who())
         if a.dim() != b.dim() or a.shape[:-1] != b.shape[:-1]:
             self.fail(f"operands of shapes {tuple(a.shape)} and {tuple(b.shape)} differ before the channel axis")
@@ -119,6 +131,9 @@ class QuantArgmax(QuantModule):
         return IntType(max(bits, 2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.quantized:
+            idx = x.argmax(dim=-1, keepdim=True).to(x.dtype)
+            return torch.cat([idx, x], dim=-1) if self.scores else idx
         info = scalar_info(x, self.who())
         if x.dim() != 2:
             self.fail(f"input shape {tuple(x.shape)}: expects class scores [batch, classes] (pool over time first)")
