@@ -10,7 +10,9 @@ from torch import nn
 
 import hwgen
 import hwgen.nn as hnn
+from hwgen.accelerator import input_integers
 from hwgen.errors import HwgenError
+from hwgen.golden import run
 from tests.test_nn import data
 
 CLASSES = 5
@@ -175,3 +177,81 @@ def test_float_mode_of_each_layer_matches_its_torch_counterpart(layer, shape):
         else:
             want = x[:, -1]
     assert torch.allclose(y, want, atol=1e-6) and not hasattr(y, "_hwgen_q")
+
+
+# ---- learned weight scales, unsigned outputs, softmax probability bits -------------------------------------
+class Mixed(nn.Module):
+    """Learned (LSQ) weight scales everywhere, an unsigned FFN activation and 5-bit softmax probabilities."""
+
+    def __init__(self, d=8):
+        super().__init__()
+        self.q = hnn.QuantAct(8, channels=3)  # per-feature input scales fold into the stem's learned scales
+        self.stem = hnn.QuantConv1d(3, d, 3, padding="causal", weight_bits=4, weight_scale="lsq")
+        self.attn = hnn.QuantMultiheadAttention(d, 2, weight_bits=4, weight_scale="lsq", prob_bits=5)
+        self.add = hnn.QuantAdd(act_bits=10)
+        self.ffn1 = hnn.QuantLinear(d, 16, weight_bits=3, weight_scale="lsq", act_signed=False)
+        self.relu = hnn.QuantReLU()
+        self.ffn2 = hnn.QuantLinear(16, d, weight_bits=3, weight_scale="lsq")
+        self.add2 = hnn.QuantAdd(act_bits=10)
+        self.pool = hnn.QuantMeanPool()
+        self.head = hnn.QuantLinear(d, 1, act_bits=16, weight_scale="lsq")
+
+    def forward(self, x):
+        h = self.stem(self.q(x))
+        a, _ = self.attn(h, h, h)
+        h = self.add(h, a)
+        h = self.add2(h, self.ffn2(self.relu(self.ffn1(h))))
+        return self.head(self.pool(h))
+
+
+@pytest.fixture(scope="module")
+def mixed():
+    torch.manual_seed(5)
+    x = data(64) * torch.tensor([1.0, 20.0, 0.1])
+    y = x[:, -1, :1] * 0.5 + x[:, -2, 1:2] * 0.02
+    model = Mixed()
+    with torch.no_grad():
+        model(x)  # the first forward initialises every scale (MSE search)
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if n.endswith("wq.quant.scale")}
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(8):
+        loss = ((model(x) - y) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model, x, before
+
+
+def test_learned_weight_scales_unsigned_outputs_and_probability_bits_convert_exactly(mixed):
+    model, x, before = mixed
+    assert len(before) == 8  # stem, q/k/v/out, ffn1, ffn2, head: the learned weight scales ...
+    moved = [n for n, p in model.named_parameters() if n in before and not torch.equal(p, before[n])]
+    assert len(moved) == 8  # ... are trained after their initialisation (LSQ gradients reach them)
+    acc = hwgen.convert(model, x[:16], calibration=x[16:])
+    g = acc.graph
+    by = {n.name: n for n in g.nodes}
+    assert by["attn.softmax"].out.dtype.bits == 5 and not by["attn.softmax"].out.dtype.signed
+    assert not by["ffn1"].out.dtype.signed and by["ffn1"].attrs.get("relu")
+    w = g.consts[by["ffn1"].attrs["weight"]].value
+    assert w.min() >= -4 and w.max() <= 3  # 3-bit weights
+    model.eval()
+    with torch.no_grad():
+        assert np.array_equal(acc.predict(x, integers=True), hnn.integers(model(x)).numpy())
+    env = run(g, input_integers(g, x.numpy()), return_all=True)
+    assert env["ffn1"].min() == 0 and env["ffn1"].max() > 2**7 - 1  # unsigned: the 8th bit is used
+
+
+def test_bad_weight_scale_and_probability_bits_are_refused():
+    with pytest.raises(HwgenError, match="QuantLinear: weight_scale must be one of 'max', 'lsq', not 'mse'"):
+        hnn.QuantLinear(3, 4, weight_scale="mse")
+    with pytest.raises(HwgenError, match="QuantMultiheadAttention: prob_bits must be an integer in 2..8"):
+        hnn.QuantMultiheadAttention(8, 2, prob_bits=9)
+
+
+@pytest.mark.sim
+def test_mixed_model_built_and_simulated_bit_exact_on_verilator(mixed, tmp_path):
+    model, x, _ = mixed
+    acc = hwgen.convert(model, x[:16])
+    acc.build(tmp_path / "b", board="xc7s15", parallel=4)
+    sim = acc.simulate(x[:4].numpy(), stall=0.2, seed=2)
+    assert sim["windows"] == 4 and sim["mismatches"] == 0 and sim["error"] is None

@@ -13,7 +13,7 @@ from hwgen.errors import HwgenError
 from hwgen.ir.dyadic import dyadic_array
 from hwgen.ir.types import IntType
 from hwgen.nn.layers import MAX_WEIGHT_BITS, QuantModule, _act, _value
-from hwgen.nn.quant import bias_ints, check_bits, emit, info_of, weight_fake, weight_ints, weight_scales
+from hwgen.nn.quant import WeightQuant, bias_ints, check_bits, emit, info_of, weight_ints
 from hwgen.ops.conv1d import ConvGeometry, padding
 from hwgen.ops.conv1d import conv1d as golden_conv1d
 
@@ -29,14 +29,14 @@ def _size(name: str, value, lo: int) -> int:
 class QuantConv1d(QuantModule):
     """``torch.nn.Conv1d`` over time on a channels-last [batch, time, in_channels] tensor, returning [batch,
     time_out, out_channels]: the IR's ``conv1d``. Weights ``weight_bits`` (2..8) symmetric, one scale per
-    output channel (``per_channel``) or per tensor, the bias in the accumulator's units, an ``act_bits``
-    (2..16) signed output. ``padding``: zero rows on both sides (an int), 'same' (stride 1: as many output
+    output channel (``per_channel``) or per tensor (``weight_scale`` "max" or "lsq", as QuantLinear), the bias
+    in the accumulator's units, an ``act_bits`` (2..16) output, signed or (``act_signed=False``) unsigned. ``padding``: zero rows on both sides (an int), 'same' (stride 1: as many output
     steps as input steps) or 'causal' ((kernel_size - 1) * dilation on the left only: output step t sees
     input steps <= t). ``weight`` is [out_channels, in_channels, kernel_size] as torch's; groups must be 1."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding=0,
                  dilation: int = 1, groups: int = 1, bias: bool = True, *, weight_bits: int = 8, act_bits: int = 8,
-                 per_channel: bool = True) -> None:
+                 per_channel: bool = True, weight_scale: str = "max", act_signed: bool = True) -> None:
         super().__init__()
         self.in_channels, self.out_channels = _size("in_channels", in_channels, 1), _size("out_channels",
                                                                                          out_channels, 1)
@@ -59,7 +59,8 @@ class QuantConv1d(QuantModule):
         self.per_channel = bool(per_channel)
         self.weight = nn.Parameter(torch.empty(self.out_channels, self.in_channels, self.kernel_size))
         self.bias = nn.Parameter(torch.empty(self.out_channels)) if bias else None
-        self.out_quant = _act("QuantConv1d", act_bits)
+        self.wq = WeightQuant("QuantConv1d", self.weight_bits, self.per_channel, self.out_channels, weight_scale)
+        self.out_quant = _act("QuantConv1d", act_bits, bool(act_signed))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:  # as torch.nn.Conv1d
@@ -85,11 +86,11 @@ class QuantConv1d(QuantModule):
     def int_params(self, s_in):
         """(weight ints [out, kernel, in], bias ints, m0, shift) for an input of scale ``s_in`` (one scale per
         input channel folds into the weights, as in QuantLinear)."""
-        w = self.weight
+        w = self.weight.detach().double()
         if np.ndim(s_in):
-            w = w.detach().double() * torch.as_tensor(np.asarray(s_in, np.float64))[None, :, None]
+            w = w * torch.as_tensor(np.asarray(s_in, np.float64))[None, :, None]
             s_in = 1.0
-        s_w = weight_scales(w, self.weight_bits, self.per_channel)
+        s_w = self.wq.scales(w)
         acc = s_in * s_w
         m0, shift = dyadic_array(acc / self.out_quant.value())
         w_int = weight_ints(w, s_w, self.weight_bits).transpose(0, 2, 1)
@@ -116,9 +117,12 @@ class QuantConv1d(QuantModule):
             self.fail(f"input shape {tuple(x.shape)}: expects [batch, time, {self.in_channels}]")
         self._check(tuple(x.shape[1:]))
         left, right = self.pads
-        s_w = weight_scales(self.weight, self.weight_bits, self.per_channel)
-        xt = F.pad(x.transpose(1, 2), (left, right))
-        y = F.conv1d(xt, weight_fake(self.weight, s_w, self.weight_bits), self.bias, self.stride, 0, self.dilation)
+        if self.wq.mode == "lsq" and info.per_channel:  # the scales are learned for the folded weights
+            s_in = torch.as_tensor(np.asarray(info.scale), dtype=x.dtype)
+            xt, w = F.pad((x / s_in).transpose(1, 2), (left, right)), self.wq.fake(self.weight * s_in[None, :, None])
+        else:
+            xt, w = F.pad(x.transpose(1, 2), (left, right)), self.wq.fake(self.weight)
+        y = F.conv1d(xt, w, self.bias, self.stride, 0, self.dilation)
         surrogate = self.out_quant.fake(y.transpose(1, 2))
         w, bias, m0, shift = self.int_params(info.scale)
         ints = golden_conv1d(info.numpy(), w, bias, m0, shift, self.dtype, self.stride, self.dilation, left, right)

@@ -19,8 +19,8 @@ from hwgen.errors import HwgenError
 from hwgen.ir.builder import GraphBuilder
 from hwgen.ir.dyadic import common_dyadic, dyadic, dyadic_array, softmax_lut
 from hwgen.ir.types import IntType
-from hwgen.nn.quant import (TAG, ActQuant, bias_ints, check_bits, emit, info_of, round_half_up, scalar_info,
-                            weight_fake, weight_ints, weight_scales)
+from hwgen.nn.quant import (TAG, ActQuant, WeightQuant, bias_ints, check_bits, emit, info_of, round_half_up,
+                            scalar_info, weight_fake, weight_ints, weight_scales)
 from hwgen.ops.add import add as golden_add
 from hwgen.ops.affine import affine as golden_affine
 from hwgen.ops.attn_apply import attn_apply as golden_attn_apply
@@ -124,18 +124,21 @@ class QuantAct(QuantModule):
 
 class QuantLinear(QuantModule):
     """``torch.nn.Linear`` with ``weight_bits`` (2..8) symmetric weights, one scale per output channel
-    (``per_channel``) or per tensor, the bias in the accumulator's units and an ``act_bits`` (2..16) signed
-    output: the IR's ``linear``."""
+    (``per_channel``) or per tensor (``weight_scale`` "max": max |w| / qmax; "lsq": learned, MSE-initialised),
+    the bias in the accumulator's units and an ``act_bits`` (2..16) output, signed or (``act_signed=False``,
+    e.g. before a ReLU: one more bit of resolution for the positive values) unsigned: the IR's ``linear``."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *, weight_bits: int = 8,
-                 act_bits: int = 8, per_channel: bool = True) -> None:
+                 act_bits: int = 8, per_channel: bool = True, weight_scale: str = "max",
+                 act_signed: bool = True) -> None:
         super().__init__()
         self.in_features, self.out_features = int(in_features), int(out_features)
         self.weight_bits = check_bits("QuantLinear", "weight_bits", weight_bits, 2, MAX_WEIGHT_BITS)
         self.per_channel = bool(per_channel)
         self.weight = nn.Parameter(torch.empty(self.out_features, self.in_features))
         self.bias = nn.Parameter(torch.empty(self.out_features)) if bias else None
-        self.out_quant = _act("QuantLinear", act_bits)
+        self.wq = WeightQuant("QuantLinear", self.weight_bits, self.per_channel, self.out_features, weight_scale)
+        self.out_quant = _act("QuantLinear", act_bits, bool(act_signed))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:  # as torch.nn.Linear
@@ -155,11 +158,11 @@ class QuantLinear(QuantModule):
     def int_params(self, s_in):
         """(weight ints, bias ints, m0, shift) for an input of scale ``s_in``. One scale per input feature
         folds into the weights, W x = (W diag(s_in)) x_int, as the reference model's embedding does."""
-        w = self.weight
+        w = self.weight.detach().double()
         if np.ndim(s_in):
-            w = w.detach().double() * torch.as_tensor(np.asarray(s_in, np.float64))
+            w = w * torch.as_tensor(np.asarray(s_in, np.float64))
             s_in = 1.0
-        s_w = weight_scales(w, self.weight_bits, self.per_channel)
+        s_w = self.wq.scales(w)
         acc = s_in * s_w
         m0, shift = dyadic_array(acc / self.out_quant.value())
         return weight_ints(w, s_w, self.weight_bits), bias_ints(self.bias, acc), m0, shift
@@ -170,8 +173,12 @@ class QuantLinear(QuantModule):
         info = info_of(x, self.who())
         if x.shape[-1] != self.in_features:
             self.fail(f"input has {x.shape[-1]} features, the layer takes {self.in_features}")
-        s_w = weight_scales(self.weight, self.weight_bits, self.per_channel)
-        surrogate = self.out_quant.fake(F.linear(x, weight_fake(self.weight, s_w, self.weight_bits), self.bias))
+        if self.wq.mode == "lsq" and info.per_channel:  # the scales are learned for the folded weights
+            s_in = torch.as_tensor(np.asarray(info.scale), dtype=x.dtype)
+            y = F.linear(x / s_in, self.wq.fake(self.weight * s_in), self.bias)
+        else:
+            y = F.linear(x, self.wq.fake(self.weight), self.bias)
+        surrogate = self.out_quant.fake(y)
         w, bias, m0, shift = self.int_params(info.scale)
         ints = golden_linear(info.numpy(), w, bias, m0, shift, self.dtype)
         return emit(surrogate, ints, self.out_quant.value(), self.dtype)
@@ -457,13 +464,15 @@ class QuantMeanPool(QuantModule):
 class QuantMultiheadAttention(QuantModule):
     """Self-attention like ``torch.nn.MultiheadAttention(embed_dim, num_heads, batch_first=True)``:
     ``attn(x, x, x)`` returns ``(output, None)``. Separate q/k/v/out projections (QuantLinear,
-    ``weight_bits``, ``act_bits``), scores 1/sqrt(head_dim) requantized to ``act_bits`` (<= 8), the integer
-    softmax (8-bit probabilities) and the weighted sum: the IR's linear, attn_scores, softmax, attn_apply."""
+    ``weight_bits``, ``act_bits``, ``weight_scale``), scores 1/sqrt(head_dim) requantized to ``act_bits``
+    (<= 8), the integer softmax (``prob_bits``-bit unsigned probabilities, 2..8) and the weighted sum: the
+    IR's linear, attn_scores, softmax, attn_apply."""
 
     PARTS = ("q", "k", "v", "scores", "softmax", "attn")  # its inner graph values, named f"{path}.{part}"
 
     def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True, *,
-                 batch_first: bool = True, weight_bits: int = 8, act_bits: int = 8) -> None:
+                 batch_first: bool = True, weight_bits: int = 8, act_bits: int = 8, weight_scale: str = "max",
+                 prob_bits: int = PROB_BITS) -> None:
         super().__init__()
         d, h = int(embed_dim), int(num_heads)
         if h < 1 or d % h:
@@ -474,7 +483,8 @@ class QuantMultiheadAttention(QuantModule):
             raise HwgenError("QuantMultiheadAttention: takes batch_first=True ([batch, time, embed_dim]) only")
         self.embed_dim, self.num_heads, self.head_dim = d, h, d // h
         self.batch_first = True
-        kw = dict(bias=bias, weight_bits=weight_bits, act_bits=act_bits)
+        self.prob_bits = check_bits("QuantMultiheadAttention", "prob_bits", prob_bits, 2, PROB_BITS)
+        kw = dict(bias=bias, weight_bits=weight_bits, act_bits=act_bits, weight_scale=weight_scale)
         self.q_proj, self.k_proj, self.v_proj = (QuantLinear(d, d, **kw) for _ in range(3))
         self.out_proj = QuantLinear(d, d, **kw)
         self.score_quant = _act("QuantMultiheadAttention", act_bits, hi=MAX_SCORE_BITS)
@@ -484,7 +494,7 @@ class QuantMultiheadAttention(QuantModule):
         return dyadic(s_q * s_k / (math.sqrt(self.head_dim) * self.score_quant.value()))
 
     def _apply_params(self, s_v: float) -> tuple[int, int]:
-        return dyadic(2.0**-PROB_BITS * s_v / self.attn_quant.value())
+        return dyadic(2.0**-self.prob_bits * s_v / self.attn_quant.value())
 
     def forward(self, query: torch.Tensor, key: torch.Tensor | None = None, value: torch.Tensor | None = None,
                 key_padding_mask=None, need_weights: bool = True, attn_mask=None, average_attn_weights: bool = True,
@@ -518,9 +528,9 @@ class QuantMultiheadAttention(QuantModule):
         m0, shift = self._score_params(iq.scale, ik.scale)
         s_int = golden_attn_scores(iq.numpy(), ik.numpy(), h, m0, shift, sq.dtype)
         scores = emit(scores_f, s_int, sq.value(), sq.dtype)
-        pdt = IntType(PROB_BITS, signed=False)
+        pdt = IntType(self.prob_bits, signed=False)
         p_int = golden_softmax(s_int, softmax_lut(sq.value(), sq.bits), SOFTMAX_RECIP_BITS, pdt)
-        p = emit(torch.softmax(scores, dim=-1), p_int, 2.0**-PROB_BITS, pdt)
+        p = emit(torch.softmax(scores, dim=-1), p_int, 2.0**-self.prob_bits, pdt)
         aq = self.attn_quant
         a_f = aq.fake((p @ heads(v)).transpose(1, 2).reshape(bsz, length, d))
         m0, shift = self._apply_params(iv.scale)
@@ -539,7 +549,7 @@ class QuantMultiheadAttention(QuantModule):
         m0, shift = self._score_params(q.scale, k.scale)
         b.attn_scores(f"{name}.scores", q.name, k.name, self.num_heads, m0, shift, sq.dtype)
         b.softmax(f"{name}.softmax", f"{name}.scores", softmax_lut(sq.value(), sq.bits), SOFTMAX_RECIP_BITS,
-                  IntType(PROB_BITS, signed=False))
+                  IntType(self.prob_bits, signed=False))
         aq = self.attn_quant
         m0, shift = self._apply_params(v.scale)
         b.attn_apply(f"{name}.attn", f"{name}.softmax", v.name, m0, shift, aq.dtype)

@@ -176,3 +176,45 @@ def bias_ints(b: torch.Tensor | None, acc_scale: np.ndarray) -> np.ndarray | Non
     if b is None:
         return None
     return np.floor(b.detach().double().numpy() / acc_scale + 0.5).astype(np.int64)
+
+
+WEIGHT_SCALES = ("max", "lsq")
+
+
+class WeightQuant(nn.Module):
+    """The symmetric ``bits``-bit quantization of a layer's weight [N, ...] (N output channels): one scale
+    per output channel (``per_channel``) or one per tensor, by ``mode`` "max" (max |w| / qmax, recomputed from
+    the weights every time) or "lsq" (learned with LSQ, initialised by an MSE search over clipping ranges on
+    the first forward, as the activation scales are)."""
+
+    def __init__(self, who: str, bits: int, per_channel: bool, channels: int, mode: str) -> None:
+        super().__init__()
+        if mode not in WEIGHT_SCALES:
+            raise HwgenError(f"{who}: weight_scale must be one of {', '.join(map(repr, WEIGHT_SCALES))}, not {mode!r}")
+        self.bits, self.per_channel, self.channels, self.mode = int(bits), bool(per_channel), int(channels), mode
+        if mode == "lsq":
+            self.quant = ActQuant(self.bits, True, self.channels if self.per_channel else 0)
+
+    def extra_repr(self) -> str:
+        return f"{self.mode}, {'per-channel' if self.per_channel else 'per-tensor'}"
+
+    def _rows(self, w: torch.Tensor) -> torch.Tensor:
+        """[elements per channel, N]: the channels on the last axis, as ActQuant takes them."""
+        return w.reshape(w.shape[0], -1).transpose(0, 1)
+
+    def scales(self, w: torch.Tensor) -> np.ndarray:
+        """float64 [N]: the scale of each output channel's weights."""
+        if self.mode == "max":
+            return weight_scales(w, self.bits, self.per_channel)
+        if not bool(self.quant.initialized):
+            self.quant.calibrate(self._rows(w.detach()))
+        return np.broadcast_to(np.asarray(self.quant.value(), np.float64), (w.shape[0],)).copy()
+
+    def fake(self, w: torch.Tensor) -> torch.Tensor:
+        """The fake-quantized weights, straight-through (LSQ gradients for learned scales)."""
+        if self.mode == "max":
+            return weight_fake(w, weight_scales(w, self.bits, self.per_channel), self.bits)
+        return self.quant.fake(self._rows(w)).transpose(0, 1).reshape(w.shape)
+
+    def ints(self, w: torch.Tensor) -> np.ndarray:
+        return weight_ints(w, self.scales(w), self.bits)
