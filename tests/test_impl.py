@@ -194,6 +194,16 @@ def test_spartan7_build_on_an_ecp5_proxy_missing_its_clock(tiny_graph, tmp_path,
     assert main(["estimate", str(out)]) == 0
     text = capsys.readouterr().out
     assert "open implementation on ulx3s_85f" in text and "proxy" in text and "hwgen vivado" in text
+    timing = read_report(out)["timing"]  # the Yosys logic delay and, beside it, the post-route figure
+    assert timing["logic_delay_ns"] > 0
+    post = timing["post_route"]["boards"]["ulx3s_85f"]
+    assert post["fmax_mhz"] == sec["fmax_mhz"] and post["met"] is False and post["proxy"] is True
+    assert post["critical_path"] == sec["critical_path"] and "not that part's Fmax" in timing["post_route"]["method"]
+    # a later impl run updates the estimated build's timing too
+    assert main(["impl", str(out), "--board", "ulx3s_85f", "--clock-mhz", "10", "--quiet"]) == 0
+    again = read_report(out)
+    assert again["timing"]["post_route"]["boards"]["ulx3s_85f"]["met"] is True
+    assert again["timing"]["post_route"]["boards"]["ulx3s_85f"]["clock_mhz"] == 10.0
 
 
 def test_estimate_on_an_open_flow_board_runs_the_family_synthesis(tiny_ecp5, capsys):

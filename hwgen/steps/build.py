@@ -521,6 +521,7 @@ def estimate_build(build_dir: str) -> dict[str, Any]:
         "logic_levels": res.get("logic_levels"),
         "logic_levels_method": "yosys ltp: longest register-to-register combinational path in cells after "
                                "synth_xilinx (a proxy: no placement or routing delay; CARRY4 counted as one level)",
+        "post_route": post_route_timing(read_report(build_dir)),
     }
     sim_cycles = (report.get("sim") or {}).get("cycles_per_inference")
     cycles = sim_cycles or report["hardware"]["latency_cycles"]
@@ -564,6 +565,22 @@ def vivado_build(build_dir: str) -> dict[str, Any]:
     if result.get("returncode"):
         raise HwgenError(f"Vivado failed (exit {result['returncode']}): see {build_dir / 'vivado' / 'vivado.log'}")
     return result
+
+
+POST_ROUTE_METHOD = ("nextpnr post-route timing of the same Verilog (hwgen impl: Yosys, nextpnr, with its routing) "
+                     "on the board it names; for a board of another family than the build's part it shows the "
+                     "critical path and its depth, not that part's Fmax")
+
+
+def post_route_timing(report: dict[str, Any]) -> dict[str, Any]:
+    """report.json ``timing.post_route``: per board of ``implementation``, its post-route Fmax, clock, whether
+    it was met and the critical path (empty until ``hwgen impl`` has run on the build)."""
+    boards = {}
+    for name, sec in sorted((report.get("implementation") or {}).items()):
+        if sec.get("fmax_mhz"):
+            boards[name] = {k: sec.get(k) for k in ("device", "speed", "fmax_mhz", "clock_mhz", "met", "proxy",
+                                                    "critical_path")}
+    return {"method": POST_ROUTE_METHOD, "boards": boards} if boards else {}
 
 
 def open_impl_lines(report: dict[str, Any]) -> list[str]:
