@@ -6,7 +6,7 @@ The Python API (README, "Python API"): ``hwgen.convert`` (loads torch and ``hwge
 
 __version__ = "0.1.0"
 
-_LAZY = {"convert": "hwgen.nn.capture", "load": "hwgen.accelerator", "Accelerator": "hwgen.accelerator",
+_LAZY = {"convert": "hwgen.nn.convert", "load": "hwgen.accelerator", "Accelerator": "hwgen.accelerator",
          "Build": "hwgen.accelerator"}
 
 

@@ -1,7 +1,7 @@
 """The Python API's accelerator: an integer graph with the steps users run on it (predict, save, build,
 simulate, estimate). Torch-free (``hwgen.load`` loads no torch); the build steps are imported when called.
 
-    acc = hwgen.convert(model, x)        # hwgen.nn model -> Accelerator (hwgen.nn.capture)
+    acc = hwgen.convert(model, x)        # hwgen.nn model -> Accelerator (hwgen.nn.convert)
     acc.predict(x)                       # the golden integer model (the deployed model)
     acc.save("graph/"); hwgen.load("graph/")
     b = acc.build("out/", board="xc7s15", parallel="auto")

@@ -252,3 +252,50 @@ def test_checkpoint_round_trip_and_bad_files(tmp_path):
     torch.save({"format": "something else"}, tmp_path / "other.pt")
     with pytest.raises(HwgenError, match="not an hwgen checkpoint"):
         load_checkpoint(tmp_path / "other.pt")
+
+
+# ---- one export path: the model's hwgen.nn form through convert's capture -----------------------------------
+def test_export_goes_through_the_twin_capture_and_refuses_a_difference_naming_the_node(monkeypatch):
+    from hwgen.frontend import twin as twin_mod
+
+    m = _calibrated(ModelConfig(bits_w=6, bits_a=6, layers=2))
+    g = export_model(m)
+    assert [n.name for n in g.nodes][:3] == ["embed", "pos_add", "l0.q"] and g.output_name == "head"
+    original = twin_mod._TwinLinear.forward
+
+    def off_by_one(self, x):  # the ffn2 of layer 1 computes something its export does not
+        y = original(self, x)
+        if self.graph_name == "l1.ffn2":
+            info = getattr(y, "_hwgen_q")
+            y = twin_mod.emit(y, (info.ints + 1).clamp(max=info.dtype.qmax), info.scale, info.dtype)
+        return y
+
+    monkeypatch.setattr(twin_mod._TwinLinear, "forward", off_by_one)
+    twin_mod._CAPTURES.clear()
+    with pytest.raises(HwgenError, match=r"node 'l1\.ffn2': the quantized torch forward differs from the integer "
+                                         r"graph .* refusing to export"):
+        export_model(m)
+
+
+def test_the_twin_follows_the_model_as_it_trains():
+    """The twin holds the model's own tensors: after an optimiser step the exported weights and scales and the
+    exact forward are the new ones (no stale copy), and they equal a fresh model's export."""
+    cfg = ModelConfig(bits_w=4, bits_a=8)
+    m = _calibrated(cfg)
+    x = torch.as_tensor(np.random.default_rng(3).normal(size=(64, cfg.window, cfg.features)), dtype=torch.float32)
+    before = export_model(m)
+    m.train()
+    opt = torch.optim.SGD(m.parameters(), lr=0.05)
+    m(x).pow(2).mean().backward()
+    opt.step()
+    m.eval()
+    after = export_model(m)
+    assert before.meta["output_scale"] != after.meta["output_scale"]  # the learned scales moved ...
+    moved = [k for k in after.consts if not np.array_equal(before.consts[k].value, after.consts[k].value)]
+    assert len(moved) >= 10  # ... and with them the multipliers (and weights) of the graph
+    fresh = _calibrated(cfg)
+    fresh.load_state_dict(m.state_dict())
+    again = export_model(fresh)
+    assert all(np.array_equal(again.consts[k].value, after.consts[k].value) for k in after.consts)
+    yi = run(after, quantize_input(x.numpy(), after.meta["input_scale"], cfg.bits_in)).reshape(len(x), -1)
+    assert np.array_equal(np.floor(predict(m, x.numpy()) / after.meta["output_scale"] + 0.5), yi)

@@ -1,5 +1,7 @@
-"""Export a quantization-aware-trained model to the integer-only IR: a one-to-one translation, each
-quantizer's scale turning into the integer rescales (dyadic m0/shift) of the op that produces it."""
+"""Export a quantization-aware-trained TimeSeriesTransformer to the integer-only IR through the one export
+path every model takes: its integer form as an hwgen.nn model (``hwgen.frontend.twin``: the same layers a
+user composes, holding its weights and learned scales), captured by ``hwgen.convert``'s graph capture and
+checked element for element against that model's forward, then the task's head."""
 
 from __future__ import annotations
 
@@ -8,11 +10,14 @@ from typing import Any
 import torch
 
 from hwgen.errors import HwgenError
-from hwgen.frontend.integer_graph import Translator
 from hwgen.frontend.model import EncoderLayer, TimeSeriesTransformer
 from hwgen.frontend.peg import shared_exponents
 from hwgen.frontend.quantizer import Quantizer
+from hwgen.frontend.twin import captured_graph
 from hwgen.ir.graph import Graph
+from hwgen.tasks import get as get_task
+
+CHECK_WINDOWS = 64  # random windows on which the captured graph is checked against the twin's forward
 
 
 def _check_structure(model) -> None:
@@ -59,11 +64,28 @@ def _check_exportable(model: TimeSeriesTransformer) -> None:
 
 def export_model(model: TimeSeriesTransformer, meta: dict[str, Any] | None = None,
                  class_scores: bool = True) -> Graph:
-    """The integer graph of a fake-quantized model (eval mode). ``meta`` (dataset, scaling, ...) is copied
+    """The integer graph of a quantized model (eval mode). ``meta`` (dataset, scaling, ...) is copied
     into the graph's host-side metadata; a classifier's graph returns the class index and, with
-    ``class_scores``, the class scores after it. Raises HwgenError for an FP32 or non-exportable model."""
+    ``class_scores``, the class scores after it. Raises HwgenError for an FP32 or non-exportable model, or
+    (naming the node) if the captured graph differed from the model's integer forward on any element."""
     _check_exportable(model)
     model.eval()
-    with torch.no_grad():
-        return Translator(model, class_scores).run(dict(meta or {}))
+    cfg = model.cfg
+    s_in = model.q_in.effective_scale().reshape(-1).numpy()
 
+    def finish(b, out, _captured_meta):
+        node, head_meta = get_task(cfg.task).add_head(b, model, out.name, s_in, class_scores)
+        full = {**dict(meta or {}), "config": cfg.to_dict(), "macs": cfg.macs(),
+                "input_scale": [float(v) for v in s_in],
+                "output_scale": float(model.q_head.effective_scale().reshape(-1)[0]), **head_meta}
+        exponents = shared_exponents(model)
+        if exponents is not None:
+            full["peg_exponents"] = [int(v) for v in exponents]
+        return b.finish(node, full)
+
+    with torch.no_grad():
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(CHECK_WINDOWS, cfg.input_steps, cfg.features, generator=gen)
+        graph, cap = captured_graph(model, finish=finish, example=x)
+        cap.check(graph, [x])  # the twin's forward == the graph, every value, every element
+    return graph

@@ -17,11 +17,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from hwgen.errors import HwgenError
-from hwgen.frontend.integer_graph import Translator
-from hwgen.frontend.integer_kernels import layernorm_ste, softmax_ste
-from hwgen.frontend.quantizer import Quantizer, round_ste
+from hwgen.frontend.twin import captured_graph
 from hwgen.golden import run as golden_run
 from hwgen.host.quantize import quantize_input
+from hwgen.frontend.integer_kernels import layernorm_ste, softmax_ste
+from hwgen.frontend.quantizer import Quantizer, round_ste
 from hwgen.nn.layers import sinusoidal_table as sinusoidal_encoding
 from hwgen.tasks import TASKS
 
@@ -267,11 +267,13 @@ class EncoderLayer(nn.Module):
 class TimeSeriesTransformer(nn.Module):
     """The reference model and its generalisation; ``cfg.quantized`` selects quantized or FP32.
 
-    Quantized, the forward is exact: it returns the outputs of the model's integer graph (the one export
-    writes, built from the current parameters and run by the golden interpreter; in training mode with each
+    Quantized, the forward is exact: it returns the outputs of the model's integer graph (the graph export
+    writes: its hwgen.nn form, ``hwgen.frontend.twin``, built from the current parameters and scales and
+    captured as hwgen.convert captures any model, run by the golden interpreter; in training mode with each
     BatchNorm folded with the batch's own statistics, as torch normalises it), with the gradient of the
-    fake-quant forward (straight-through). So QAT's loss is the deployed model's, and ``model(x)`` equals
-    ``hwgen.golden.run`` of the exported graph on every element. ``exact = False`` returns the fake-quant
+    fake-quant forward (straight-through).
+    So QAT's loss is the deployed model's, and ``model(x)`` equals ``hwgen.golden.run`` of the exported graph
+    on every element. ``exact = False`` returns the fake-quant
     forward itself (PTQ's inner loops and tests compare the two).
     """
 
@@ -321,12 +323,12 @@ class TimeSeriesTransformer(nn.Module):
 
     @torch.no_grad()
     def integer_forward(self, x: torch.Tensor) -> np.ndarray:
-        """The integer graph's outputs (real units, float64 [batch, outputs]) for the scaled windows ``x``:
-        the input quantized as the host does, then ``hwgen.golden.run`` of the graph of the current
-        parameters (ending at the model's output, before any task head)."""
+        """The integer model's outputs (real units, float64 [batch, outputs]) for the scaled windows ``x``:
+        ``hwgen.golden.run`` of the graph export writes (its hwgen.nn form, ``hwgen.frontend.twin``, through
+        hwgen.convert's capture; ending at the model's own output), the input quantized as the host does."""
         stats = {n.bn: n.batch_stats for n in self.modules()
                  if isinstance(n, Norm) and n.kind == "batch" and self.training and hasattr(n, "batch_stats")}
-        graph = Translator(self, batch_stats=stats).run({}, task_head=False)
+        graph, _ = captured_graph(self, batch_stats=stats)
         s_in = self.q_in.effective_scale().reshape(-1).numpy()
         x_int = quantize_input(x.detach().double().numpy(), s_in, self.cfg.bits_in)
         out = golden_run(graph, x_int).reshape(len(x_int), -1)

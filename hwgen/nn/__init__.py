@@ -8,7 +8,7 @@ loads torch and changes no global torch state.
 """
 
 from hwgen.nn.activations import QuantGELU, QuantSigmoid, QuantSiLU, QuantTanh
-from hwgen.nn.capture import convert
+from hwgen.nn.convert import convert
 from hwgen.nn.conv import QuantConv1d
 from hwgen.nn.layers import (LearnedPositionalEncoding, QuantAct, QuantAdd, QuantBatchNorm1d, QuantLayerNorm,
                              QuantLinear, QuantMeanPool, QuantModule, QuantMultiheadAttention, QuantReLU,

@@ -222,8 +222,10 @@ class Capture:
                 raise HwgenError(f"model.{n.target}: a parameter or buffer used outside an hwgen.nn layer"
                                  f"{_where(n)}")
 
-    def build(self) -> Graph:
-        """The integer graph of the model (its quantizers calibrated on the example input if never run)."""
+    def build(self, finish=None) -> Graph:
+        """The integer graph of the model (its quantizers calibrated on the example input if never run).
+        ``finish(builder, output_value, meta)``, when given, completes and returns the graph instead of
+        ``builder.finish`` (a task head after the model's output, its own metadata)."""
         self.vet()
         nodes = list(self.gm.graph.nodes)
         (inp,) = [n for n in nodes if n.op == "placeholder"]
@@ -265,7 +267,8 @@ class Capture:
                 if isinstance(m, QuantMultiheadAttention):
                     args = args[:1]
                 calls[n.target] = calls.get(n.target, 0) + 1  # a module called again: its own nodes
-                name = n.target if calls[n.target] == 1 else f"{n.target}.call{calls[n.target]}"
+                base = getattr(m, "graph_name", None) or n.target  # the node's name: the module path by default
+                name = base if calls[n.target] == 1 else f"{base}.call{calls[n.target]}"
                 try:
                     if isinstance(m, QuantReLU):
                         values[n.name] = self._relu(b, m, n, args[0], consumers)
@@ -312,7 +315,7 @@ class Capture:
             "output_shape": list(tags[out_node.name].ints.shape[1:]),
         }
         self.output_node = out_node.name
-        return b.finish(output.name, meta)
+        return b.finish(output.name, meta) if finish is None else finish(b, output, meta)
 
     @staticmethod
     def _arg(values: dict[str, Value], n: fx.Node, a: Any):
@@ -395,23 +398,3 @@ def _batch(x, what: str) -> torch.Tensor:
     if not torch.isfinite(t).all():
         raise HwgenError(f"{what}: holds NaN or infinite values")
     return t.float()
-
-
-def convert(model: nn.Module, example_input, calibration=None):
-    """The integer accelerator of ``model`` (hwgen.nn layers composed in a torch.nn.Module), checked to
-    compute exactly what the model's quantized forward computes on ``example_input`` and ``calibration``
-    (each [batch, time, features]). Returns an :class:`hwgen.Accelerator`; HwgenError (one line) naming the
-    module or function it cannot map, or the first graph node that would differ."""
-    from hwgen.accelerator import Accelerator
-
-    cap = Capture(model, example_input)
-    graph = cap.build()
-    inputs = [cap.example] + ([] if calibration is None else [_batch(calibration, "calibration")])
-    for x in inputs[1:]:
-        if tuple(x.shape[1:]) != tuple(cap.example.shape[1:]):
-            raise HwgenError(f"calibration: windows of shape {tuple(x.shape[1:])}, the example input's are "
-                             f"{tuple(cap.example.shape[1:])}")
-    windows = cap.check(graph, [chunk for x in inputs for chunk in torch.split(x, CHECK_BATCH)])
-    graph = Graph(graph.input_name, graph.input_type, graph.nodes, graph.consts, graph.output_name,
-                  {**graph.meta, "checked_windows": int(windows)})
-    return Accelerator(graph)

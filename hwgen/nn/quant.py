@@ -121,7 +121,7 @@ class ActQuant(nn.Module):
     def value(self) -> float | np.ndarray:
         """The real scale of one step (positive), as the integer model uses it (float64 [C] per channel)."""
         s = np.maximum(np.abs(self.scale.detach().double().numpy()), MIN_SCALE)
-        return s if self.channels else float(s)
+        return s if self.channels else float(s.reshape(-1)[0])
 
     @torch.no_grad()
     def calibrate(self, x: torch.Tensor) -> None:
