@@ -326,3 +326,15 @@ def test_shipped_task_model_bit_exact_on_verilator(name, tmp_path):
                f"{integer['roc_auc']:.3f}" in text
     else:
         assert f"deployed integer {integer['accuracy']:.3f} / {integer['macro_f1']:.3f}" in text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["pm25_w8", "basicmotions_w8", "kdd135_w8"])
+def test_shipped_models_quantized_forward_equals_their_integer_model(name):
+    """`hwgen eval`: the quantized torch forward (what QAT trained) and the deployed integer model agree on
+    every test output of the shipped checkpoints (exact QAT)."""
+    from hwgen.steps import flow
+
+    result = flow.evaluate(str(Path(__file__).resolve().parents[1] / "models" / f"{name}.pt"), "test")
+    assert result["fake_quant_vs_integer"]["fraction_differ"] == 0.0
+    assert result["fake_quant_vs_integer"].get("max_lsb", 0) == 0

@@ -16,7 +16,7 @@ import numpy as np
 
 from hwgen.errors import HwgenError
 from hwgen.ir.types import IntType
-from hwgen.tasks.base import Task, fmt, integer_outputs
+from hwgen.tasks.base import Task, fmt, integer_outputs, integer_values
 from hwgen.tasks.metrics import precision_recall_f1, roc_auc
 
 SCORE_TYPE = IntType(16)  # [score, flag] of an anomaly model; the score saturates at qmax
@@ -131,6 +131,12 @@ class Anomaly(Task):
             out = integer_outputs(graph, part.x)
             result["integer"] = _metrics(out[:, 0], out[:, 1], part.labels, graph.meta["threshold"])
             result["integer"]["saturated"] = int(np.sum(out[:, 0] == SCORE_TYPE.qmax))
+            if "fake_quant" in predictors:  # the quantized forward's forecast against the graph's (before the score)
+                head = integer_values(graph, part.x, "head")
+                fq = np.floor(predictors["fake_quant"](part.x) / graph.meta["output_scale"] + 0.5)
+                diff = np.abs(fq.reshape(head.shape) - head)
+                result["fake_quant_vs_integer"] = {"fraction_differ": float(np.mean(diff > 0)),
+                                                   "max_lsb": int(diff.max())}
         return result
 
     def format_eval(self, result):

@@ -39,6 +39,16 @@ def integer_outputs(graph, x: np.ndarray) -> np.ndarray:
                            for i in range(0, len(xi), 4096)])
 
 
+def integer_values(graph, x: np.ndarray, name: str) -> np.ndarray:
+    """The integers of graph value ``name`` [n, ...] for real (scaled) windows, as :func:`integer_outputs`."""
+    from hwgen.golden import run as golden_run
+    from hwgen.host.quantize import quantize_input
+
+    xi = quantize_input(x, graph.meta["input_scale"], graph.input_type.dtype.bits)
+    return np.concatenate([golden_run(graph, xi[i:i + 4096], return_all=True)[name].reshape(len(xi[i:i + 4096]), -1)
+                           for i in range(0, len(xi), 4096)])
+
+
 class Task:
     """One task: its data, model outputs, training loss, integer head, metrics and what reports print.
 
