@@ -28,7 +28,7 @@ from hwgen.ops.conv1d import conv1d, conv1d_acc, padding
 from hwgen.ops.linear import linear
 from hwgen.ops.rounding import requantize
 from tests.test_new_ops import assert_bit_exact_on_verilator, check_exact, edge_inputs
-from tests.test_nn import assert_export_equals_forward, data, train
+from tests.test_nn import ConvStem, assert_export_equals_forward, data, train
 
 I8, I6, I12 = IntType(8), IntType(6), IntType(12)
 
@@ -336,16 +336,6 @@ def test_quant_conv1d_refuses_bad_arguments_in_one_line():
         hwgen.convert(ConvSeq(hnn.QuantConv1d(3, 2, 5, dilation=2)), data(4))
 
 
-class PlainConv(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.q = hnn.QuantAct(8)
-        self.stem = nn.Conv1d(3, 8, 3, padding=1)
-
-    def forward(self, x):
-        return self.stem(self.q(x))
-
-
 class FunctionalConv(nn.Module):
     def __init__(self):
         super().__init__()
@@ -359,10 +349,10 @@ class FunctionalConv(nn.Module):
 
 def test_float_conv1d_is_refused_with_quant_conv1d_named():
     with pytest.raises(HwgenError) as info:
-        hwgen.convert(PlainConv(), data(4))
+        hwgen.convert(ConvStem(), data(4))  # a plain nn.Conv1d stem (tests/test_nn.py)
     assert "\n" not in str(info.value)
     assert re.match(r"^model\.stem: torch\.nn\.Conv1d is not quantized; use hwgen\.nn\.QuantConv1d \(channels-last: "
-                    r"\[batch, time, channels\]\) \(at test_conv1d\.py:\d+: return self\.stem", str(info.value))
+                    r"\[batch, time, channels\]\) \(at test_nn\.py:\d+: return self\.stem", str(info.value))
     with pytest.raises(HwgenError, match=r"^model: torch\.conv1d is not quantized; use "
                                          r"hwgen\.nn\.QuantConv1d \(at test_conv1d\.py:\d+"):
         hwgen.convert(FunctionalConv(), data(4))

@@ -18,11 +18,11 @@ from torch import nn
 
 from hwgen.errors import HwgenError
 from hwgen.frontend.quantizer import Quantizer
-from hwgen.ir.dyadic import common_dyadic, dyadic_array
+from hwgen.ir.dyadic import common_dyadic
 from hwgen.ir.types import IntType
 from hwgen.nn.layers import (QuantAct, QuantAdd, QuantBatchNorm1d, QuantLayerNorm, QuantLinear, QuantMeanPool,
                              QuantMultiheadAttention, QuantReLU, SinusoidalPositionalEncoding, _value)
-from hwgen.nn.quant import ActQuant, bias_ints, emit, info_of, weight_ints
+from hwgen.nn.quant import ActQuant, emit, info_of
 from hwgen.ops.linear import linear as golden_linear
 
 
@@ -67,16 +67,8 @@ class _TwinLinear(QuantLinear):
     def out_e(self) -> np.ndarray | None:
         return _exponents(self._q_out)
 
-    def int_params(self, s_in):
-        w = self.weight.detach().double()
-        if np.ndim(s_in):
-            w = w * torch.as_tensor(np.asarray(s_in, np.float64))
-            s_in = 1.0
-        s_w = self.wq.scales(w)
-        acc = s_in * s_w
-        s_out = self.out_quant.value() * (np.exp2(self.out_e) if self.out_e is not None else 1.0)
-        m0, shift = dyadic_array(acc / s_out)
-        return weight_ints(w, s_w, self.weight_bits), bias_ints(self.bias, acc), m0, shift
+    def out_scales(self):
+        return self.out_quant.value() * (np.exp2(self.out_e) if self.out_e is not None else 1.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         info = info_of(x, self.who())
@@ -110,15 +102,11 @@ class _TwinBatchNorm(QuantBatchNorm1d):
     def out_e(self) -> np.ndarray | None:
         return _exponents(self._q_out)
 
+    def out_scales(self):
+        return self.out_quant.value() * (np.exp2(self.out_e) if self.out_e is not None else 1.0)
+
     def int_params(self, s_in, mean, var):
-        c = self.num_features
-        s_in = s_in * (np.exp2(self.in_e) if self.in_e is not None else 1.0)
-        s_y = self.out_quant.value() * (np.exp2(self.out_e) if self.out_e is not None else 1.0)
-        w = self.weight.detach().double().numpy() if self.weight is not None else np.ones(c)
-        bias = self.bias.detach().double().numpy() if self.bias is not None else np.zeros(c)
-        a = w / np.sqrt(var + self.eps)
-        mul, shift = dyadic_array(s_in * a / s_y)
-        return mul, np.floor((bias - mean * a) / s_y * np.exp2(shift) + 0.5).astype(np.int64), shift
+        return super().int_params(s_in * (np.exp2(self.in_e) if self.in_e is not None else 1.0), mean, var)
 
 
 class _TablePE(SinusoidalPositionalEncoding):

@@ -164,8 +164,12 @@ class QuantLinear(QuantModule):
             s_in = 1.0
         s_w = self.wq.scales(w)
         acc = s_in * s_w
-        m0, shift = dyadic_array(acc / self.out_quant.value())
+        m0, shift = dyadic_array(acc / self.out_scales())
         return weight_ints(w, s_w, self.weight_bits), bias_ints(self.bias, acc), m0, shift
+
+    def out_scales(self):
+        """The real scale of the output integers the rescale aims at (one per channel where it differs)."""
+        return self.out_quant.value()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.quantized:
@@ -309,9 +313,13 @@ class QuantBatchNorm1d(QuantModule):
     def dtype(self) -> IntType:
         return self.out_quant.dtype
 
+    def out_scales(self):
+        """The real scale of the output integers (one per channel where it differs)."""
+        return self.out_quant.value()
+
     def int_params(self, s_in: float, mean: np.ndarray, var: np.ndarray):
         """(mul, bias, shift) of the folded BatchNorm for an input of scale ``s_in``."""
-        c, s_y = self.num_features, self.out_quant.value()
+        c, s_y = self.num_features, self.out_scales()
         w = self.weight.detach().double().numpy() if self.weight is not None else np.ones(c)
         bias = self.bias.detach().double().numpy() if self.bias is not None else np.zeros(c)
         a = w / np.sqrt(var + self.eps)
