@@ -29,6 +29,7 @@ from hwgen.ops.linear import linear
 from hwgen.ops.rounding import requantize
 from tests.test_new_ops import assert_bit_exact_on_verilator, check_exact, edge_inputs
 from tests.test_nn import ConvStem, assert_export_equals_forward, data, train
+from tests.test_nn import Seq as ConvSeq
 
 I8, I6, I12 = IntType(8), IntType(6), IntType(12)
 
@@ -241,19 +242,6 @@ def test_conv1d_graphs_on_verilator_with_stalls(tmp_path):
 
 
 # ---- hwgen.nn.QuantConv1d --------------------------------------------------------------------------------------
-class ConvSeq(nn.Module):
-    def __init__(self, *layers, channels=None):
-        super().__init__()
-        self.q = hnn.QuantAct(8, channels=channels)
-        self.layers = nn.ModuleList(layers)
-
-    def forward(self, x):
-        h = self.q(x)
-        for layer in self.layers:
-            h = layer(h)
-        return h
-
-
 @pytest.mark.parametrize("kw", [
     {"kernel_size": 3, "padding": "causal"},
     {"kernel_size": 3, "padding": "causal", "dilation": 2, "weight_bits": 4, "act_bits": 10},

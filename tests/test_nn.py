@@ -57,9 +57,9 @@ def assert_export_equals_forward(model, x):
 class Seq(nn.Module):
     """QuantAct, then ``layers`` in sequence."""
 
-    def __init__(self, *layers, bits=8):
+    def __init__(self, *layers, bits=8, channels=None):
         super().__init__()
-        self.q = hnn.QuantAct(bits)
+        self.q = hnn.QuantAct(bits, channels=channels)
         self.layers = nn.ModuleList(layers)
 
     def forward(self, x):

@@ -49,18 +49,15 @@ def _exponents(q: Quantizer | None) -> np.ndarray | None:
     return q.exponent.detach().cpu().numpy().astype(np.int64) if q is not None and q.peg else None
 
 
-class _TwinLinear(QuantLinear):
-    """A QuantLinear as the reference model's linears are: reading only the first ``rows`` time steps (the
-    IR linear's ``rows``: the embedding of a forecasting anomaly detector, whose input ends with the steps it
-    scores), and per embedding group (PEG) an input whose channel c stands for base * 2**in_shl[c]
-    (``in_shl``: exact left shifts of the partial sums) and an output of scales base * 2**out_e[c]."""
+class _GroupScales:
+    """Per embedding group (PEG): the exponents of the model's quantizers of a layer's input and output
+    (``_q_in``, ``_q_out``: not submodules here), and the output scales they give, base * 2**e[c]."""
 
-    rows: int | None = None
-    _q_in: Quantizer | None = None  # the model's quantizers of the input and output (not submodules here)
+    _q_in: Quantizer | None = None
     _q_out: Quantizer | None = None
 
     @property
-    def in_shl(self) -> np.ndarray | None:
+    def in_e(self) -> np.ndarray | None:
         return _exponents(self._q_in)
 
     @property
@@ -69,6 +66,19 @@ class _TwinLinear(QuantLinear):
 
     def out_scales(self):
         return self.out_quant.value() * (np.exp2(self.out_e) if self.out_e is not None else 1.0)
+
+
+class _TwinLinear(_GroupScales, QuantLinear):
+    """A QuantLinear as the reference model's linears are: reading only the first ``rows`` time steps (the
+    IR linear's ``rows``: the embedding of a forecasting anomaly detector, whose input ends with the steps it
+    scores), and per embedding group (PEG) an input whose channel c stands for base * 2**in_shl[c]
+    (``in_shl``: exact left shifts of the partial sums) and an output of scales base * 2**out_e[c]."""
+
+    rows: int | None = None
+
+    @property
+    def in_shl(self) -> np.ndarray | None:
+        return self.in_e
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         info = info_of(x, self.who())
@@ -88,22 +98,8 @@ class _TwinLinear(QuantLinear):
         return _value(b, name, self.out_quant.value(), self.dtype)
 
 
-class _TwinBatchNorm(QuantBatchNorm1d):
+class _TwinBatchNorm(_GroupScales, QuantBatchNorm1d):
     """The folded BatchNorm of per-embedding-group tensors: input and output channel c at base * 2**e[c]."""
-
-    _q_in: Quantizer | None = None
-    _q_out: Quantizer | None = None
-
-    @property
-    def in_e(self) -> np.ndarray | None:
-        return _exponents(self._q_in)
-
-    @property
-    def out_e(self) -> np.ndarray | None:
-        return _exponents(self._q_out)
-
-    def out_scales(self):
-        return self.out_quant.value() * (np.exp2(self.out_e) if self.out_e is not None else 1.0)
 
     def int_params(self, s_in, mean, var):
         return super().int_params(s_in * (np.exp2(self.in_e) if self.in_e is not None else 1.0), mean, var)
