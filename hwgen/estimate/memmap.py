@@ -1,7 +1,7 @@
 """How Yosys synth_xilinx maps each memory of the accelerator onto 7-series primitives, without Yosys.
 
 ``synth_xilinx -family xc7`` runs ``memory_libmap`` with the block RAM library ``brams_xc4v.txt``
-(``HAS_SIZE_36``, ``HAS_CASCADE``, ``HAS_MIXWIDTH_SDP``), the LUTRAM library ``lutrams_xc5v.txt`` and
+(``HAS_SIZE_36``, ``HAS_CASCADE``, ``HAS_CONFLICT_BUG``, ``HAS_MIXWIDTH_SDP``), the LUTRAM library ``lutrams_xc5v.txt`` and
 ``-logic-cost-rom 1/64``. For each memory it prices every candidate and keeps the cheapest:
 
 * block RAM, true dual port (ports A and B, each read or write) or simple dual port (one write port W,
@@ -19,7 +19,10 @@ the write-enable granularity (9-bit bytes in block RAM) and to the chosen port w
 blocks and times the copies needed for the read ports (a write port and each read port not sharing its
 address take one port of a copy), plus 0.5 per bit of read multiplexer and write decoder over depth blocks
 and 2 per emulated read register. Before mapping, Yosys drops ROM data columns that are constant and
-memories nothing reads (``opt_mem``); :func:`memories` of ``hwgen.estimate.model`` does the same.
+memories nothing reads (``opt_mem``), and of a memory with one read port the data bits it never reads (a
+flat buffer's extra sign bit); :func:`hwgen.estimate.model.memories` does the same. Checked against the
+mapping Yosys 0.70 logged for every memory of the calibration designs (``bench/resources_model.py``) and
+its ``memory_libmap`` debug costs for one of them.
 """
 
 from __future__ import annotations
