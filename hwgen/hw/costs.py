@@ -12,19 +12,23 @@ from __future__ import annotations
 # benchmark's designs was used.
 COEFFICIENTS = {
     "matmul": {
-        "lut": {"arith": 1.698, "cfg_reg": 0.626, "cfg_var": 1.413, "count": 1.72, "fabric": 1.204, "lane": 2.272, "reg": 0.475, "shift": 3.776},
-        "ff": {"arith": 0.044, "cfg_reg": 0.999, "cfg_var": 0.002, "count": 1.027, "fabric": 1.777, "lane": 2.005, "reg": 1.036, "shift": 0.112},
+        "lut": {"arith": 1.698, "cfg_reg": 0.626, "cfg_var": 1.413, "count": 1.72, "fabric": 1.204, "lane": 2.272,
+                "reg": 0.475, "shift": 3.776},
+        "ff": {"arith": 0.044, "cfg_reg": 0.999, "cfg_var": 0.002, "count": 1.027, "fabric": 1.777, "lane": 2.005,
+               "reg": 1.036, "shift": 0.112},
     },
     "add": {
         "lut": {"arith": 0.669, "count": 0.378, "fabric": 1.058, "shift": 0.993},
         "ff": {"cfg_reg": 0.501, "count": 0.204, "fabric": 1.333, "reg": 0.693},
     },
     "affine": {
-        "lut": {"arith": 1.043, "cfg_reg": 0.458, "cfg_var": 7.833, "count": 1.454, "fabric": 1.172, "reg": 0.141, "shift": 2.64},
+        "lut": {"arith": 1.043, "cfg_reg": 0.458, "cfg_var": 7.833, "count": 1.454, "fabric": 1.172, "reg": 0.141,
+                "shift": 2.64},
         "ff": {"cfg_reg": 0.329, "count": 0.633, "fabric": 1.929, "reg": 0.885},
     },
     "avgpool": {
-        "lut": {"arith": 0.817, "cfg_var": 1.0, "count": 1.102, "fabric": 0.425, "mux": 0.324, "reg": 0.076, "shift": 2.13},
+        "lut": {"arith": 0.817, "cfg_var": 1.0, "count": 1.102, "fabric": 0.425, "mux": 0.324, "reg": 0.076,
+                "shift": 2.13},
         "ff": {"arith": 0.067, "cfg_reg": 1.098, "count": 1.051, "fabric": 0.631, "reg": 0.997, "shift": 0.051},
     },
     "softmax": {
