@@ -15,6 +15,9 @@ SECTIONS = ["accuracy", "hardware", "target", "quantization"]
 SECTIONS.append("impl")  # about 10 minutes: nextpnr on the shipped models (ECP5, iCE40)
 SECTIONS.append("sim_all")  # about 2-3 minutes: every PM2.5 test window (7,931) through the W8 Verilog
 SECTIONS.append("search")  # about 20 minutes: a 15-minute, 2-worker PM2.5 search, then 2 Pareto points verified
+# the resource model against Yosys on 10 random held-out architectures at 2-3 parallelisms and the 2-layer
+# d_model-32 W4 model: about 30 minutes of Yosys, or seconds with the counts cached by Verilog hash
+SECTIONS.append("resources_model")
 RESULTS = Path("bench/results")
 
 

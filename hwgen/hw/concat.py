@@ -10,7 +10,7 @@ from amaranth.lib import wiring
 
 from hwgen.hw.eltwise import _issue, _ports
 from hwgen.hw.memory import view
-from hwgen.hw.program import Lowered, config_registers, count_writes
+from hwgen.hw.program import Lowered, config_registers, count_writes, counter_bits
 from hwgen.ops import Unit
 
 
@@ -43,6 +43,14 @@ class ConcatUnit(Lowered, wiring.Component):
     @staticmethod
     def second_read(node, streamed):
         return node.inputs[1], 1 if node.inputs[1] == node.inputs[0] else 0
+
+    @classmethod
+    def resource_terms(cls, design):
+        # the output channel and two read pointers, a channel comparison and the operand select
+        t = super().resource_terms(design)
+        w, n = design.widths[cls.kind], max(p["numel"] for p in design.programs[cls.kind])
+        t.update(reg=w["out"] + 1, mux=w["in"], arith=counter_bits(n), count=4 * counter_bits(n))
+        return t
 
     def __init__(self, programs: list[dict], in_width: int, out_width: int, addr_width: int):
         self.programs, self.out_width = programs, out_width

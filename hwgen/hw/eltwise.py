@@ -13,7 +13,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from hwgen.hw.memory import view
-from hwgen.hw.program import ELEMENT_TAIL, Lowered, config_registers, count_writes, signed_width
+from hwgen.hw.program import ELEMENT_TAIL, Lowered, config_registers, count_writes, counter_bits, signed_width
 from hwgen.hw.requant import Requantizer, clamp, round_shift
 from hwgen.hw.shiftadd import delayed, rescale_product, rescale_stages
 from hwgen.hw.vendor import rescale_product_attrs
@@ -90,6 +90,16 @@ class AddUnit(Lowered, wiring.Component):
         same = streamed is None and node.inputs[1] == node.inputs[0]
         return other, 1 if same else 0
 
+    @classmethod
+    def resource_terms(cls, design):
+        # two products summed with the bias, round, zero point and clamp; element and write counters
+        t = super().resource_terms(design)
+        w = design.widths[cls.kind]
+        n = max(p["numel"] for p in design.programs[cls.kind])
+        t.update(reg=2 * w["acc"] + w["out"] + w["in"], arith=3 * w["acc"] + 3 * w["out"], shift=w["acc"],
+                 count=2 * counter_bits(n))
+        return t
+
     def __init__(self, programs: list[dict], in_width: int, acc_width: int, out_width: int, addr_width: int,
                  fabric: bool = False):
         self.programs, self.acc_width, self.out_width, self.fabric = programs, acc_width, out_width, fabric
@@ -163,6 +173,16 @@ class AffineUnit(Lowered, wiring.Component):
     @classmethod
     def fabric_products(cls, design):
         return [(design.widths[cls.kind]["in"], 16)]
+
+    @classmethod
+    def resource_terms(cls, design):
+        # product, bias and shift delayed to it, round, zero point and clamp; element, channel, write counters
+        t = super().resource_terms(design)
+        w = design.widths[cls.kind]
+        n = max(p["numel"] for p in design.programs[cls.kind])
+        t.update(reg=2 * w["acc"] + w["out"] + w["in"] + w.get("bias", 2) + 16, arith=2 * w["acc"] + 3 * w["out"],
+                 shift=w["acc"], count=3 * counter_bits(n))
+        return t
 
     def __init__(self, programs: list[dict], in_width: int, mul_width: int, bias_width: int, acc_width: int,
                  out_width: int, addr_width: int, fabric: bool = False):
@@ -239,6 +259,16 @@ class AvgpoolUnit(Lowered, wiring.Component):
     @classmethod
     def fabric_products(cls, design):
         return [(design.widths[cls.kind]["acc"] + 1, 16)]
+
+    @classmethod
+    def resource_terms(cls, design):
+        # one accumulator per channel (written and read through a channel multiplexer), the requantizer
+        t = super().resource_terms(design)
+        w, ps = design.widths[cls.kind], design.programs[cls.kind]
+        ch, n, m0 = max(p["channels"] for p in ps), max(p["numel"] for p in ps), w.get("m0", 2)
+        t.update(reg=ch * (w["acc"] + 1) + w["acc"] + m0 + w["out"], mux=ch * (w["acc"] + 1),
+                 arith=2 * w["acc"] + 3 * w["out"], shift=w["acc"] + m0, count=4 * counter_bits(n))
+        return t
 
     def __init__(self, programs: list[dict], in_width: int, acc_width: int, out_width: int, addr_width: int,
                  fabric: bool = False):

@@ -14,7 +14,7 @@ from amaranth.lib import wiring
 
 from hwgen.hw.eltwise import _ports
 from hwgen.hw.memory import view
-from hwgen.hw.program import Lowered, config_registers, count_writes, signed_width
+from hwgen.hw.program import Lowered, config_registers, count_writes, counter_bits, signed_width
 from hwgen.hw.requant import clamp, round_shift
 from hwgen.ops import Unit
 
@@ -47,6 +47,14 @@ class ArgmaxUnit(Lowered, wiring.Component):
     @classmethod
     def cycles(cls, design, prog):  # scan, then the scores read out again
         return prog["cols"] * (1 + prog["scores"]) + cls.TAIL
+
+    @classmethod
+    def resource_terms(cls, design):
+        # the best score and its index, one comparison; index and write counters
+        t = super().resource_terms(design)
+        w, cw = design.widths[cls.kind], counter_bits(max(p["total"] + p["cols"] for p in design.programs[cls.kind]))
+        t.update(reg=2 * w["in"] + w["out"] + 2 * cw, arith=w["in"] + cw, count=2 * cw)
+        return t
 
     def __init__(self, programs: list[dict], in_width: int, out_width: int, addr_width: int):
         self.programs, self.out_width = programs, out_width
@@ -118,6 +126,18 @@ class AnomalyScoreUnit(Lowered, wiring.Component):
     @staticmethod
     def second_read(node, streamed):  # the reconstruction, read alongside the window
         return node.inputs[1], 0
+
+    @classmethod
+    def resource_terms(cls, design):
+        # two scaled operands, their difference, the absolute-value accumulator, round and clamp; the
+        # per-feature multiplier tables
+        t = super().resource_terms(design)
+        w, ps = design.widths[cls.kind], design.programs[cls.kind]
+        feats = sum(len(p["mx"]) for p in ps)
+        d, a, o = w["diff"], w["acc"], w["out"]
+        t.update(reg=3 * d + 2 * a + 2 * o, arith=2 * d + 2 * a + 2 * o, shift=a, mux=2 * feats * 16,
+                 count=3 * counter_bits(max(p["numel"] + p["offset"] for p in ps)))
+        return t
 
     def __init__(self, programs: list[dict], in_width: int, diff_width: int, acc_width: int, out_width: int,
                  addr_width: int):

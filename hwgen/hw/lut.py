@@ -12,7 +12,7 @@ from amaranth.lib.wiring import In, Out
 
 from hwgen.hw.eltwise import _issue, _ports
 from hwgen.hw.memory import view
-from hwgen.hw.program import Lowered, config_registers, count_writes
+from hwgen.hw.program import Lowered, config_registers, count_writes, counter_bits
 from hwgen.ops import Unit
 
 ROM = "act_lut"
@@ -55,6 +55,15 @@ class LutUnit(Lowered, wiring.Component):
     @classmethod
     def cycles(cls, design, prog):
         return prog["numel"] + cls.TAIL
+
+    @classmethod
+    def resource_terms(cls, design):
+        # the table address (element + offset) and the element and write counters
+        t = super().resource_terms(design)
+        w, n = design.widths[cls.kind], max(p["numel"] for p in design.programs[cls.kind])
+        t.update(reg=w["in"] + 2 * counter_bits(len(design.params.get(ROM, [])) + 1), arith=w["in"] + 4,
+                 count=2 * counter_bits(n))
+        return t
 
     def __init__(self, programs: list[dict], in_width: int, out_width: int, addr_width: int):
         self.programs, self.in_width, self.out_width = programs, in_width, out_width

@@ -26,7 +26,7 @@ from amaranth.lib.wiring import In, Out
 
 from hwgen.hw.mac import MacArray
 from hwgen.hw.memory import balanced, view
-from hwgen.hw.program import Lowered, config_registers, signed_width
+from hwgen.hw.program import Lowered, config_registers, counter_bits, signed_width
 from hwgen.hw.requant import Requantizer
 from hwgen.ops import Unit, sbits
 from hwgen.ops.conv1d import Conv1d
@@ -217,6 +217,20 @@ class MatmulUnit(Lowered, wiring.Component):
             return 0.0, 0.0
         (la, lb), (fa, fb) = cls.CONV_LOGIC
         return la + lb * design.lanes, fa + fb * design.lanes
+
+    @classmethod
+    def resource_terms(cls, design):
+        # lanes x accumulator bits: the accumulate adder and mux, the hold register and the drain's
+        # lane multiplexer; 16 loop counters and address adders; the requantizer (product, round, clamp)
+        t = super().resource_terms(design)
+        w, lanes, ps = design.widths[cls.kind], design.lanes, design.programs[cls.kind]
+        acc, m0, out = w["acc"], w.get("m0", 2), w["out"]
+        big = max(max(p.outputs, p.outer * max(p.a_o, p.b_o), p.b_base + p.outer * p.b_o + p.inner * p.b_u
+                      + p.k_len * p.b_k + p.groups, lanes * p.groups) for p in ps) + lanes + 64 + len(design.shl_table)
+        cw = counter_bits(big + 1)
+        prod = acc + m0 + 2
+        t.update(lane=lanes * acc, count=16 * cw, reg=3 * acc + m0 + out + prod, arith=acc + 3 * out, shift=prod)
+        return t
 
     def __init__(self, programs: list[MatmulProgram], lanes: int, a_width: int, b_width: int,
                  acc_width: int, m0_width: int, bias_width: int, out_width: int, addr_width: int,

@@ -14,7 +14,7 @@ from amaranth.lib.wiring import In, Out
 
 from hwgen.errors import HwgenError
 from hwgen.hw.memory import view
-from hwgen.hw.program import ELEMENT_TAIL, Lowered, config_registers, count_writes
+from hwgen.hw.program import ELEMENT_TAIL, Lowered, config_registers, count_writes, counter_bits
 from hwgen.hw.requant import Divider, Isqrt, clamp, round_shift
 from hwgen.hw.vendor import rescale_product_attrs
 from hwgen.ops import Unit
@@ -60,6 +60,36 @@ class LayerNormUnit(Lowered, wiring.Component):
         sqrt_steps = (w + (w & 1)) // 2
         per_row = 3 * prog["cols"] + prog["q1_bits"] + sqrt_steps + prog["recip_bits"] + 1 + cls.ROW
         return prog["rows"] * per_row + ELEMENT_TAIL + 2
+
+    @classmethod
+    def dsp48(cls, design):
+        # C*x and n*gamma (+ beta) one each, xc*xc and xc*r split as Yosys splits them, and the write count
+        # rows*cols unless every program has the same rows and cols and there are at most two (then Yosys
+        # folds the configuration registers to constants and the product into LUTs). With xc*xc split (xc
+        # wider than 17 bits) Yosys drops one of the split products' DSP48E1 after packing: measured on
+        # every such design (6, 8 and 9 DSP48E1 for 17-, 19- and 18-bit xc with four, two and four
+        # programs); RESCALE_DSPS, which lowering's DSP budget uses, counts 5.
+        from hwgen.hw.vendor import dsp48_for_product
+
+        w, ps = design.widths[cls.kind], design.programs[cls.kind]
+        xc = w["xc"] + 1
+        square = dsp48_for_product(xc, xc)
+        count = int(len(ps) > 2 or len({(p["rows"], p["cols"]) for p in ps}) > 1)
+        return (2 + square - (square > 1) + dsp48_for_product(xc, w["recip"] + 1) + count)
+
+    @classmethod
+    def resource_terms(cls, design):
+        # the row sum and sum of squares, the divider and square root, the centred value, normalised value
+        # and the affine output with its gamma/beta delay line; element, row and write counters
+        t = super().resource_terms(design)
+        w, ps = design.widths[cls.kind], design.programs[cls.kind]
+        n, rb = max(p["rows"] * p["cols"] for p in ps), w.get("recip_bits", max(p["recip_bits"] for p in ps))
+        xc, sq, acc, gb = w["xc"], w["sumsq"], w["acc"], max(w.get("gamma", 2), w.get("beta", 2))
+        qw, den, qb = max(sq, rb + 2), sq + rb, max(sq, rb + 1)
+        t.update(reg=2 * xc + sq + w["recip"] + w["norm"] + acc + 6 * gb + w["out"] + qw + den + qb + qb + 3 * sq // 2,
+                 arith=2 * xc + sq + 2 * qw + 3 * sq // 2 + acc + 3 * w["out"], shift=w["prod"] + acc,
+                 count=5 * counter_bits(2 * n))
+        return t
 
     def __init__(self, programs: list[dict], in_width: int, w: dict[str, int], gamma_width: int,
                  beta_width: int, out_width: int, addr_width: int):

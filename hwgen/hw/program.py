@@ -34,6 +34,27 @@ def signed_width(*values: int) -> int:
     return bits
 
 
+def program_terms(programs) -> dict[str, float]:
+    """"cfg_reg": the bits of a unit's per-node configuration registers that some program sets (Yosys
+    drops register bits every program leaves 0), "cfg_var": those that differ between programs (each a
+    small table lookup on ``sel``); integer fields only."""
+    rows = [p if isinstance(p, dict) else vars(p) for p in programs]
+    reg = var = 0
+    for name in (rows[0] if rows else {}):
+        values = [r[name] for r in rows]
+        if not all(isinstance(v, (int, bool)) for v in values):
+            continue
+        bits = signed_width(*values) if min(values) < 0 else max(max(values).bit_length(), 1)
+        reg += sum(1 for b in range(bits) if any((int(v) >> b) & 1 for v in values))
+        var += sum(1 for b in range(bits) if len({(int(v) >> b) & 1 for v in values}) > 1)
+    return {"cfg_reg": reg, "cfg_var": var}
+
+
+def counter_bits(n: int) -> int:
+    """Bits of a counter up to ``n``."""
+    return max(int(n), 1).bit_length()
+
+
 class Lowered:
     """What a shared unit declares for lowering and the estimators (mixed into each unit's Component).
 
@@ -82,8 +103,14 @@ class Lowered:
     @classmethod
     def extra_logic(cls, design) -> tuple[float, float]:
         """(LUTs, flip-flops) of logic the unit builds only for some graphs, beyond what the resource model's
-        fit to the reference model (``hwgen.estimate.model``) covers: none unless the unit says so."""
+        structural terms (``resource_terms``) do not count: none unless the unit says so."""
         return 0.0, 0.0
+
+    @classmethod
+    def dsp48(cls, design) -> int:
+        """DSP48E1 slices Yosys maps the unit's rescale products onto, for the resource estimate (``dsps``,
+        which decides what moves into fabric, unless a unit counts more exactly here)."""
+        return cls.dsps(design)
 
     @classmethod
     def fabric_products(cls, design) -> list[tuple[int, int]]:
@@ -101,6 +128,25 @@ class Lowered:
     def chained_cycles(cls, design) -> int:
         """When chained onto its producer, the cycles the unit ends after it."""
         return cls.CHAINED_CYCLES + cls.rescale_delay(design)
+
+    @classmethod
+    def resource_terms(cls, design) -> dict[str, float]:
+        """The unit's structure as the resource model prices it (``hwgen.hw.costs``): bits of datapath registers ("reg"),
+        adders and comparators ("arith"), variable shifters ("shift"), multiplexer inputs ("mux"),
+        counters ("count"), the node-program table (``program_terms``) and its rescale products in fabric
+        ("fabric", a x b bits each), from the unit's widths, lanes and programs. Memories are priced
+        separately (``hwgen.estimate.memmap``)."""
+        terms = program_terms(design.programs.get(cls.kind, []))
+        if cls.kind in design.fabric:
+            terms["fabric"] = sum(a * b for a, b in cls.fabric_products(design))
+        return terms
+
+    @classmethod
+    def resources(cls, design) -> dict[str, float]:
+        """Predicted LUTs and flip-flops of the unit (``resource_terms`` priced by the model)."""
+        from hwgen.hw.costs import price
+
+        return price(cls.resource_terms(design), cls.kind)
 
     @staticmethod
     def second_read(node, streamed: int | None) -> tuple[str, int] | None:

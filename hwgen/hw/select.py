@@ -9,7 +9,7 @@ from amaranth.lib import wiring
 
 from hwgen.hw.eltwise import _issue, _ports
 from hwgen.hw.memory import view
-from hwgen.hw.program import Lowered, config_registers
+from hwgen.hw.program import Lowered, config_registers, counter_bits
 from hwgen.ops import Unit
 
 
@@ -51,6 +51,16 @@ class SelectUnit(Lowered, wiring.Component):
     @classmethod
     def cycles(cls, design, prog):
         return prog["n_iter"] + cls.TAIL
+
+    @classmethod
+    def resource_terms(cls, design):
+        # one running maximum per channel behind a channel multiplexer; row, channel, window counters
+        t = super().resource_terms(design)
+        w, ps = design.widths[cls.kind], design.programs[cls.kind]
+        ch, n = max(p["channels"] for p in ps), max(p["n_iter"] + p["base"] for p in ps)
+        t.update(reg=ch * w["in"] + w["out"], mux=ch * w["in"], arith=w["in"] + 3 * counter_bits(n),
+                 count=4 * counter_bits(n))
+        return t
 
     def __init__(self, programs: list[dict], in_width: int, out_width: int, addr_width: int):
         self.programs, self.in_width, self.out_width = programs, in_width, out_width

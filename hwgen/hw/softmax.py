@@ -16,7 +16,7 @@ from amaranth.lib.wiring import In, Out
 
 from hwgen.errors import HwgenError
 from hwgen.hw.memory import view
-from hwgen.hw.program import ELEMENT_TAIL, Lowered, config_registers, count_writes
+from hwgen.hw.program import ELEMENT_TAIL, Lowered, config_registers, count_writes, counter_bits
 from hwgen.hw.requant import Divider, clamp, round_shift
 from hwgen.hw.shiftadd import delayed, rescale_product, rescale_stages
 from hwgen.hw.vendor import rescale_product_attrs
@@ -87,6 +87,24 @@ class SoftmaxUnit(Lowered, wiring.Component):
     @staticmethod
     def second_read(node, streamed):  # the output pass reads the scores again through a second port
         return node.inputs[0], 1
+
+    @classmethod
+    def dsp48(cls, design):
+        # e * r, and the write count rows*cols unless Yosys folds it (as in LayerNormUnit.dsp48)
+        ps = design.programs[cls.kind]
+        return cls.dsps(design) + int(len(ps) > 2 or len({(p["rows"], p["cols"]) for p in ps}) > 1)
+
+    @classmethod
+    def resource_terms(cls, design):
+        # two row maxima, the exp-table addresses, the row sum, the sequential divider (remainder, shifted
+        # divisor, quotient), the product's round and clamp; element, row and write counters
+        t = super().resource_terms(design)
+        w, ps = design.widths[cls.kind], design.programs[cls.kind]
+        n, rb = max(p["rows"] * p["cols"] for p in ps), max(p["recip_bits"] for p in ps)
+        i, lut, s, r, o = w["in"], w.get("lut", 16), w["sum"], w["recip"], w["out"]
+        t.update(reg=2 * i + s + 2 * r + (rb + 1) + (s + r) + (lut + r + 2) + o,
+                 arith=3 * i + s + 2 * (rb + 1) + (s + r) + 2 * o, shift=lut + r, count=4 * counter_bits(n))
+        return t
 
     def __init__(self, programs: list[dict], in_width: int, lut_width: int, sum_width: int, recip_width: int,
                  out_width: int, addr_width: int, fabric: bool = False):

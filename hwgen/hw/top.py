@@ -8,6 +8,8 @@ row-major on ``y``, then takes the next window. Synchronous reset returns to wai
 
 from __future__ import annotations
 
+import math
+
 from amaranth.hdl import Module, Signal, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
@@ -45,6 +47,58 @@ class Top(wiring.Component):
         g = design.graph
         super().__init__({"x": In(stream.Signature(_shape(g.input_type.dtype))),
                           "y": Out(stream.Signature(_shape(g.output_type.dtype)))})
+
+    @staticmethod
+    def resource_terms(design: Design) -> dict[str, float]:
+        """The controller's and the routing's structure as ``hwgen.estimate.model`` prices it: "route", the
+        multiplexer input bits between memory ports and unit ports (per port, its width times the distinct
+        units or memories on the other side; the flat buffers' write ports likewise); "steps", the
+        controller's states times the address width (every routed port decodes the step); "count", the input/output index, the units' write addresses and the wide
+        copies' writer cursors."""
+        g, plan, nodes = design.graph, design.plan, design.graph.nodes
+        depths = [b[0] for b in plan.buffers] + [lay.depth for lay in plan.wide.values()]
+        depths += [len(v) for v in plan.const_flat.values()] + [len(v) for v in design.params.values()]
+        addr = max(max(depths, default=2), 2).bit_length() + 1
+        sb = design.sbits_of
+        sinks: dict[tuple, set] = {}  # (unit, port) -> memories feeding it
+        users: dict[object, set] = {}  # memory port -> units addressing it
+        writers: dict[int, set] = {}  # flat buffer -> units writing it
+        widths: dict[tuple, int] = {}
+
+        def read(kind, port, mem, bits):
+            sinks.setdefault((kind, port), set()).add(mem)
+            users.setdefault(mem, set()).add(kind)
+            widths[(kind, port)] = bits
+
+        def flat(name, index=0):
+            return ("const", name) if name in g.consts else ("buf", plan.flat[name], index)
+
+        for i, node in enumerate(nodes):
+            kind = design.node_unit[i][0]
+            streamed = design.streamed.get(i)
+            if kind is Unit.MATMUL:
+                read(kind, "a", flat(node.inputs[0]), sb(node.inputs[0]))
+                key = plan.wide_key(g, node)
+                bits = design.widths[kind]["b"] if key is None else sb(key[0])
+                read(kind, "b", ("rom", "weights") if key is None else ("wide", key), design.lanes * bits)
+                read(kind, "p", ("rom", "lin_params"), 1)
+            else:
+                if streamed is None:
+                    read(kind, "rd0", flat(node.inputs[0]), sb(node.inputs[0]))
+                second = UNITS[kind].second_read(node, streamed)
+                if second is not None:
+                    read(kind, "rd1", flat(second[0], second[1]), sb(second[0]))
+                for rom, pre in UNITS[kind].ROM_PORTS:
+                    read(kind, pre, ("rom", rom), 1)
+            writers.setdefault(plan.flat[node.name], set()).add(kind)
+        route = sum(widths[k] * len(v) for k, v in sinks.items() if len(v) > 1)
+        route += sum(addr * len(v) for v in users.values() if len(v) > 1)
+        route += sum((addr + sb(n.name) + 2) * len(writers[plan.flat[n.name]]) for n in nodes
+                     if len(writers[plan.flat[n.name]]) > 1)
+        n_io = max(math.prod(view(t)) for t in (g.input_type, g.output_type))
+        count = max(n_io, 1).bit_length() + addr * len(design.programs)
+        count += sum(8 * max(lay.depth, 1).bit_length() for key, lay in plan.wide.items() if key[0] not in g.consts)
+        return {"route": route, "steps": (len(design.steps) + 2) * addr, "count": count}
 
     # ---- construction helpers ------------------------------------------------------------------------
     def _units(self, d: Design) -> dict:

@@ -26,6 +26,29 @@ def rescale_product_attrs() -> dict[str, str]:
     return {"use_dsp": "no"}
 
 
+def dsp48_for_product(a_bits: int, b_bits: int, a_signed: bool = True, b_signed: bool = True) -> int:
+    """DSP48E1 slices Yosys synth_xilinx (``mul2dsp``: 25 x 18 signed, partial A slices of 18 bits, signed
+    only, at least 2 x 2 bits and a 9-bit product) builds one ``a_bits`` x ``b_bits`` product from; 0 when
+    it stays in LUTs. The wider operand becomes A; a slice of a split operand loses its sign bit (17 bits)."""
+    if a_bits < b_bits:
+        a_bits, b_bits, a_signed, b_signed = b_bits, a_bits, b_signed, a_signed
+    return _mul2dsp(a_bits, b_bits, a_signed, b_signed)
+
+
+def _mul2dsp(a: int, b: int, a_signed: bool, b_signed: bool) -> int:
+    if a < 2 or b < 2 or a + b < 9:
+        return 0
+    if not a_signed and not b_signed:
+        a, b = a + 1, b + 1
+    if a > 25:  # n slices of 17 bits (+ a zero sign bit) and the rest, each times B
+        n = (a - 25 + 18 - 1 - 1) // 17
+        return n * _mul2dsp(18, b, True, True) + _mul2dsp(a - n * 17, b, True, True)
+    if b > 18:
+        n = (b - 18 + 18 - 1 - 1) // 17
+        return n * _mul2dsp(a, 18, True, True) + _mul2dsp(a, b - n * 17, True, True)
+    return 1
+
+
 # ---------------------------------------------------------------------------------------------------------
 # One hook per FPGA family: what the open flow (``hwgen impl``) and the family-aware fit check need to know
 # about a vendor. The generic units above stay as they are: the ``use_dsp`` attributes are Xilinx hints that
