@@ -207,10 +207,15 @@ class MatmulUnit(Lowered, wiring.Component):
         shapes.update({"m0": signed(self.m0_width + 1), "zp": signed(self.out_width + 1),
                        "qmin": signed(self.out_width + 1), "qmax": signed(self.out_width + 1)})
         # Loop limits minus one, so the end-of-loop tests compare a counter with a register.
+        # And the group arithmetic's constants: the first group's lanes, group - 1, group + 1, 2 * group.
         lasts = {"k_last": "k_len", "groups_last": "groups", "inner_last": "inner", "outer_last": "outer"}
-        shapes.update({n: unsigned(len(cnt())) for n in lasts})
-        table = [{n: int(getattr(prog, n)) for n in shapes if n not in lasts}
-                 | {n: int(getattr(prog, f)) - 1 for n, f in lasts.items()} for prog in self.programs]
+        derived = {"nv0": lambda p: min(p.n_len, p.group), "nv0_m1": lambda p: min(p.n_len, p.group) - 1,
+                   "group_m1": lambda p: p.group - 1, "group_p1": lambda p: p.group + 1,
+                   "group2": lambda p: 2 * p.group}
+        shapes.update({n: unsigned(len(cnt())) for n in (*lasts, *derived)})
+        table = [{n: int(getattr(prog, n)) for n in shapes if n not in lasts and n not in derived}
+                 | {n: int(getattr(prog, f)) - 1 for n, f in lasts.items()}
+                 | {n: int(f(prog)) for n, f in derived.items()} for prog in self.programs]
         cfg = config_registers(m, self.start, self.sel, table, shapes)
         max_shl = max(self.shl_table, default=0)
         m.submodules.mac = mac = MacArray(P, len(self.a_data) + max_shl, len(self.b_data[0]), self.acc_width,
@@ -226,9 +231,9 @@ class MatmulUnit(Lowered, wiring.Component):
         o, u, g, k, gp, cool = (cnt() for _ in range(6))
         oa, a_row, a_ptr = cnt(), cnt(), cnt()  # oa, oa + ua, oa + ua + k
         b_orow, b_urow, b_grp, b_ptr = cnt(), cnt(), cnt(), cnt()  # b_base + ob (+ ub (+ g)), + kb
-        rem, nv = cnt(), cnt()
+        rem, nv, nv_m1 = cnt(), cnt(), cnt()  # n_len - gp, the group's lanes, and one less
         running = Signal()
-        span = Mux(cfg["k_len"] > nv, cfg["k_len"], nv)
+        span_m1 = Mux(cfg["k_last"] > nv_m1, cfg["k_last"], nv_m1)  # max(k_len, nv) - 1
         issue = running & ((k != 0) | (cool == 0))
         last_k = k == cfg["k_last"]
         m.d.comb += [self.a_addr.eq(a_ptr), self.a_en.eq(issue), self.b_addr.eq(b_ptr)]
@@ -241,20 +246,24 @@ class MatmulUnit(Lowered, wiring.Component):
                 for i, prog in enumerate(self.programs):
                     with m.Case(i):
                         m.d.sync += [x.eq(prog.b_base) for x in (b_orow, b_urow, b_grp, b_ptr)]
-                        m.d.sync += [rem.eq(prog.n_len), nv.eq(min(prog.n_len, prog.group))]
+                        m.d.sync += [rem.eq(prog.n_len), nv.eq(min(prog.n_len, prog.group)),
+                                     nv_m1.eq(min(prog.n_len, prog.group) - 1)]
         with m.If(issue):
             with m.If(k == 0):
-                m.d.sync += cool.eq(span - 1)
+                m.d.sync += cool.eq(span_m1)
             m.d.sync += [k.eq(k + 1), a_ptr.eq(a_ptr + 1), b_ptr.eq(b_ptr + cfg["b_k"])]
             with m.If(last_k):
-                left = rem - cfg["group"]
+                # next group: rem - group left, nv = min(rem - group, group); the comparison and both
+                # subtractions side by side
+                short = rem < cfg["group2"]
                 m.d.sync += [k.eq(0), g.eq(g + 1), gp.eq(gp + cfg["group"]), a_ptr.eq(a_row),
-                             b_grp.eq(b_grp + 1), b_ptr.eq(b_grp + 1), rem.eq(left),
-                             nv.eq(Mux(left < cfg["group"], left, cfg["group"]))]
+                             b_grp.eq(b_grp + 1), b_ptr.eq(b_grp + 1), rem.eq(rem - cfg["group"]),
+                             nv.eq(Mux(short, rem - cfg["group"], cfg["group"])),
+                             nv_m1.eq(Mux(short, rem - cfg["group_p1"], cfg["group_m1"]))]
                 with m.If(g == cfg["groups_last"]):
-                    first_nv = Mux(cfg["n_len"] < cfg["group"], cfg["n_len"], cfg["group"])
-                    m.d.sync += [g.eq(0), gp.eq(0), u.eq(u + 1), rem.eq(cfg["n_len"]), nv.eq(first_nv),
-                                 a_row.eq(a_row + cfg["a_u"]), a_ptr.eq(a_row + cfg["a_u"])]
+                    m.d.sync += [g.eq(0), gp.eq(0), u.eq(u + 1), rem.eq(cfg["n_len"]), nv.eq(cfg["nv0"]),
+                                 nv_m1.eq(cfg["nv0_m1"]), a_row.eq(a_row + cfg["a_u"]),
+                                 a_ptr.eq(a_row + cfg["a_u"])]
                     m.d.sync += [x.eq(b_urow + cfg["b_u"]) for x in (b_urow, b_grp, b_ptr)]
                     with m.If(u == cfg["inner_last"]):
                         m.d.sync += [u.eq(0), o.eq(o + 1)]

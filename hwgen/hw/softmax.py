@@ -107,7 +107,8 @@ class SoftmaxUnit(Lowered, wiring.Component):
         ps = self.programs
         n = max(p["rows"] * p["cols"] for p in ps)
         rb = max(p["recip_bits"] for p in ps)
-        cfg = config_registers(m, self.start, self.sel, ps, {
+        cfg = config_registers(m, self.start, self.sel, [{**p, "numel": p["rows"] * p["cols"]} for p in ps], {
+            "numel": unsigned(n.bit_length() + 1),
             "rows": unsigned(n.bit_length() + 1), "cols": unsigned(n.bit_length() + 1),
             "lut_base": unsigned(len(self.lut_addr)), "recip_bits": unsigned(8), "out_shift": unsigned(8),
             "q_bits": unsigned(8), "qmax": signed(self.out_width + 1)})
@@ -206,5 +207,5 @@ class SoftmaxUnit(Lowered, wiring.Component):
         rnd = round_shift_stages(m, prod, cfg["out_shift"], "rs")
         valid = delayed(m, b[6], rescale_stages() - 1 if self.fabric else 0, "valid")
         m.d.sync += [self.w_data.eq(clamp(rnd, 0, cfg["qmax"])), self.w_valid.eq(valid)]
-        count_writes(m, self, cfg["rows"] * cfg["cols"], Signal(range(n + 1)))
+        count_writes(m, self, cfg["numel"], Signal(range(n + 1)))  # rows * cols, from the program
         return m
