@@ -198,3 +198,22 @@ Arrival histogram:
     assert r["path_end"] == {"cell": "_10409_", "type": "FDRE", "pin": "R", "register": "\\acc [15]"}
     assert r["path_cells"] == ["RAMB18E1", "CARRY4", "LUT2"]
     assert parse_sta("No timing paths found.") is None
+    # the latest arrival on an output that drives nothing (a carry chain's unused top bit)
+    dangling = """
+Latest arrival time in 'hwgen_top' is 3331:
+    3331 (<unknown>)
+Warning: Critical-path does not terminate in a recognised endpoint.
+           \\_02009_
+    3331 _11576_ (CARRY4.CI->O)
+           \\_02008_
+    2997 _11575_ (CARRY4.S->CO)
+           \\u_avgpool.rq.prod [4]
+    1671 _15920_ (DSP48E1.CLK->P)
+       0   \\clk (<primary input>)
+Warning: Endpoint hwgen_top.x [36] has no (* sta_arrival *) value.
+"""
+    r = parse_sta(dangling, netlist)
+    assert r["logic_delay_ns"] == 3.331
+    assert r["path_end"] == {"cell": None, "type": "unconnected", "pin": None}
+    assert r["path_start"] == {"cell": "_15920_", "type": "DSP48E1", "pin": "CLK", "drives": "\\u_avgpool.rq.prod [4]"}
+    assert r["path_cells"] == ["DSP48E1", "CARRY4", "CARRY4"]

@@ -64,13 +64,18 @@ def sta_commands(top: str) -> list[str]:
 
 _CELL = re.compile(r"^\s*(-?\d+)\s+(\S+) \((\w+)\.(\w+)(?:->(\w+))?\)\s*$")
 _INPUT = re.compile(r"^\s*(-?\d+)\s+(.+?) \(<primary input>\)\s*$")
+_UNCONNECTED = re.compile(r"^\s*(-?\d+)\s+\(<unknown>\)\s*$")
 
 
 def parse_sta(text: str, netlist: str = "") -> dict | None:
     """The worst path of a Yosys ``sta`` report: ``logic_delay_ns``, ``path_start`` (cell, type, the pin
     the path leaves from, the wire it drives; type "input" for a primary input) and ``path_end`` (cell,
     type, pin; ``register``: the wire on its Q pin, found in ``netlist``, the netlist ``sta`` read),
-    ``path_cells`` (cell types along the path, start first). None when the report holds no path."""
+    ``path_cells`` (cell types along the path, start first). None when the report holds no path.
+
+    When the latest arrival is on a net that drives nothing (``sta``: "does not terminate in a recognised
+    endpoint", e.g. an unused output of a carry chain's last CARRY4), that arrival is still the figure: every
+    register endpoint arrives no later (its 1 ps setup aside); ``path_end`` is then type "unconnected"."""
     m = re.search(r"Latest arrival time in '\S+' is (-?\d+):\n", text)
     if not m:
         return None
@@ -79,7 +84,11 @@ def parse_sta(text: str, netlist: str = "") -> dict | None:
         if not line.strip():
             break
         c, i = _CELL.match(line), _INPUT.match(line)
-        if c and c.group(5) is None and end is None:  # the endpoint: "ps cell (TYPE.PIN)"
+        if end is None and _UNCONNECTED.match(line):
+            end = {"cell": None, "type": "unconnected", "pin": None}
+        elif line.lstrip().startswith("Warning:"):
+            continue
+        elif c and c.group(5) is None and end is None:  # the endpoint: "ps cell (TYPE.PIN)"
             end = {"cell": c.group(2), "type": c.group(3), "pin": c.group(4)}
         elif c:  # a cell on the path: "ps cell (TYPE.FROM->TO)", below the wire it drives
             cells.append({"cell": c.group(2), "type": c.group(3), "from": c.group(4), "drives": wire})
@@ -94,7 +103,7 @@ def parse_sta(text: str, netlist: str = "") -> dict | None:
     if cells[-1]["type"] == "input" and len(cells) > 1 and cells[-2]["from"] in CLOCK_PINS:
         cells.pop()
     start = cells[-1]
-    if netlist:
+    if netlist and end["cell"] is not None:
         end["register"] = _q_wire(netlist, end["cell"])
     return {
         "logic_delay_ns": round(int(m.group(1)) / 1000, 3),

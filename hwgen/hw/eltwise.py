@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import math
 
-from amaranth.hdl import Array, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from hwgen.hw.memory import view
 from hwgen.hw.program import ELEMENT_TAIL, Lowered, config_registers, count_writes, counter_bits, signed_width
-from hwgen.hw.requant import Requantizer, clamp, round_shift
+from hwgen.hw.requant import ROUND_STAGES, Requantizer, clamp, round_shift_stages
 from hwgen.hw.shiftadd import delayed, rescale_product, rescale_stages
 from hwgen.hw.vendor import rescale_product_attrs
 from hwgen.ops import Unit
@@ -30,21 +30,29 @@ def _ports(n_nodes: int, addr_width: int, in_width: int, out_width: int, reads: 
     return ports
 
 
-def _issue(m, unit, cfg, total, extra_reset=(), extra_step=()):
+def _issue(m, unit, cfg, total, extra_reset=(), extra_step=(), read_latency=1):
     """The element loop. A chained node (program field ``chained``) takes its first operand from the
     producing unit's output stream (``in_valid``/``in_data``) instead of memory, so it runs concurrently
-    with its producer; otherwise one element is read per cycle. Returns (go, index, first operand)."""
+    with its producer; otherwise one element is read per cycle. Returns (go, index, first operand).
+
+    When every node of the unit is chained (or none is), the choice is made here rather than by the
+    ``chained`` register, so no multiplexer lies between the memory (or stream) and the operand.
+    ``read_latency``: cycles from address to data of the unit's reads (the streamed operand is delayed as
+    much)."""
     idx, running, go = Signal.like(total), Signal(), Signal()
     in_reg = Signal.like(unit.in_data)
-    m.d.comb += go.eq(Mux(cfg["chained"], unit.in_valid, running))
-    m.d.sync += in_reg.eq(unit.in_data)  # aligns with the other operand's one-cycle memory read
+    kinds = {int(p["chained"]) for p in getattr(unit, "programs", [])}
+    chained = kinds.pop() if len(kinds) == 1 else cfg["chained"]
+    m.d.comb += go.eq(Mux(chained, unit.in_valid, running))
+    m.d.sync += in_reg.eq(unit.in_data)  # aligns with the other operand's memory read
+    in_reg = delayed(m, in_reg, read_latency - 1, "in_reg")
     with m.If(unit.start):
         m.d.sync += [idx.eq(0), running.eq(1), *extra_reset]
     with m.Elif(go):
         m.d.sync += [idx.eq(idx + 1), *extra_step]
         with m.If(idx == total - 1):
             m.d.sync += running.eq(0)
-    return go, idx, Mux(cfg["chained"], in_reg, unit.rd0_data)
+    return go, idx, Mux(chained, in_reg, unit.rd0_data)
 
 
 def _out_stage(m, unit, value, valid, cfg):
@@ -56,13 +64,16 @@ class AddUnit(Lowered, wiring.Component):
     """``y = clamp(round_shift(a * ma + b * mb + bias, shift) + zp)`` over ``numel`` elements.
 
     ``programs`` holds per node: numel, ma, mb, bias, shift, zp, qmin, qmax, chained (``a`` arrives on the
-    ``in_valid``/``in_data`` stream from the producing unit). Latency 6 cycles.
+    ``in_valid``/``in_data`` stream from the producing unit). Latency 9 cycles: reads (2, registered at
+    each memory by the top level), operand registers, products, sum, rounding (2), saturation.
     """
 
     kind = Unit.ADD
     RESCALE_DSPS = 2  # a * ma and b * mb
     FABRIC_CAPABLE = True
-    CHAINED_CYCLES = 5
+    CHAINED_CYCLES = 8
+    EXTRA = 3  # stages beyond ELEMENT_TAIL's: the read register, the operand registers, the second rounding stage
+    REGISTERED_READS = True
 
     @classmethod
     def fabric_products(cls, design):
@@ -82,7 +93,7 @@ class AddUnit(Lowered, wiring.Component):
 
     @classmethod
     def cycles(cls, design, prog):
-        return prog["numel"] + ELEMENT_TAIL + cls.rescale_delay(design)
+        return prog["numel"] + ELEMENT_TAIL + cls.EXTRA + cls.rescale_delay(design)
 
     @staticmethod
     def second_read(node, streamed):
@@ -115,18 +126,22 @@ class AddUnit(Lowered, wiring.Component):
             "bias": signed(signed_width(*[p["bias"] for p in ps])), "shift": unsigned(8),
             "zp": signed(self.out_width + 1), "qmin": signed(self.out_width + 1), "qmax": signed(self.out_width + 1),
             "chained": unsigned(1)})
-        go, idx, a = _issue(m, self, cfg, cfg["numel"])
+        go, idx, a = _issue(m, self, cfg, cfg["numel"], read_latency=2)
         m.d.comb += [self.rd0_addr.eq(idx), self.rd1_addr.eq(idx)]
-        v = [Signal(name=f"v{i}") for i in range(4)]
-        acc, rnd = Signal(signed(self.acc_width + 1)), Signal(signed(self.acc_width + 1))
-        m.d.sync += [v[0].eq(go), v[1].eq(v[0]), v[2].eq(v[1]), v[3].eq(v[2])]
+        acc = Signal(signed(self.acc_width + 1))
+        # Both operands are registered as they leave memory (or the producer's stream), so the products
+        # start from flip-flops.
+        a_r, b_r = Signal.like(a, name="a_r"), Signal.like(self.rd1_data, name="b_r")
+        m.d.sync += [a_r.eq(a), b_r.eq(self.rd1_data)]
         if self.fabric:
-            pa, pb = rescale_product(m, a, cfg["ma"], "mul_a"), rescale_product(m, self.rd1_data, cfg["mb"], "mul_b")
+            pa, pb = rescale_product(m, a_r, cfg["ma"], "mul_a"), rescale_product(m, b_r, cfg["mb"], "mul_b")
         else:
             pa, pb = (Signal(signed(self.acc_width), attrs=rescale_product_attrs()) for _ in range(2))
-            m.d.sync += [pa.eq(a * cfg["ma"]), pb.eq(self.rd1_data * cfg["mb"])]
-        m.d.sync += [acc.eq(pa + pb + cfg["bias"]), rnd.eq(round_shift(acc, cfg["shift"]))]
-        _out_stage(m, self, rnd, delayed(m, v[3], rescale_stages() - 1 if self.fabric else 0, "valid"), cfg)
+            m.d.sync += [pa.eq(a_r * cfg["ma"]), pb.eq(b_r * cfg["mb"])]
+        m.d.sync += acc.eq(pa + pb + cfg["bias"])
+        rnd = round_shift_stages(m, acc, cfg["shift"], "rs")
+        stages = 5 + ROUND_STAGES + (rescale_stages() - 1 if self.fabric else 0)
+        _out_stage(m, self, rnd, delayed(m, go, stages, "valid"), cfg)
         count_writes(m, self, cfg["numel"], Signal.like(cfg["numel"]))
         return m
 
@@ -136,13 +151,14 @@ class AffineUnit(Lowered, wiring.Component):
 
     Per node: numel, channels, p_base (where its {shift, bias, mul} words start in the parameter ROM,
     read through ``p_addr``/``p_data``), zp, qmin, qmax, chained (``x`` arrives on ``in_valid``/``in_data``).
-    Latency 6 cycles.
+    Latency 8 cycles: operand registers, product, bias, rounding (2), saturation.
     """
 
     kind = Unit.AFFINE
     RESCALE_DSPS = 1  # x * mul
     FABRIC_CAPABLE = True
-    CHAINED_CYCLES = 5
+    CHAINED_CYCLES = 7
+    EXTRA = 2  # stages beyond ELEMENT_TAIL's: the operand registers and the second rounding stage
     ROM_PORTS = (("aff_params", "p"),)
 
     @classmethod
@@ -168,7 +184,7 @@ class AffineUnit(Lowered, wiring.Component):
 
     @classmethod
     def cycles(cls, design, prog):
-        return prog["numel"] + ELEMENT_TAIL + cls.rescale_delay(design)
+        return prog["numel"] + ELEMENT_TAIL + cls.EXTRA + cls.rescale_delay(design)
 
     @classmethod
     def fabric_products(cls, design):
@@ -207,21 +223,24 @@ class AffineUnit(Lowered, wiring.Component):
         mul = self.p_data[:self.mul_width].as_signed()
         bias = self.p_data[self.mul_width:self.mul_width + self.bias_width].as_signed()
         shift = self.p_data[self.mul_width + self.bias_width:]
-        v = [Signal(name=f"v{i}") for i in range(4)]
-        acc, rnd = (Signal(signed(self.acc_width + 1)) for _ in range(2))
+        acc = Signal(signed(self.acc_width + 1))
         shift_dd = Signal(8)
-        m.d.sync += [v[0].eq(go), v[1].eq(v[0]), v[2].eq(v[1]), v[3].eq(v[2])]
+        # The element and its parameter word are registered as they leave memory, so the product starts
+        # from flip-flops.
+        x_r, mul_r = Signal.like(x, name="x_r"), Signal.like(mul, name="mul_r")
+        m.d.sync += [x_r.eq(x), mul_r.eq(mul)]
+        bias, shift = delayed(m, bias, 1, "bias_in"), delayed(m, shift, 1, "shift_in")
         if self.fabric:
             stages = rescale_stages()
-            prod = rescale_product(m, x, mul, "mul")
+            prod = rescale_product(m, x_r, mul_r, "mul")
         else:
             stages = 1
             prod = Signal(signed(self.acc_width + 1), attrs=rescale_product_attrs())
-            m.d.sync += prod.eq(x * mul)
+            m.d.sync += prod.eq(x_r * mul_r)
         bias_d, shift_d = delayed(m, bias, stages, "bias"), delayed(m, shift, stages, "shift")
         m.d.sync += [acc.eq(prod + bias_d), shift_dd.eq(shift_d)]
-        m.d.sync += rnd.eq(round_shift(acc, shift_dd))
-        _out_stage(m, self, rnd, delayed(m, v[3], stages - 1, "valid"), cfg)
+        rnd = round_shift_stages(m, acc, shift_dd, "rs")
+        _out_stage(m, self, rnd, delayed(m, go, 4 + ROUND_STAGES + stages - 1, "valid"), cfg)
         count_writes(m, self, cfg["numel"], Signal.like(cfg["numel"]))
         return m
 
@@ -237,7 +256,8 @@ class AvgpoolUnit(Lowered, wiring.Component):
     kind = Unit.AVGPOOL
     RESCALE_DSPS = 1  # the requantizer
     FABRIC_CAPABLE = True
-    CHAINED_CYCLES = 4
+    CHAINED_CYCLES = 6
+    EXTRA = 2  # beyond ELEMENT_TAIL - 1: the requantizer's input register and its second rounding stage
 
     @classmethod
     def program(cls, design, index, node, wd, q):
@@ -254,7 +274,7 @@ class AvgpoolUnit(Lowered, wiring.Component):
 
     @classmethod
     def cycles(cls, design, prog):
-        return prog["numel"] + ELEMENT_TAIL - 1 + cls.rescale_delay(design)
+        return prog["numel"] + ELEMENT_TAIL - 1 + cls.EXTRA + cls.rescale_delay(design)
 
     @classmethod
     def fabric_products(cls, design):
@@ -290,16 +310,25 @@ class AvgpoolUnit(Lowered, wiring.Component):
         go, idx, x = _issue(m, self, cfg, cfg["numel"], [r.eq(0), c.eq(0)],
                             [c.eq(Mux(last_c, 0, c + 1)), r.eq(Mux(last_c, r + 1, r))])
         m.d.comb += self.rd0_addr.eq(idx)
-        accs = Array(Signal(signed(self.acc_width + 1), name=f"acc{i}")
-                     for i in range(max(p["channels"] for p in ps)))
-        v1, f1, l1, c1 = Signal(), Signal(), Signal(), Signal.like(c)
-        m.d.sync += [v1.eq(go), f1.eq(r == 0), l1.eq(r == cfg["rows"] - 1), c1.eq(c)]
+        # One accumulator per channel, rotating by one per element: accs[0] always holds the sum of the
+        # element's channel (the elements arrive row-major), so no channel-indexed multiplexer lies in the
+        # loop; the finished sum goes to accs[channels - 1].
+        nch = max(p["channels"] for p in ps)
+        accs = [Signal(signed(self.acc_width + 1), name=f"acc{i}") for i in range(nch)]
+        at_end = [Signal(name=f"acc{i}_end") for i in range(nch)]
+        m.d.sync += [e.eq(cfg["channels"] == i + 1) for i, e in enumerate(at_end)]
+        v1, f1, l1 = Signal(), Signal(), Signal()
+        m.d.sync += [v1.eq(go), f1.eq(r == 0), l1.eq(r == cfg["rows"] - 1)]
         total = Signal(signed(self.acc_width + 1))
-        m.d.comb += total.eq(Mux(f1, x, accs[c1] + x))
+        m.d.comb += total.eq(Mux(f1, x, accs[0] + x))
         with m.If(v1):
-            m.d.sync += accs[c1].eq(total)
+            m.d.sync += [a.eq(Mux(at_end[i], total, accs[i + 1] if i + 1 < nch else total))
+                         for i, a in enumerate(accs)]
         m.submodules.rq = rq = Requantizer(self.acc_width + 1, mw, 8, self.out_width, fabric=self.fabric)
-        m.d.comb += [rq.i_valid.eq(v1 & l1), rq.acc.eq(total + cfg["bias"]), rq.m0.eq(cfg["m0"]),
+        # The finished sum plus bias is registered before the requantizer's multiplier.
+        rq_acc, rq_valid = Signal(signed(self.acc_width + 1)), Signal()
+        m.d.sync += [rq_acc.eq(total + cfg["bias"]), rq_valid.eq(v1 & l1)]
+        m.d.comb += [rq.i_valid.eq(rq_valid), rq.acc.eq(rq_acc), rq.m0.eq(cfg["m0"]),
                      rq.shift.eq(cfg["shift"]), rq.zp.eq(cfg["zp"]), rq.qmin.eq(cfg["qmin"]),
                      rq.qmax.eq(cfg["qmax"]), rq.relu.eq(0), self.w_valid.eq(rq.o_valid), self.w_data.eq(rq.y)]
         count_writes(m, self, cfg["channels"], Signal.like(cfg["channels"]))

@@ -13,15 +13,22 @@ class MacArray(wiring.Component):
     """``lanes`` multiply-accumulators: ``acc[l] += a * b[l]`` for one beat per cycle.
 
     A beat (``valid``) carries the broadcast operand ``a``, one operand per lane ``b``, ``first`` (start a
-    new sum) and ``last`` (the sum is complete) and a ``tag``. Four cycles after a ``last`` beat the
+    new sum) and ``last`` (the sum is complete) and a ``tag``. ``LATENCY`` (6) cycles after a ``last`` beat the
     finished sums appear in ``hold`` with ``hold_valid`` for one cycle and that beat's ``tag``; ``hold``
     keeps them until the next sum completes, so they can be drained while the next sum accumulates.
+    ``pre_valid`` and ``pre_tag`` announce ``hold_valid`` and ``hold_tag`` one cycle ahead. ``shift`` moves
+    every held sum down one lane (``hold[l] <- hold[l + 1]``), so a drain reads lane 0 only and each lane's
+    registers connect to their neighbours, not to one wide multiplexer; a completing sum takes precedence.
 
-    Each lane is registered operands -> registered product -> accumulator. Yosys 0.70 synth_xilinx maps the
-    operand and product registers into one DSP48E1 per lane (AREG/BREG, MREG) for operands up to 25 x 18
-    bits, but keeps the accumulator (``Mux(first, prod, acc + prod)``) in fabric, not in the DSP's P
-    register.
+    Each lane is operands registered twice -> registered product, registered again -> accumulator: the
+    first operand registers take the block-RAM outputs, the second and the first product register can
+    sit at the multiplier (a DSP48E1's AREG/BREG and MREG under Yosys 0.70 synth_xilinx, for operands up
+    to 25 x 18 bits; on an ECP5 the flip-flops beside the MULT18X18D, whose own registers Yosys leaves
+    off), and the second product register takes the route back to the accumulator
+    (``Mux(first, prod, acc + prod)``, in fabric, not in the DSP's P register).
     """
+
+    LATENCY = 6
 
     def __init__(self, lanes: int, a_width: int, b_width: int, acc_width: int, tag_width: int = 1):
         if not isinstance(lanes, int) or lanes < 1:
@@ -35,25 +42,35 @@ class MacArray(wiring.Component):
             "valid": In(1), "first": In(1), "last": In(1), "tag": In(unsigned(tag_width)),
             "a": In(signed(a_width)), "b": In(data.ArrayLayout(signed(b_width), lanes)),
             "hold": Out(data.ArrayLayout(signed(acc_width), lanes)), "hold_valid": Out(1),
-            "hold_tag": Out(unsigned(tag_width)),
+            "hold_tag": Out(unsigned(tag_width)), "pre_valid": Out(1), "pre_tag": Out(unsigned(tag_width)),
+            "shift": In(1),
         })
 
     def elaborate(self, platform):
         m = Module()
-        a_r = Signal.like(self.a)
-        b_r = Signal.like(self.b)
+        a_r, a_r2 = Signal.like(self.a, name="a_r"), Signal.like(self.a, name="a_r2")
+        b_r, b_r2 = Signal.like(self.b, name="b_r"), Signal.like(self.b, name="b_r2")
         acc = Signal.like(self.hold)
-        v1, f1, l1, v2, f2, l2, l3 = (Signal() for _ in range(7))
-        t1, t2, t3 = (Signal.like(self.tag) for _ in range(3))
-        m.d.sync += [a_r.eq(self.a), b_r.eq(self.b), v1.eq(self.valid), f1.eq(self.first),
-                     l1.eq(self.last & self.valid), t1.eq(self.tag)]
-        m.d.sync += [v2.eq(v1), f2.eq(f1), l2.eq(l1), t2.eq(t1)]
-        m.d.sync += [l3.eq(l2 & v2), t3.eq(t2), self.hold_valid.eq(l3)]
-        with m.If(l3):
-            m.d.sync += [self.hold.eq(acc), self.hold_tag.eq(t3)]
+        # beat control, delayed alongside the data: stage 1 operands, 2 operands at the multiplier,
+        # 3 product, 4 product at the accumulator, 5 sums complete
+        v = [Signal(name=f"v{i}") for i in range(1, 5)]
+        f = [Signal(name=f"f{i}") for i in range(1, 5)]
+        last = [Signal(name=f"l{i}") for i in range(1, 6)]
+        t = [Signal.like(self.tag, name=f"t{i}") for i in range(1, 6)]
+        m.d.sync += [a_r.eq(self.a), b_r.eq(self.b), a_r2.eq(a_r), b_r2.eq(b_r), v[0].eq(self.valid),
+                     f[0].eq(self.first), last[0].eq(self.last & self.valid), t[0].eq(self.tag)]
+        m.d.sync += [x.eq(y) for xs in (v, f, last[:4], t) for x, y in zip(xs[1:], xs[:-1])]
+        m.d.sync += [last[4].eq(last[3] & v[3]), t[4].eq(t[3]), self.hold_valid.eq(last[4])]
+        m.d.comb += [self.pre_valid.eq(last[4]), self.pre_tag.eq(t[4])]
+        with m.If(last[4]):
+            m.d.sync += [self.hold.eq(acc), self.hold_tag.eq(t[4])]
+        with m.Elif(self.shift):
+            m.d.sync += [self.hold[lane].eq(self.hold[lane + 1]) for lane in range(self.lanes - 1)]
         for lane in range(self.lanes):
-            prod = Signal(signed(len(a_r) + len(self.b[lane])), name=f"prod{lane}", attrs=mac_product_attrs())
-            m.d.sync += prod.eq(a_r * b_r[lane])
-            with m.If(v2):
-                m.d.sync += acc[lane].eq(Mux(f2, prod, acc[lane] + prod))
+            width = len(a_r) + len(self.b[lane])
+            prod = Signal(signed(width), name=f"prod{lane}", attrs=mac_product_attrs())
+            prod_r = Signal(signed(width), name=f"prod{lane}_r")
+            m.d.sync += [prod.eq(a_r2 * b_r2[lane]), prod_r.eq(prod)]
+            with m.If(v[3]):
+                m.d.sync += acc[lane].eq(Mux(f[3], prod_r, acc[lane] + prod_r))
         return m

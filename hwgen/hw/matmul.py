@@ -28,6 +28,7 @@ from hwgen.hw.mac import MacArray
 from hwgen.hw.memory import balanced, view
 from hwgen.hw.program import Lowered, config_registers, counter_bits, signed_width
 from hwgen.hw.requant import Requantizer
+from hwgen.hw.shiftadd import delayed
 from hwgen.ops import Unit, sbits
 from hwgen.ops.conv1d import Conv1d
 
@@ -95,8 +96,9 @@ class MatmulProgram:
 class MatmulUnit(Lowered, wiring.Component):
     """Runs the product node ``sel`` of ``programs`` on ``start``; pulses ``done`` after its last write.
 
-    Reads: ``a_addr`` (with ``a_en``) returns the element in ``a_data`` one cycle later; ``b_addr`` the
-    wide word in ``b_data``; ``p_addr`` the per-channel parameter word ``p_data`` ({shift, m0, bias}).
+    Reads: ``a_addr`` (with ``a_en``) returns the element in ``a_data`` two cycles later (the memory, then
+    a register of the top level on its output); ``b_addr`` the wide word in ``b_data``, also two cycles
+    later; ``p_addr`` the per-channel parameter word ``p_data`` ({shift, m0, bias}).
     Writes: ``w_valid``/``w_data`` emit the output elements in row-major order.
     """
 
@@ -106,7 +108,7 @@ class MatmulUnit(Lowered, wiring.Component):
     # Yosys splits the requantizer's product over two DSP48E1 once the accumulator is this wide (measured:
     # W8 reference, 25-bit accumulator, 20 DSPs at P=13, 27 at P=20; W6/W4, 23/22 bits, 19 at P=13).
     ACC_SPLIT_BITS = 25
-    TAIL = 11  # start, MAC pipeline (5), drain and requantizer (5), done
+    TAIL = 15  # start, operand reads (2), MAC pipeline (6), drain (2) and requantizer (4), done
     # The conv1d row and address counters (built only for a graph with a conv1d node): LUTs and flip-flops
     # a + b * P, fitted to Yosys synth_xilinx 0.70 of one graph (window 24, 7 features, d 16) with a K = 3
     # causal conv1d stem against the same graph with a linear stem: +136 LUT / +63 FF at P = 4, +180 / +110
@@ -273,33 +275,47 @@ class MatmulUnit(Lowered, wiring.Component):
         shapes = {n: unsigned(len(cnt())) for n in names}
         shapes.update({"m0": signed(self.m0_width + 1), "zp": signed(self.out_width + 1),
                        "qmin": signed(self.out_width + 1), "qmax": signed(self.out_width + 1)})
-        table = [{n: int(getattr(prog, n)) for n in shapes} for prog in self.programs]
+        # Loop limits minus one, so the end-of-loop tests compare a counter with a register.
+        # And the group arithmetic's constants: the first group's lanes, group - 1, group + 1, 2 * group.
+        lasts = {"k_last": "k_len", "groups_last": "groups", "inner_last": "inner", "outer_last": "outer"}
+        derived = {"nv0": lambda p: min(p.n_len, p.group), "nv0_m1": lambda p: min(p.n_len, p.group) - 1,
+                   "group_m1": lambda p: p.group - 1, "group_p1": lambda p: p.group + 1,
+                   "group2": lambda p: 2 * p.group}
+        shapes.update({n: unsigned(len(cnt())) for n in (*lasts, *derived)})
+        table = [{n: int(getattr(prog, n)) for n in shapes if n not in lasts and n not in derived}
+                 | {n: int(getattr(prog, f)) - 1 for n, f in lasts.items()}
+                 | {n: int(f(prog)) for n, f in derived.items()} for prog in self.programs]
         cfg = config_registers(m, self.start, self.sel, table, shapes)
         max_shl = max(self.shl_table, default=0)
         m.submodules.mac = mac = MacArray(P, len(self.a_data) + max_shl, len(self.b_data[0]), self.acc_width,
-                                          tag_width=2 * len(cnt()))
+                                          tag_width=len(cnt()) + len(self.p_addr))
         m.submodules.rq = rq = Requantizer(self.acc_width + 1, self.m0_width + 1, 8, self.out_width,
                                               fabric=self.fabric)
 
         # ---- issue: one beat per cycle over (o, u, g, k) --------------------------------------------------
-        o, u, g, k, oa, ua, ob, ub, kb, gp, rem_n, cool = (cnt() for _ in range(12))
+        # The A and B addresses are registers (a_ptr = oa + ua + k, b_ptr = b_base + ob + ub + kb + g), each
+        # stepped by one addition from the registered row and group bases below, so no adder chain lies
+        # between the counters and the memories. nv (the lanes of the current group) and rem (n_len - gp)
+        # are registers too, loaded when the group changes.
+        o, u, g, k, gp, cool = (cnt() for _ in range(6))
+        oa, a_row, a_ptr = cnt(), cnt(), cnt()  # oa, oa + ua, oa + ua + k
+        b_orow, b_urow, b_grp, b_ptr = cnt(), cnt(), cnt(), cnt()  # b_base + ob (+ ub (+ g)), + kb
+        rem, nv, nv_m1 = cnt(), cnt(), cnt()  # n_len - gp, the group's lanes, and one less
         running = Signal()
-        nv = Signal.like(rem_n)
-        m.d.comb += [rem_n.eq(cfg["n_len"] - gp), nv.eq(Mux(rem_n < cfg["group"], rem_n, cfg["group"]))]
-        span = Mux(cfg["k_len"] > nv, cfg["k_len"], nv)
+        span_m1 = Mux(cfg["k_last"] > nv_m1, cfg["k_last"], nv_m1)  # max(k_len, nv) - 1
         issue = running & ((k != 0) | (cool == 0))
-        last_k = k == cfg["k_len"] - 1
-        a_lin = oa + ua + k
-        a_on = None  # conv1d: whether the operand read in the previous cycle is inside the input (else 0)
+        last_k = k == cfg["k_last"]
+        a_on = None  # conv1d: whether the operand read is inside the input (else 0), delayed to its data
         if conv:
             cc, t_row, t_adr, o_row, o_adr = (cnt() for _ in range(5))
             is_conv = cfg["conv"][0]
             inside = (t_row >= cfg["pad"]) & (t_row < cfg["row_end"])
             a_conv = Mux(inside, t_adr + cc - cfg["pad_adr"], 0)
-            m.d.comb += self.a_addr.eq(Mux(is_conv, a_conv, a_lin))
-            a_on = Signal()
-            m.d.sync += a_on.eq(~is_conv | inside)
-            next_o = (g == cfg["groups"] - 1) & (u == cfg["inner"] - 1)
+            m.d.comb += self.a_addr.eq(Mux(is_conv, a_conv, a_ptr))
+            on = Signal()
+            m.d.sync += on.eq(~is_conv | inside)
+            a_on = delayed(m, on, 1, "a_on")  # the operand arrives two cycles after its address
+            next_o = (g == cfg["groups_last"]) & (u == cfg["inner_last"])
             with m.If(self.start):
                 m.d.sync += [x.eq(0) for x in (cc, t_row, t_adr, o_row, o_adr)]
             with m.If(issue):
@@ -311,31 +327,50 @@ class MatmulUnit(Lowered, wiring.Component):
                     with m.If(next_o):
                         m.d.sync += [o_row.eq(o_row + cfg["o_step"]), o_adr.eq(o_adr + cfg["o_adr_step"]),
                                      t_row.eq(o_row + cfg["o_step"]), t_adr.eq(o_adr + cfg["o_adr_step"])]
-            m.d.comb += [self.a_en.eq(issue), self.b_addr.eq(cfg["b_base"] + ob + ub + kb + g)]
         else:
-            m.d.comb += [self.a_addr.eq(a_lin), self.a_en.eq(issue),
-                         self.b_addr.eq(cfg["b_base"] + ob + ub + kb + g)]
+            m.d.comb += self.a_addr.eq(a_ptr)
+        m.d.comb += [self.a_en.eq(issue), self.b_addr.eq(b_ptr)]
         with m.If(cool != 0):
             m.d.sync += cool.eq(cool - 1)
         with m.If(self.start):
-            m.d.sync += [x.eq(0) for x in (o, u, g, k, oa, ua, ob, ub, kb, gp, cool)]
+            m.d.sync += [x.eq(0) for x in (o, u, g, k, oa, a_row, a_ptr, gp, cool)]
             m.d.sync += running.eq(1)
+            with m.Switch(self.sel):  # the first group's bases and lanes, from the program itself
+                for i, prog in enumerate(self.programs):
+                    with m.Case(i):
+                        m.d.sync += [x.eq(prog.b_base) for x in (b_orow, b_urow, b_grp, b_ptr)]
+                        m.d.sync += [rem.eq(prog.n_len), nv.eq(min(prog.n_len, prog.group)),
+                                     nv_m1.eq(min(prog.n_len, prog.group) - 1)]
         with m.If(issue):
             with m.If(k == 0):
-                m.d.sync += cool.eq(span - 1)
-            m.d.sync += [k.eq(k + 1), kb.eq(kb + cfg["b_k"])]
+                m.d.sync += cool.eq(span_m1)
+            m.d.sync += [k.eq(k + 1), a_ptr.eq(a_ptr + 1), b_ptr.eq(b_ptr + cfg["b_k"])]
             with m.If(last_k):
-                m.d.sync += [k.eq(0), kb.eq(0), g.eq(g + 1), gp.eq(gp + cfg["group"])]
-                with m.If(g == cfg["groups"] - 1):
-                    m.d.sync += [g.eq(0), gp.eq(0), u.eq(u + 1), ua.eq(ua + cfg["a_u"]), ub.eq(ub + cfg["b_u"])]
-                    with m.If(u == cfg["inner"] - 1):
-                        m.d.sync += [u.eq(0), ua.eq(0), ub.eq(0), o.eq(o + 1), oa.eq(oa + cfg["a_o"]),
-                                     ob.eq(ob + cfg["b_o"])]
-                        with m.If(o == cfg["outer"] - 1):
+                # next group: rem - group left, nv = min(rem - group, group); the comparison and both
+                # subtractions side by side
+                short = rem < cfg["group2"]
+                m.d.sync += [k.eq(0), g.eq(g + 1), gp.eq(gp + cfg["group"]), a_ptr.eq(a_row),
+                             b_grp.eq(b_grp + 1), b_ptr.eq(b_grp + 1), rem.eq(rem - cfg["group"]),
+                             nv.eq(Mux(short, rem - cfg["group"], cfg["group"])),
+                             nv_m1.eq(Mux(short, rem - cfg["group_p1"], cfg["group_m1"]))]
+                with m.If(g == cfg["groups_last"]):
+                    m.d.sync += [g.eq(0), gp.eq(0), u.eq(u + 1), rem.eq(cfg["n_len"]), nv.eq(cfg["nv0"]),
+                                 nv_m1.eq(cfg["nv0_m1"]), a_row.eq(a_row + cfg["a_u"]),
+                                 a_ptr.eq(a_row + cfg["a_u"])]
+                    m.d.sync += [x.eq(b_urow + cfg["b_u"]) for x in (b_urow, b_grp, b_ptr)]
+                    with m.If(u == cfg["inner_last"]):
+                        m.d.sync += [u.eq(0), o.eq(o + 1)]
+                        m.d.sync += [x.eq(oa + cfg["a_o"]) for x in (oa, a_row, a_ptr)]
+                        m.d.sync += [x.eq(b_orow + cfg["b_o"]) for x in (b_orow, b_urow, b_grp, b_ptr)]
+                        with m.If(o == cfg["outer_last"]):
                             m.d.sync += running.eq(0)
-        # Memory data arrives one cycle after the address: delay the beat's control to meet it.
+        # Operand data arrives two cycles after the address: delay the beat's control to meet it.
         beat_v, beat_f, beat_l, beat_tag = Signal(), Signal(), Signal(), Signal.like(mac.tag)
-        m.d.sync += [beat_v.eq(issue), beat_f.eq(k == 0), beat_l.eq(last_k), beat_tag.eq(Cat(nv, gp))]
+        m.d.sync += [beat_v.eq(issue), beat_f.eq(k == 0), beat_l.eq(last_k),
+                     beat_tag.eq(Cat(nv, (cfg["p_base"] + gp)[:len(self.p_addr)]))]
+        beat_v, beat_f, beat_l, beat_tag = (delayed(m, x, 1, n) for x, n in
+                                            ((beat_v, "beat_v"), (beat_f, "beat_f"), (beat_l, "beat_l"),
+                                             (beat_tag, "beat_tag")))
         m.d.comb += [mac.valid.eq(beat_v), mac.first.eq(beat_f), mac.last.eq(beat_l), mac.tag.eq(beat_tag),
                      mac.b.eq(self.b_data)]
         if self.shl_table:
@@ -346,29 +381,35 @@ class MatmulUnit(Lowered, wiring.Component):
             m.d.comb += rd.addr.eq(cfg["shl_base"] + k)
             use = Signal()
             m.d.sync += use.eq(cfg["use_shl"][0])
-            a_val = Mux(use, self.a_data << rd.data, self.a_data)
+            shl = delayed(m, rd.data, 1, "shl")
+            a_val = Mux(use, self.a_data << shl, self.a_data)
         else:
             a_val = self.a_data
         m.d.comb += mac.a.eq(a_val if a_on is None else Mux(a_on, a_val, 0))
 
         # ---- drain: one finished lane per cycle into the requantizer --------------------------------------
-        d_left, d_lane, d_base = cnt(), Signal(range(P)), cnt()
+        d_left, d_paddr = cnt(), Signal.like(self.p_addr)
         wn = len(cnt())
-        # The drain starts in the cycle the sums appear, so it ends before the next group's sums can.
-        cur_left, cur_lane, cur_base = cnt(), Signal(range(P)), cnt()
+        # The drain starts in the cycle the sums appear, so it ends before the next group's sums can. The
+        # parameter words are read one cycle ahead of their lane (the MAC announces its sums a cycle early),
+        # so they can be registered as they leave the block RAM: the group's first address (p_base + gp,
+        # carried in the tag), then one more per cycle.
+        # The lanes are drained through lane 0 of the MAC's hold registers, shifted down one per cycle.
+        cur_left = cnt()
         m.d.comb += [cur_left.eq(Mux(mac.hold_valid, mac.hold_tag[:wn], d_left)),
-                     cur_lane.eq(Mux(mac.hold_valid, 0, d_lane)),
-                     cur_base.eq(Mux(mac.hold_valid, mac.hold_tag[wn:], d_base))]
+                     self.p_addr.eq(Mux(mac.pre_valid, mac.pre_tag[wn:], d_paddr))]
+        m.d.sync += d_paddr.eq(self.p_addr + 1)
         draining = cur_left != 0
+        m.d.comb += mac.shift.eq(draining)
         with m.If(draining):
-            m.d.sync += [d_left.eq(cur_left - 1), d_lane.eq(cur_lane + 1), d_base.eq(cur_base)]
-        m.d.comb += self.p_addr.eq(cfg["p_base"] + cur_base + cur_lane)
+            m.d.sync += d_left.eq(cur_left - 1)
         sel_acc = Signal(signed(self.acc_width))
         dv1, dv2 = Signal(), Signal()
-        m.d.sync += [sel_acc.eq(mac.hold[cur_lane]), dv1.eq(draining)]
-        bias = self.p_data[:self.bias_width].as_signed()
-        m0 = self.p_data[self.bias_width:self.bias_width + self.m0_width].as_signed()
-        shift = self.p_data[self.bias_width + self.m0_width:]
+        p_r = Signal.like(self.p_data, name="p_r")
+        m.d.sync += [sel_acc.eq(mac.hold[0]), dv1.eq(draining), p_r.eq(self.p_data)]
+        bias = p_r[:self.bias_width].as_signed()
+        m0 = p_r[self.bias_width:self.bias_width + self.m0_width].as_signed()
+        shift = p_r[self.bias_width + self.m0_width:]
         pc = cfg["per_channel"][0]
         m.d.sync += [rq.acc.eq(sel_acc + Mux(pc, bias, 0)), rq.m0.eq(Mux(pc, m0, cfg["m0"])),
                      rq.shift.eq(Mux(pc, shift, cfg["shift"])), dv2.eq(dv1)]

@@ -108,7 +108,8 @@ class LayerNormUnit(Lowered, wiring.Component):
         n = max(p["rows"] * p["cols"] for p in ps)
         rb = max(p["recip_bits"] for p in ps)
         ow = self.out_width + 1
-        cfg = config_registers(m, self.start, self.sel, ps, {
+        cfg = config_registers(m, self.start, self.sel, [{**p, "numel": p["rows"] * p["cols"]} for p in ps], {
+            "numel": unsigned(n.bit_length() + 1),
             "rows": unsigned(n.bit_length() + 1), "cols": unsigned(n.bit_length() + 1),
             "p_base": unsigned(len(self.p_addr)), "recip_bits": unsigned(8), "n_shift": unsigned(8),
             "shift": unsigned(8), "zp": signed(ow), "qmin": signed(ow), "qmax": signed(ow), "q1_bits": unsigned(8)})
@@ -183,5 +184,5 @@ class LayerNormUnit(Lowered, wiring.Component):
         m.d.sync += acc.eq(nrm * g3 + b3)  # d5
         m.d.sync += rnd.eq(round_shift(acc, cfg["shift"]))  # d6
         m.d.sync += [self.w_data.eq(clamp(rnd + cfg["zp"], cfg["qmin"], cfg["qmax"])), self.w_valid.eq(ph[5] == OUT)]
-        count_writes(m, self, cfg["rows"] * cfg["cols"], Signal(range(n + 1)))
+        count_writes(m, self, cfg["numel"], Signal(range(n + 1)))  # rows * cols, from the program
         return m

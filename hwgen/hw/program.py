@@ -65,7 +65,9 @@ class Lowered:
     ``chained_cycles``, ``fabric_products`` for the LUT estimate); ``CHAINED_CYCLES``: when chained onto its
     producer, the cycles it ends after it with its products in DSPs;
     ``ROM_PORTS``: (ROM, port prefix) pairs it reads parameters through; ``params``: the name of its list of
-    parameter words in ``Design.params``.
+    parameter words in ``Design.params``; ``REGISTERED_READS``: the top level registers the data of its
+    ``rd`` ports at each memory before choosing among them, so they arrive two cycles after the address,
+    not one (for a unit whose nodes read many memories through one port).
     """
 
     kind = None
@@ -75,6 +77,7 @@ class Lowered:
     FABRIC_CAPABLE = False
     CHAINED_CYCLES: int | None = None
     ROM_PORTS: tuple[tuple[str, str], ...] = ()
+    REGISTERED_READS = False
 
     @classmethod
     def program(cls, design, index: int, node, wd: dict[str, int], q: dict[str, int]):

@@ -31,13 +31,34 @@ def clamp(value, qmin, qmax):
     return Mux(value < qmin, qmin, Mux(value > qmax, qmax, value))
 
 
+# Cycles of :func:`round_shift_stages` (one more than the single-cycle ``round_shift`` expression).
+ROUND_STAGES = 2
+
+
+def round_shift_stages(m, value, shift, name: str):
+    """:func:`round_shift` of ``value`` by ``shift`` in two register stages: the rounding term added,
+    then the shift. ``value`` and ``shift`` are sampled together; the result is registered
+    ``ROUND_STAGES`` cycles later. The shift amount is cut to the bits a shift of at most ``len(value)``
+    needs (a larger one gives 0), so the barrel shifter has as few levels as the value allows."""
+    w = len(value)
+    half = (Const(1, w + 2) << shift)[1:w + 2]  # 1 << (shift - 1), or 0 when shift == 0
+    total = Signal(signed(w + 3), name=f"{name}_half")
+    big = Signal(name=f"{name}_big")
+    sh = Signal(max(w.bit_length(), 1), name=f"{name}_sh")
+    out = Signal(signed(w + 3), name=f"{name}_rnd")
+    m.d.sync += [total.eq(value + half), big.eq(shift > w), sh.eq(shift[:len(sh)])]
+    m.d.sync += out.eq(Mux(big, 0, total >> sh))
+    return out
+
+
 class Requantizer(wiring.Component):
     """Pipelined requantizer: ``y = clamp(round_shift(acc * m0, shift) + zp, qmin, qmax)``, then
-    ``max(y, zp)`` when ``relu``. ``latency`` cycles from ``i_valid`` to ``o_valid``: 3, or with ``fabric``
-    (the product as shift-add in LUTs, ``hwgen.hw.shiftadd``, not a DSP48E1) ``2 + rescale_stages()``.
+    ``max(y, zp)`` when ``relu``. ``latency`` cycles from ``i_valid`` to ``o_valid``: 4, or with ``fabric``
+    (the product as shift-add in LUTs, ``hwgen.hw.shiftadd``, not a DSP48E1) ``3 + rescale_stages()``.
 
-    ``acc``, ``m0`` and ``shift`` are sampled with ``i_valid``; ``zp``, ``qmin``, ``qmax`` and ``relu`` are
-    per-node settings that must stay constant while data is in flight.
+    ``acc``, ``m0`` and ``shift`` are sampled with ``i_valid`` and must come from registers (they drive
+    the multiplier directly); ``zp``, ``qmin``, ``qmax`` and ``relu`` are per-node settings that must stay
+    constant while data is in flight.
     """
 
     def __init__(self, acc_width: int, m0_width: int, shift_width: int, out_width: int, fabric: bool = False):
@@ -47,7 +68,7 @@ class Requantizer(wiring.Component):
                 raise ValueError(f"{name} must be a positive integer, not {w!r}")
         self.prod_width = acc_width + m0_width
         self.fabric = bool(fabric)
-        self.latency = 2 + (rescale_stages() if self.fabric else 1)
+        self.latency = 1 + ROUND_STAGES + (rescale_stages() if self.fabric else 1)
         super().__init__({
             "i_valid": In(1), "acc": In(signed(acc_width)), "m0": In(signed(m0_width)),
             "shift": In(unsigned(shift_width)), "zp": In(signed(out_width + 1)),
@@ -58,9 +79,7 @@ class Requantizer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         # The product gets its own register so the multiplier can be a DSP (or a LUT multiplier) with an
-        # output register; the rounding shift and the clamp each get one stage.
-        rnd = Signal(signed(self.prod_width + 1))
-        v2 = Signal()
+        # output register; the rounding takes two stages (round_shift_stages) and the clamp one.
         if self.fabric:
             prod = rescale_product(m, self.acc, self.m0, "mul")
             sh = delayed(m, self.shift, rescale_stages(), "shift")
@@ -70,9 +89,15 @@ class Requantizer(wiring.Component):
             sh = Signal.like(self.shift)
             v1 = Signal()
             m.d.sync += [prod.eq(self.acc * self.m0), sh.eq(self.shift), v1.eq(self.i_valid)]
-        m.d.sync += [rnd.eq(round_shift(prod, sh)), v2.eq(v1)]
-        y = clamp(rnd + self.zp, self.qmin, self.qmax)
-        m.d.sync += [self.y.eq(Mux(self.relu & (y < self.zp), self.zp, y)), self.o_valid.eq(v2)]
+        rnd = round_shift_stages(m, prod, sh, "rs")
+        v2 = delayed(m, v1, ROUND_STAGES, "valid_rs")
+        # max(clamp(v, qmin, qmax), zp) == clamp(v, lo, hi) with lo = max(qmin, zp), hi = max(qmax, zp) under
+        # ReLU: one saturation, its bounds registered from the settings.
+        lo, hi = Signal.like(self.qmin, name="lo"), Signal.like(self.qmax, name="hi")
+        use_zp = self.relu & (self.zp > self.qmin)
+        m.d.sync += [lo.eq(Mux(use_zp, self.zp, self.qmin)),
+                     hi.eq(Mux(self.relu & (self.zp > self.qmax), self.zp, self.qmax))]
+        m.d.sync += [self.y.eq(clamp(rnd + self.zp, lo, hi)), self.o_valid.eq(v2)]
         return m
 
 

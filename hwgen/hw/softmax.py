@@ -4,8 +4,8 @@ Per row of ``cols`` elements, one element per cycle per pass:
   max pass  m = max(x);   sum pass  s = sum(lut[m - x]);   r = 2**recip_bits // s (sequential divider);
   out pass  y = clamp(round_shift(lut[m - x] * r, recip_bits - bits)) -- exactly hwgen.golden.ops.softmax.
 Two read pipelines overlap the rows: pipeline A runs the max and sum passes, pipeline B the output pass.
-While the divider works on row r, A runs the max pass of row r + 1; then B's output pass of row r runs
-alongside A's sum pass of row r + 1. The two row maxima live in two registers, chosen by row parity.
+While row r's last exp values reach its sum and the divider works on it, A runs the max pass of row
+r + 1; then B's output pass of row r runs alongside A's sum pass of row r + 1. The two row maxima live in two registers, chosen by row parity.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from amaranth.lib.wiring import In, Out
 from hwgen.errors import HwgenError
 from hwgen.hw.memory import view
 from hwgen.hw.program import ELEMENT_TAIL, Lowered, config_registers, count_writes, counter_bits
-from hwgen.hw.requant import Divider, clamp, round_shift
+from hwgen.hw.requant import Divider, clamp, round_shift_stages
 from hwgen.hw.shiftadd import delayed, rescale_product, rescale_stages
 from hwgen.hw.vendor import rescale_product_attrs
 from hwgen.ops import Unit
@@ -36,7 +36,8 @@ class SoftmaxUnit(Lowered, wiring.Component):
     kind = Unit.SOFTMAX
     RESCALE_DSPS = 1  # e * r
     FABRIC_CAPABLE = True
-    ROW = 2  # cycles per row: sum -> divider wait
+    ROW = 4  # cycles per row from the last sum read to the divider's start (the next max pass overlaps)
+    OUT_EXTRA = 3  # output pass stages beyond ELEMENT_TAIL's: element, exp value, second rounding stage
     ROM_PORTS = (("lut", "lut"), ("lut1", "lut1"))  # the exp table, read in two pipelines
 
     @classmethod
@@ -78,11 +79,11 @@ class SoftmaxUnit(Lowered, wiring.Component):
 
     @classmethod
     def cycles(cls, design, prog):
-        # Max and sum passes of row 0, then per row: divider (alongside the next row's max pass), output
-        # pass (alongside the next row's sum pass), wait for the last sum.
-        length, rows, div = prog["cols"], prog["rows"], prog["q_bits"] + 2
+        # Max and sum passes of row 0, then per row: wait for the last sum and divide (alongside the next
+        # row's max pass), output pass (alongside the next row's sum pass).
+        length, rows, div = prog["cols"], prog["rows"], cls.ROW + prog["q_bits"] + 2
         per_row = [(max(div, length) if r + 1 < rows else div) + length for r in range(rows)]
-        return 2 * length + cls.ROW * rows + sum(per_row) + ELEMENT_TAIL + cls.rescale_delay(design)
+        return 2 * length + sum(per_row) + ELEMENT_TAIL + cls.OUT_EXTRA + cls.rescale_delay(design)
 
     @staticmethod
     def second_read(node, streamed):  # the output pass reads the scores again through a second port
@@ -124,13 +125,14 @@ class SoftmaxUnit(Lowered, wiring.Component):
         ps = self.programs
         n = max(p["rows"] * p["cols"] for p in ps)
         rb = max(p["recip_bits"] for p in ps)
-        cfg = config_registers(m, self.start, self.sel, ps, {
+        cfg = config_registers(m, self.start, self.sel, [{**p, "numel": p["rows"] * p["cols"]} for p in ps], {
+            "numel": unsigned(n.bit_length() + 1),
             "rows": unsigned(n.bit_length() + 1), "cols": unsigned(n.bit_length() + 1),
             "lut_base": unsigned(len(self.lut_addr)), "recip_bits": unsigned(8), "out_shift": unsigned(8),
             "q_bits": unsigned(8), "qmax": signed(self.out_width + 1)})
         m.submodules.div = div = Divider(rb + 1, self.sum_width, self.recip_width)
         j, row, base = Signal(range(n + 1)), Signal(range(n + 1)), Signal(range(2 * n + 1))
-        phase_a, par_a, out_b, wait = Signal(2), Signal(), Signal(), Signal(2)
+        phase_a, par_a, out_b, wait = Signal(2), Signal(), Signal(), Signal(3)
         mx = [Signal(signed(self.in_width), name=f"mx{i}") for i in range(2)]  # by row parity
         s = Signal(unsigned(self.sum_width))
         r = Signal(unsigned(self.recip_width))
@@ -141,6 +143,15 @@ class SoftmaxUnit(Lowered, wiring.Component):
         # Pipeline A reads row `row` in the first passes, row `row + 1` once row `row` is being divided.
         m.d.comb += [self.rd1_addr.eq(base + j), self.rd0_addr.eq(base + cfg["cols"] + j), par_a.eq(~row[0])]
         m.d.sync += div.start.eq(0)
+        cls_row = self.ROW
+
+        def next_max():
+            with m.If(~max_done):
+                m.d.comb += phase_a.eq(MAX)
+                m.d.sync += j.eq(j + 1)
+                with m.If(last_j):
+                    m.d.sync += [j.eq(0), max_done.eq(1)]
+
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
@@ -152,19 +163,18 @@ class SoftmaxUnit(Lowered, wiring.Component):
                                  par_a.eq(row[0])]
                     m.d.sync += j.eq(j + 1)
                     with m.If(last_j):
-                        m.d.sync += [j.eq(0), wait.eq(2)]
+                        m.d.sync += [j.eq(0), wait.eq(cls_row), max_done.eq(~more)]
                         m.next = nxt
-            with m.State("WAIT"):  # the last exp value reaches the sum two cycles after its read
-                m.d.sync += [wait.eq(wait - 1), have_r.eq(0), max_done.eq(~more)]
+            # While the last exp values of a row travel to its sum (WAIT) and the divider works on it
+            # (DIV), pipeline A already runs the next row's max pass.
+            with m.State("WAIT"):  # the last exp value reaches the sum four cycles after its read
+                m.d.sync += [wait.eq(wait - 1), have_r.eq(0)]
+                next_max()
                 with m.If(wait == 1):
                     m.d.sync += div.start.eq(1)
                     m.next = "DIV"
             with m.State("DIV"):
-                with m.If(~max_done):
-                    m.d.comb += phase_a.eq(MAX)
-                    m.d.sync += j.eq(j + 1)
-                    with m.If(last_j):
-                        m.d.sync += [j.eq(0), max_done.eq(1)]
+                next_max()
                 with m.If(div.done):
                     m.d.sync += [r.eq(div.quotient), have_r.eq(1)]
                 with m.If((have_r | div.done) & (max_done | last_j)):
@@ -174,35 +184,46 @@ class SoftmaxUnit(Lowered, wiring.Component):
                 m.d.comb += [out_b.eq(1), phase_a.eq(Mux(more, SUM, 0))]
                 m.d.sync += j.eq(j + 1)
                 with m.If(last_j):
-                    m.d.sync += [j.eq(0), wait.eq(2), row.eq(row + 1), base.eq(base + cfg["cols"])]
+                    m.d.sync += [j.eq(0), wait.eq(cls_row), row.eq(row + 1), base.eq(base + cfg["cols"]),
+                                 max_done.eq(row + 2 == cfg["rows"])]
                     m.next = "WAIT"
                     with m.If(~more):
                         m.next = "IDLE"
-        # Pipeline A: d1 element -> max, or exp-table address; d2 exp value -> sum.
-        ph1, ph2, f1, f2, p1 = Signal(2), Signal(2), Signal(), Signal(), Signal()
-        m.d.sync += [ph1.eq(phase_a), ph2.eq(ph1), f1.eq(j == 0), f2.eq(f1), p1.eq(par_a)]
-        xa = self.rd0_data
-        with m.If(ph1 == MAX):
-            with m.Switch(p1):
+        # Pipeline A: d1 element (registered); d2 -> max, or exp-table address; d3 exp value (registered);
+        # d4 -> sum. Block-RAM outputs go straight into registers (their clock-to-out is most of a cycle).
+        ph1, ph2, ph3, ph4 = (Signal(2, name=f"ph{i}") for i in range(1, 5))
+        f1, f2, f3, f4, p1, p2 = (Signal(name=n) for n in ("f1", "f2", "f3", "f4", "p1", "p2"))
+        m.d.sync += [ph1.eq(phase_a), ph2.eq(ph1), ph3.eq(ph2), ph4.eq(ph3), f1.eq(j == 0), f2.eq(f1), f3.eq(f2),
+                     f4.eq(f3), p1.eq(par_a), p2.eq(p1)]
+        xa = Signal.like(self.rd0_data, name="xa")
+        m.d.sync += xa.eq(self.rd0_data)
+        with m.If(ph2 == MAX):
+            with m.Switch(p2):
                 for i in range(2):
                     with m.Case(i):
-                        m.d.sync += mx[i].eq(Mux(f1 | (xa > mx[i]), xa, mx[i]))
-        m.d.comb += self.lut_addr.eq(cfg["lut_base"] + (Mux(p1, mx[1], mx[0]) - xa)[:len(self.lut_addr)])
-        with m.If(ph2 == SUM):
-            m.d.sync += s.eq(Mux(f2, self.lut_data, s + self.lut_data))
-        # Pipeline B: d1 element -> exp-table address; d2 exp value * r; d3 rounded; d4 saturated output.
-        b1, b2, b3, b4, q1 = Signal(), Signal(), Signal(), Signal(), Signal()
-        m.d.sync += [b1.eq(out_b), b2.eq(b1), b3.eq(b2), b4.eq(b3), q1.eq(row[0])]
-        xb = self.rd1_data
-        m.d.comb += self.lut1_addr.eq(cfg["lut_base"] + (Mux(q1, mx[1], mx[0]) - xb)[:len(self.lut1_addr)])
-        rnd = Signal(signed(self.lut_width + self.recip_width + 2))
-        if self.fabric:  # r is taken into the multiplier's first stage, as into the DSP's input register
-            prod = rescale_product(m, self.lut1_data, r, "mul")
+                        m.d.sync += mx[i].eq(Mux(f2 | (xa > mx[i]), xa, mx[i]))
+        m.d.comb += self.lut_addr.eq(cfg["lut_base"] + (Mux(p2, mx[1], mx[0]) - xa)[:len(self.lut_addr)])
+        e_a = Signal.like(self.lut_data, name="e_a")
+        m.d.sync += e_a.eq(self.lut_data)
+        with m.If(ph4 == SUM):
+            m.d.sync += s.eq(Mux(f4, e_a, s + e_a))
+        # Pipeline B: d1 element (registered); d2 exp-table address; d3 exp value and r registered; d4
+        # e * r; d5, d6 rounded; d7 saturated output.
+        b = [Signal(name=f"b{i}") for i in range(1, 8)]
+        q1, q2 = Signal(), Signal()
+        m.d.sync += [b[0].eq(out_b), q1.eq(row[0]), q2.eq(q1)] + [b[i].eq(b[i - 1]) for i in range(1, 7)]
+        xb = Signal.like(self.rd1_data, name="xb")
+        m.d.sync += xb.eq(self.rd1_data)
+        m.d.comb += self.lut1_addr.eq(cfg["lut_base"] + (Mux(q2, mx[1], mx[0]) - xb)[:len(self.lut1_addr)])
+        e_r, r_r = Signal.like(self.lut1_data, name="e_r"), Signal.like(r, name="r_r")
+        m.d.sync += [e_r.eq(self.lut1_data), r_r.eq(r)]
+        if self.fabric:
+            prod = rescale_product(m, e_r, r_r, "mul")
         else:
             prod = Signal(unsigned(self.lut_width + self.recip_width), attrs=rescale_product_attrs())
-            m.d.sync += prod.eq(self.lut1_data * r)
-        m.d.sync += rnd.eq(round_shift(prod, cfg["out_shift"]))
-        valid = delayed(m, b4, rescale_stages() - 1 if self.fabric else 0, "valid")
+            m.d.sync += prod.eq(e_r * r_r)
+        rnd = round_shift_stages(m, prod, cfg["out_shift"], "rs")
+        valid = delayed(m, b[6], rescale_stages() - 1 if self.fabric else 0, "valid")
         m.d.sync += [self.w_data.eq(clamp(rnd, 0, cfg["qmax"])), self.w_valid.eq(valid)]
-        count_writes(m, self, cfg["rows"] * cfg["cols"], Signal(range(n + 1)))
+        count_writes(m, self, cfg["numel"], Signal(range(n + 1)))  # rows * cols, from the program
         return m

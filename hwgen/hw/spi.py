@@ -126,7 +126,10 @@ class SpiHostLink(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         n_in, n_out, b_in, b_out = self.n_in, self.n_out, self.b_in, self.b_out
-        core_rst = Signal()
+        # The core's synchronous reset is a register (set by the RESET command, one cycle later), so the
+        # command decode does not lie in front of every flip-flop's reset.
+        core_rst, core_rst_next = Signal(), Signal()
+        m.d.sync += core_rst.eq(core_rst_next)
         m.submodules.core = ResetInserter(core_rst)(self.core)
         x, y = self.core.x, self.core.y
 
@@ -184,12 +187,13 @@ class SpiHostLink(wiring.Component):
         m.d.comb += self.spi_miso.eq(miso)
 
         # The reply byte for the position (elem, sub): loaded into tx at the byte boundary, one SCLK half
-        # period before the host samples its MSB. out_rd.addr follows elem with one clock of latency, well
-        # inside the SCLK period.
+        # period before the host samples its MSB. out_rd.addr follows elem with two clocks of latency (the
+        # block RAM, then a register on its output), well inside the SCLK period.
         reply = Signal(8)
         out_ext = out_rd.data.as_signed() if self.out_shape.signed else out_rd.data.as_unsigned()
         out_word = Signal(8 * b_out)
-        m.d.comb += [out_rd.addr.eq(elem), out_word.eq(out_ext)]
+        m.d.comb += out_rd.addr.eq(elem)
+        m.d.sync += out_word.eq(out_ext)
         with m.Switch(cmd):
             with m.Case(STATUS):
                 m.d.comb += reply.eq(status)
@@ -232,7 +236,7 @@ class SpiHostLink(wiring.Component):
                 with m.Case(READ_OUTPUT):
                     m.d.sync += error.eq(error | busy)
                 with m.Case(RESET):
-                    m.d.comb += core_rst.eq(1)
+                    m.d.comb += core_rst_next.eq(1)
                     m.d.sync += [busy.eq(0), done.eq(0), error.eq(0), in_count.eq(0), feed_idx.eq(n_in),
                                  x.valid.eq(0), cap_idx.eq(0)]
                 with m.Case(STATUS, INFO, *NOPS):

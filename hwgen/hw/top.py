@@ -164,14 +164,25 @@ class Top(wiring.Component):
         addr_of = {}  # read port -> list of (step, addr)
         data_of = {}  # (unit port) -> list of (step, value)
 
-        def route(st, port, addr, data_sig, bits, lanes=None):
+        held = {}  # (port, unit data port) -> the register on that port's data for that unit
+
+        def route(st, port, addr, data_sig, bits, lanes=None, registered=False):
             """In step ``st``, ``addr`` drives ``port`` and ``data_sig`` takes its (sign-extended) data:
-            one element, or ``lanes`` elements of a wide word."""
+            one element, or ``lanes`` elements of a wide word. ``registered``: the data passes a register
+            of its own first (one more cycle), so the block RAM's output reaches a flip-flop with no logic
+            in between and the step multiplexer starts from registers."""
             addr_of.setdefault(id(port), (port, []))[1].append((st, addr))
+            data = port.data
+            if registered:
+                key = (id(port), id(data_sig))
+                if key not in held:
+                    held[key] = Signal(len(port.data), name=f"held{len(held)}")
+                    m.d.sync += held[key].eq(port.data)
+                data = held[key]
             if lanes is None:
-                value = port.data[:bits].as_signed()
+                value = data[:bits].as_signed()
             else:
-                value = [port.data[i * bits:(i + 1) * bits].as_signed() for i in range(lanes)]
+                value = [data[i * bits:(i + 1) * bits].as_signed() for i in range(lanes)]
             data_of.setdefault(id(data_sig), (data_sig, []))[1].append((st, value))
 
         for i, node in enumerate(nodes):
@@ -180,19 +191,20 @@ class Top(wiring.Component):
             streamed = d.streamed.get(i)
             if kind is Unit.MATMUL:  # the MAC array: a broadcast operand, a wide operand, parameter words
                 port, bits = source(node.inputs[0])
-                route(st, port, u.a_addr, u.a_data, bits)
+                route(st, port, u.a_addr, u.a_data, bits, registered=True)
                 key = plan.wide_key(g, node)
                 if key is None:  # linear: the weight ROM
-                    route(st, rom_rd["weights"], u.b_addr, u.b_data, d.widths[kind]["b"], d.lanes)
+                    route(st, rom_rd["weights"], u.b_addr, u.b_data, d.widths[kind]["b"], d.lanes, registered=True)
                 else:
-                    route(st, wide_rd[key], u.b_addr, u.b_data, sb(key[0]), plan.wide[key].lanes)
+                    route(st, wide_rd[key], u.b_addr, u.b_data, sb(key[0]), plan.wide[key].lanes, registered=True)
                 route_raw = rom_rd["lin_params"]
                 addr_of.setdefault(id(route_raw), (route_raw, []))[1].append((st, u.p_addr))
                 data_of.setdefault(id(u.p_data), (u.p_data, []))[1].append((st, route_raw.data))
             else:
+                held_reads = UNITS[kind].REGISTERED_READS
                 if streamed is None:
                     port, bits = source(node.inputs[0])
-                    route(st, port, u.rd0_addr, u.rd0_data, bits)
+                    route(st, port, u.rd0_addr, u.rd0_data, bits, registered=held_reads)
                 else:
                     producer = units[d.node_unit[i - 1][0]]
                     with m.If(step == st):
@@ -200,7 +212,7 @@ class Top(wiring.Component):
                 second = UNITS[kind].second_read(node, streamed)
                 if second is not None:
                     port, bits = source(second[0], port_index=second[1])
-                    route(st, port, u.rd1_addr, u.rd1_data, bits)
+                    route(st, port, u.rd1_addr, u.rd1_data, bits, registered=held_reads)
                 for rom, pre in UNITS[kind].ROM_PORTS:
                     port, a_sig, d_sig = rom_rd[rom], getattr(u, f"{pre}_addr"), getattr(u, f"{pre}_data")
                     addr_of.setdefault(id(port), (port, []))[1].append((st, a_sig))
