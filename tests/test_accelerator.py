@@ -36,8 +36,9 @@ def test_shipped_model_bit_exact_on_verilator(name, tmp_path):
     assert sim["windows"] == 256 and sim["mismatches"] == 0 and sim["error"] is None
     saved = json.loads((tmp_path / name / "report.json").read_text())
     assert saved["sim"]["mismatches"] == 0 and saved["sim"]["windows"] == 256
-    # stalls only ever add cycles to what the analytic model predicts for an unstalled window
-    assert sim["cycles_per_inference"] >= 0.95 * report["hardware"]["latency_cycles"]
+    # stalls only ever add cycles to what the analytic model predicts for an unstalled window (the
+    # testbench counts from the first input beat's cycle to the last output beat's, one fewer than the model)
+    assert sim["cycles_per_inference"] >= report["hardware"]["latency_cycles"] - 1
 
 
 @pytest.mark.sim

@@ -79,9 +79,9 @@ def check_graph(graph, x, parallel, windows=2, stall_seed=None):
     return cycles
 
 
-def within_5_percent(measured, graph, parallel):
+def model_exact(measured, graph, parallel):
     predicted = estimate(graph, parallel)["total"]
-    assert abs(measured - predicted) <= 0.05 * measured, f"measured {measured}, model {predicted}"
+    assert measured == predicted, f"measured {measured}, model {predicted}"
 
 
 def test_default_config_with_stalls_back_to_back():
@@ -93,7 +93,7 @@ def test_default_config_latency_model():
     graph, x = random_graph(SyntheticConfig(), seed=4)
     cycles = check_graph(graph, x, parallel=5, windows=2)
     assert cycles[0] == cycles[1]
-    within_5_percent(cycles[0], graph, 5)
+    model_exact(cycles[0], graph, 5)
 
 
 def test_heads2_layers2_layernorm_4bit():
@@ -103,7 +103,7 @@ def test_heads2_layers2_layernorm_4bit():
     cycles = check_graph(graph, x, parallel=3, windows=2, stall_seed=7)
     graph, x = random_graph(cfg, seed=6)
     cycles = check_graph(graph, x, parallel=3, windows=1)
-    within_5_percent(cycles[0], graph, 3)
+    model_exact(cycles[0], graph, 3)
 
 
 def test_heads4_odd_sizes_p1():
@@ -182,7 +182,7 @@ REFERENCE = SyntheticConfig(window=24, features=7, d_model=16, heads=1, layers=1
 def test_reference_p20_exact_and_latency():
     graph, x = random_graph(REFERENCE, seed=0)
     cycles = check_graph(graph, x, parallel=20, windows=1)
-    within_5_percent(cycles[0], graph, 20)
+    model_exact(cycles[0], graph, 20)
 
 
 def test_reference_p20_rescale_in_fabric_exact_and_latency_to_the_cycle():
@@ -214,7 +214,7 @@ def test_reference_emit_verilog():
 def test_latency_model_matches_simulation(parallel):
     graph, x = random_graph(SyntheticConfig(window=4, features=2, d_model=6, heads=2, ffn=8), seed=10)
     cycles = check_graph(graph, x, parallel=parallel, windows=1)
-    within_5_percent(cycles[0], graph, parallel)
+    model_exact(cycles[0], graph, parallel)
 
 
 def test_latency_model_reference_sanity():

@@ -18,6 +18,7 @@ from hwgen.hw.shiftadd import ShiftAddMul, product_stages, rescale_stages
 from hwgen.ir.builder import GraphBuilder
 from hwgen.ir.dyadic import softmax_lut
 from hwgen.ir.types import IntType
+from hwgen.estimate.latency import estimate
 from tests.test_hw_top import simulate
 
 I8, U8 = IntType(8), IntType(8, False)
@@ -218,6 +219,47 @@ def test_attention_scores_softmax_apply(heads, parallel, fabric):
     x = _edge_inputs(rng, (length, width), I8)
     x[0, 1] = x[0, 0]  # equal rows: ties in the scores
     _check(b, "o", x, parallel, fabric)
+
+
+def _attention(heads, length, width):
+    b = GraphBuilder("x", (length, width), I8)
+    b.attn_scores("s", "x", "x", heads, 20000, 22, I8)
+    b.softmax("p", "s", softmax_lut(0.07, 8), 31, U8)
+    b.attn_apply("o", "p", "x", 31000, 16, I8, zp=-2)
+    return b.finish("o")
+
+
+@pytest.mark.parametrize("heads, length, width, parallel", [(1, 5, 8, 4), (2, 6, 8, 3), (1, 12, 16, 16),
+                                                            (2, 4, 8, 1), (4, 3, 8, 8)])
+def test_softmax_overlaps_the_scores(heads, length, width, parallel):
+    """The softmax starts with the scores node (one controller step) and its max passes wait for the scores
+    being written: == golden with random stalls, the latency model exact in every step, and fewer cycles
+    than the two nodes one after the other."""
+    from hwgen.hw.units import UNITS
+    from tests.test_new_ops import check_exact
+
+    graph = _attention(heads, length, width)
+    x = np.random.default_rng(heads * 7 + length).integers(-128, 128, size=(2, length, width))
+    top = check_exact(graph, x, parallel)
+    d = top.design
+    assert d.overlapped == {1: 0} and [len(s) for s in d.steps] == [2, 1]
+    apart = sum(UNITS[k].cycles(d, d.programs[k][i]) for k, i in d.node_unit[:2])
+    together = sum(estimate(d)["nodes"][n.name] for n in graph.nodes[:2])
+    assert together < apart
+
+
+def test_softmax_overlap_needs_its_gate():
+    """The same step without the gate (the softmax reading the scores as soon as it starts) is wrong: the
+    gate is what keeps the overlap exact."""
+    from hwgen.hw import build_design
+    from hwgen.hw.top import Top
+
+    graph = _attention(1, 6, 8)
+    x = np.random.default_rng(1).integers(-128, 128, size=(1, 6, 8))
+    design = build_design(graph, 4)
+    design.overlapped = {}  # still one step, but ungated
+    got, _ = simulate(Top(design), x)
+    assert not (got == run(graph, x).reshape(1, -1)).all()
 
 
 @pytest.mark.parametrize("fabric", [False, True])

@@ -23,8 +23,16 @@ def estimate(design: Design) -> dict:
     nodes = {}
     for i, (node, (kind, idx)) in enumerate(zip(graph.nodes, design.node_unit)):
         unit = UNITS[kind]
-        chained = design.head[i] != i
-        nodes[node.name] = unit.chained_cycles(design) if chained else unit.cycles(design, design.programs[kind][idx])
+        prog = design.programs[kind][idx]
+        if i in design.overlapped:  # started with its producer: the cycles it ends after it
+            pk, pi = design.node_unit[design.overlapped[i]]
+            producer, pprog = UNITS[pk], design.programs[pk][pi]
+            nodes[node.name] = (unit.overlapped_cycles(design, prog, producer.write_times(design, pprog))
+                                - producer.cycles(design, pprog))
+        elif design.head[i] != i:
+            nodes[node.name] = unit.chained_cycles(design)
+        else:
+            nodes[node.name] = unit.cycles(design, prog)
     node_macs = {n.name: macs(graph, n) for n in graph.nodes}
     mac_cycles = sum(nodes[name] for name, m in node_macs.items() if m)
     return {"load": n_in, "nodes": nodes, "send": n_out + 1, "total": n_in + sum(nodes.values()) + n_out + 1,

@@ -33,6 +33,9 @@ class Design:
     widths: dict[Unit, dict[str, int]] = field(default_factory=dict)
     head: list[int] = field(default_factory=list)  # per node: the first node of its chain
     streamed: dict[int, int] = field(default_factory=dict)  # chained node -> which input is streamed
+    # overlapped node -> its producer: both start in the producer's step and the node reads the producer's
+    # output from memory as the producer writes it (``Lowered.OVERLAPS_PRODUCER``)
+    overlapped: dict[int, int] = field(default_factory=dict)
     shl_table: list[int] = field(default_factory=list)  # per-embedding-group input shifts of linear nodes
     params: dict[str, list] = field(default_factory=dict)  # per unit: parameter words for its ROMs
     fabric: frozenset = frozenset()  # units whose rescale products are shift-add in fabric, not DSP48E1
@@ -84,7 +87,8 @@ class Design:
                                "rescale_dsps": UNITS[k].dsps(self), "rescale_in_fabric": k in self.fabric}
                       for k, v in self.programs.items()},
             "nodes": [{"name": n.name, "op": n.op, "unit": str(self.node_unit[i][0]), "step": self.head[i] + 1,
-                       **({"streamed_input": self.streamed[i]} if i in self.streamed else {})}
+                       **({"streamed_input": self.streamed[i]} if i in self.streamed else {}),
+                       **({"overlaps": nodes[self.overlapped[i]].name} if i in self.overlapped else {})}
                       for i, n in enumerate(nodes)],
             "steps": [{"step": self.head[s[0]] + 1, "nodes": [nodes[i].name for i in s]}
                       for s in self.steps],
@@ -112,6 +116,7 @@ def build_design(graph: Graph, lanes: int, images: bool = True, dsp_budget: int 
             raise HwgenError(f"node {node.name!r}: op {node.op!r} has no hardware unit")
     d = Design(graph, lanes, None, images)
     _find_chains(d)
+    _find_overlaps(d)
     d.plan = plan_memory(graph, lanes, d.head)
     for i, node in enumerate(graph.nodes):
         kind = OPS[node.op].unit
@@ -185,3 +190,22 @@ def _find_chains(d: Design) -> None:
             continue
         d.head[j] = d.head[j - 1]
         d.streamed[j] = pos[0]
+
+
+def _find_overlaps(d: Design) -> None:
+    """Overlap a node whose unit reads its producer's output as it is written (``OVERLAPS_PRODUCER``:
+    the softmax after the attention scores) with the node just before it when that node produces its
+    first input, runs in a step of its own and its unit can say when it writes each element
+    (``write_times``): the node joins the producer's step and starts with it."""
+    nodes = d.graph.nodes
+    for j in range(1, len(nodes)):
+        node, prev = nodes[j], nodes[j - 1]
+        unit, prev_unit = UNITS[OPS[node.op].unit], UNITS[OPS[prev.op].unit]
+        if not unit.OVERLAPS_PRODUCER or d.head[j] != j or d.head[j - 1] != j - 1:
+            continue
+        if node.inputs[0] != prev.name or prev.name in node.inputs[1:] or unit is prev_unit:
+            continue
+        if not prev_unit.WRITES_IN_ORDER or j + 1 < len(nodes) and d.head[j + 1] == j:
+            continue
+        d.head[j] = j - 1
+        d.overlapped[j] = j - 1

@@ -194,14 +194,32 @@ class MatmulUnit(Lowered, wiring.Component):
         return cls(programs, design.lanes, u["in"], u["b"], u["acc"], u["m0"], u["bias"], u["out"], addr_width,
                    shl_table=design.shl_table, fabric=cls.kind in design.fabric)
 
-    @classmethod
-    def cycles(cls, design, prog):
+    WRITES_IN_ORDER = True
+
+    @staticmethod
+    def _spans(prog):
+        """Per group in schedule order: (cycles until the next group may start, outputs it drains)."""
         spans = []
         for _ in range(prog.outer * prog.inner):
             for g in range(prog.groups):
                 nv = min(prog.group, prog.n_len - g * prog.group)
                 spans.append((max(prog.k_len, nv), nv))
+        return spans
+
+    @classmethod
+    def cycles(cls, design, prog):
+        spans = cls._spans(prog)
         return sum(s for s, _ in spans[:-1]) + prog.k_len + spans[-1][1] + cls.TAIL + cls.rescale_delay(design)
+
+    @classmethod
+    def write_times(cls, design, prog):
+        # a group starting at cycle t drains its outputs at t + k_len + TAIL - 1 + (0, 1, ...); the last
+        # write is two cycles before the end of ``cycles`` (done follows it)
+        times, t, lag = [], 0, prog.k_len + cls.TAIL - 1 + cls.rescale_delay(design)
+        for span, nv in cls._spans(prog):
+            times += [t + lag + e for e in range(nv)]
+            t += span
+        return times
 
     @classmethod
     def dsps(cls, design):

@@ -78,6 +78,21 @@ class Lowered:
     CHAINED_CYCLES: int | None = None
     ROM_PORTS: tuple[tuple[str, str], ...] = ()
     REGISTERED_READS = False
+    # The unit can start with its producer's node and read the producer's output as it is written (its
+    # ``gated``/``avail`` ports; ``overlapped_cycles``); the producer's unit must declare ``write_times``.
+    OVERLAPS_PRODUCER = False
+    WRITES_IN_ORDER = False  # ``write_times`` gives the cycle of each output write (in address order)
+
+    @classmethod
+    def write_times(cls, design, prog) -> list[int]:
+        """Cycle (from ``start``) at which the unit writes each output element of node program ``prog``."""
+        raise NotImplementedError
+
+    @classmethod
+    def overlapped_cycles(cls, design, prog, writes: list[int]) -> int:
+        """Cycles from ``start`` to ``done`` of one node started together with its producer, whose k-th
+        output element is written at cycle ``writes[k]``."""
+        raise NotImplementedError
 
     @classmethod
     def program(cls, design, index: int, node, wd: dict[str, int], q: dict[str, int]):

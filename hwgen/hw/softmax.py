@@ -6,6 +6,11 @@ Per row of ``cols`` elements, one element per cycle per pass:
 Two read pipelines overlap the rows: pipeline A runs the max and sum passes, pipeline B the output pass.
 While row r's last exp values reach its sum and the divider works on it, A runs the max pass of row
 r + 1; then B's output pass of row r runs alongside A's sum pass of row r + 1. The two row maxima live in two registers, chosen by row parity.
+
+Overlapped with its producer (``overlap``: the product node before it, in the same controller step), the
+unit starts with it and its max passes wait for the elements: with ``gated`` high, the max pass reads
+address a only once ``avail`` (the producer's write count; it writes its elements in address order)
+exceeds a. The sum and output passes read rows the max pass has already read.
 """
 
 from __future__ import annotations
@@ -85,6 +90,24 @@ class SoftmaxUnit(Lowered, wiring.Component):
         per_row = [(max(div, length) if r + 1 < rows else div) + length for r in range(rows)]
         return 2 * length + sum(per_row) + ELEMENT_TAIL + cls.OUT_EXTRA + cls.rescale_delay(design)
 
+    OVERLAPS_PRODUCER = True
+
+    @classmethod
+    def overlapped_cycles(cls, design, prog, writes):
+        # as ``cycles``, but each max-pass read of address a waits until cycle writes[a] + 1
+        length, rows, div = prog["cols"], prog["rows"], cls.ROW + prog["q_bits"] + 2
+
+        def max_pass(row, t):  # the cycle of the row's last max-pass read, its first read no sooner than t
+            for a in range(row * length, (row + 1) * length):
+                t = max(t, writes[a] + 1) + 1
+            return t - 1
+
+        t = max_pass(0, 1) + length + 1  # the first WAIT cycle, after row 0's max and sum passes
+        for r in range(rows):
+            span = max(div, max_pass(r + 1, t) - t + 1) if r + 1 < rows else div
+            t += span + length
+        return t - 1 + ELEMENT_TAIL + cls.OUT_EXTRA + cls.rescale_delay(design)
+
     @staticmethod
     def second_read(node, streamed):  # the output pass reads the scores again through a second port
         return node.inputs[0], 1
@@ -118,6 +141,7 @@ class SoftmaxUnit(Lowered, wiring.Component):
             "lut_addr": Out(addr_width), "lut_data": In(unsigned(lut_width)),
             "lut1_addr": Out(addr_width), "lut1_data": In(unsigned(lut_width)),
             "w_valid": Out(1), "w_data": Out(signed(out_width + 1)),
+            "gated": In(1), "avail": In(addr_width),
         })
 
     def elaborate(self, platform):
@@ -145,8 +169,11 @@ class SoftmaxUnit(Lowered, wiring.Component):
         m.d.sync += div.start.eq(0)
         cls_row = self.ROW
 
+        # the max pass's read may go ahead: ungated, or the element at its address already written
+        ok = ~self.gated | (self.rd0_addr < self.avail)
+
         def next_max():
-            with m.If(~max_done):
+            with m.If(~max_done & ok):
                 m.d.comb += phase_a.eq(MAX)
                 m.d.sync += j.eq(j + 1)
                 with m.If(last_j):
@@ -157,14 +184,20 @@ class SoftmaxUnit(Lowered, wiring.Component):
                 with m.If(self.start):
                     m.d.sync += [j.eq(0), row.eq(0), base.eq(0)]
                     m.next = "MAX0"
-            for state, nxt in (("MAX0", "SUM0"), ("SUM0", "WAIT")):
-                with m.State(state):
-                    m.d.comb += [phase_a.eq(MAX if state == "MAX0" else SUM), self.rd0_addr.eq(base + j),
-                                 par_a.eq(row[0])]
+            with m.State("MAX0"):
+                m.d.comb += [self.rd0_addr.eq(base + j), par_a.eq(row[0])]
+                with m.If(ok):
+                    m.d.comb += phase_a.eq(MAX)
                     m.d.sync += j.eq(j + 1)
                     with m.If(last_j):
-                        m.d.sync += [j.eq(0), wait.eq(cls_row), max_done.eq(~more)]
-                        m.next = nxt
+                        m.d.sync += j.eq(0)
+                        m.next = "SUM0"
+            with m.State("SUM0"):
+                m.d.comb += [phase_a.eq(SUM), self.rd0_addr.eq(base + j), par_a.eq(row[0])]
+                m.d.sync += j.eq(j + 1)
+                with m.If(last_j):
+                    m.d.sync += [j.eq(0), wait.eq(cls_row), max_done.eq(~more)]
+                    m.next = "WAIT"
             # While the last exp values of a row travel to its sum (WAIT) and the divider works on it
             # (DIV), pipeline A already runs the next row's max pass.
             with m.State("WAIT"):  # the last exp value reaches the sum four cycles after its read
@@ -177,7 +210,7 @@ class SoftmaxUnit(Lowered, wiring.Component):
                 next_max()
                 with m.If(div.done):
                     m.d.sync += [r.eq(div.quotient), have_r.eq(1)]
-                with m.If((have_r | div.done) & (max_done | last_j)):
+                with m.If((have_r | div.done) & (max_done | (last_j & ok))):
                     m.d.sync += j.eq(0)
                     m.next = "OUT"
             with m.State("OUT"):

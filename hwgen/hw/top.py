@@ -159,6 +159,7 @@ class Top(wiring.Component):
             return ports[key][port_index], sb(name)
 
         # ---- routing: for each step (node), which memory port each unit port reaches -----------------------
+        w_addr = {kind: Signal(self.addr_width, name=f"w_addr_{kind}") for kind in units}  # write counts
         n = len(nodes)
         step = self.step = Signal(range(n + 2))  # 0: load input, 1..n: node, n+1: send output
         addr_of = {}  # read port -> list of (step, addr)
@@ -213,6 +214,9 @@ class Top(wiring.Component):
                 if second is not None:
                     port, bits = source(second[0], port_index=second[1])
                     route(st, port, u.rd1_addr, u.rd1_data, bits, registered=held_reads)
+                if i in d.overlapped:  # its max passes wait for the producer's writes
+                    with m.If(step == st):
+                        m.d.comb += [u.gated.eq(1), u.avail.eq(w_addr[d.node_unit[d.overlapped[i]][0]])]
                 for rom, pre in UNITS[kind].ROM_PORTS:
                     port, a_sig, d_sig = rom_rd[rom], getattr(u, f"{pre}_addr"), getattr(u, f"{pre}_data")
                     addr_of.setdefault(id(port), (port, []))[1].append((st, a_sig))
@@ -236,7 +240,6 @@ class Top(wiring.Component):
 
         # ---- writes: the active unit's output elements, in row-major order ----------------------------------
         node_start = Signal()
-        w_addr = {kind: Signal(self.addr_width, name=f"w_addr_{kind}") for kind in units}
         for kind, unit in units.items():
             with m.If(node_start):
                 m.d.sync += w_addr[kind].eq(0)
