@@ -230,34 +230,64 @@ def _attention(heads, length, width):
 
 
 @pytest.mark.parametrize("heads, length, width, parallel", [(1, 5, 8, 4), (2, 6, 8, 3), (1, 12, 16, 16),
-                                                            (2, 4, 8, 1), (4, 3, 8, 8)])
+                                                            (2, 4, 8, 1), (4, 3, 8, 8), (1, 1, 4, 2),
+                                                            (1, 24, 8, 20)])
 def test_softmax_overlaps_the_scores(heads, length, width, parallel):
-    """The softmax starts with the scores node (one controller step) and its max passes wait for the scores
-    being written: == golden with random stalls, the latency model exact in every step, and fewer cycles
-    than the two nodes one after the other."""
+    """The softmax starts with the scores node (one controller step), takes the row maxima from the scores
+    as they are written and reads each row once it is complete: == golden with random stalls, the latency
+    model exact in every step, and fewer cycles than the two nodes one after the other (24 keys: a period
+    of exactly one row)."""
+    from dataclasses import replace
+
     from hwgen.hw.units import UNITS
     from tests.test_new_ops import check_exact
 
     graph = _attention(heads, length, width)
     x = np.random.default_rng(heads * 7 + length).integers(-128, 128, size=(2, length, width))
+    x[0, -1] = x[0, 0]  # equal rows: ties in the scores
     top = check_exact(graph, x, parallel)
     d = top.design
-    assert d.overlapped == {1: 0} and [len(s) for s in d.steps] == [2, 1]
-    apart = sum(UNITS[k].cycles(d, d.programs[k][i]) for k, i in d.node_unit[:2])
+    prog = d.programs["softmax"][0]
+    assert d.overlapped == {1: 0} and [len(s) for s in d.steps] == [2, 1] and prog.stream
+    alone = replace(prog, stream=False, period=max(2 * prog.cols, prog.period))
+    apart = UNITS["matmul"].cycles(d, d.programs["matmul"][0]) + UNITS["softmax"].cycles(d, alone)
     together = sum(estimate(d)["nodes"][n.name] for n in graph.nodes[:2])
     assert together < apart
 
 
-def test_softmax_overlap_needs_its_gate():
-    """The same step without the gate (the softmax reading the scores as soon as it starts) is wrong: the
-    gate is what keeps the overlap exact."""
+@pytest.mark.parametrize("heads, length, parallel", [(1, 5, 4), (2, 6, 3), (1, 1, 2), (1, 12, 4), (4, 3, 2)])
+def test_softmax_after_another_node(heads, length, parallel):
+    """A softmax whose input is not the node just before it runs alone, with its own max passes (two
+    passes of pipeline A per row; 12 keys: a period of exactly two passes): == golden, the latency model
+    exact per step."""
+    from tests.test_new_ops import check_exact
+
+    b = GraphBuilder("x", (length, 8), I8)
+    b.attn_scores("s", "x", "x", heads, 20000, 22, I8)
+    b.add("t", "x", "x", 16000, 16000, 0, 15, I8)
+    b.softmax("p", "s", softmax_lut(0.07, 8), 31, U8)
+    b.attn_apply("o", "p", "t", 31000, 16, I8, zp=-2)
+    graph = b.finish("o")
+    x = np.random.default_rng(length).integers(-128, 128, size=(2, length, 8))
+    x[0, -1] = x[0, 0]
+    top = check_exact(graph, x, parallel)
+    assert top.design.overlapped == {} and not top.design.programs["softmax"][0].stream
+
+
+def test_softmax_overlap_reads_rows_only_once_written():
+    """The same step with the softmax set up as a node of its own (its max passes read the scores from the
+    memory at once, not waiting for the stream) is wrong: waiting for each row is what keeps the overlap
+    exact."""
+    from dataclasses import replace
+
     from hwgen.hw import build_design
     from hwgen.hw.top import Top
 
     graph = _attention(1, 6, 8)
     x = np.random.default_rng(1).integers(-128, 128, size=(1, 6, 8))
     design = build_design(graph, 4)
-    design.overlapped = {}  # still one step, but ungated
+    prog = design.programs["softmax"][0]
+    design.programs["softmax"][0] = replace(prog, stream=False, period=max(2 * prog.cols, prog.period))
     got, _ = simulate(Top(design), x)
     assert not (got == run(graph, x).reshape(1, -1)).all()
 

@@ -1,22 +1,25 @@
 """The softmax unit: row max, exp table and row sum, one reciprocal per row, multiply and round.
 
-Per row of ``cols`` elements, one element per cycle per pass:
-  max pass  m = max(x);   sum pass  s = sum(lut[m - x]);   r = 2**recip_bits // s (sequential divider);
-  out pass  y = clamp(round_shift(lut[m - x] * r, recip_bits - bits)) -- exactly hwgen.golden.ops.softmax.
-Two read pipelines overlap the rows: pipeline A runs the max and sum passes, pipeline B the output pass.
-While row r's last exp values reach its sum and the divider works on it, A runs the max pass of row
-r + 1; then B's output pass of row r runs alongside A's sum pass of row r + 1. The two row maxima live in two registers, chosen by row parity.
+Per row of ``cols`` elements:
+  m = max(x);   s = sum(lut[m - x]);   r = 2**recip_bits // s (sequential divider);
+  y = clamp(round_shift(lut[m - x] * r, recip_bits - bits)) -- exactly hwgen.golden.ops.softmax.
+The rows run through three stages in periods of ``period`` cycles: in period k pipeline A reads row k
+(its max pass, then its sum pass), the divider works on row k - 1's sum and pipeline B runs the output
+pass of row k - 2. So a row costs max(2 * cols, divider) cycles, and the whole node about rows + 2 periods.
 
-Overlapped with its producer (``overlap``: the product node before it, in the same controller step), the
-unit starts with it and its max passes wait for the elements: with ``gated`` high, the max pass reads
-address a only once ``avail`` (the producer's write count; it writes its elements in address order)
-exceeds a. The sum and output passes read rows the max pass has already read.
+Overlapped with its producer (``stream``: the attention scores just before it, started in the same
+controller step) the unit takes each row's maximum from the producer's output stream as the elements are
+written (``in_valid``/``in_data``, into a small table by row), so pipeline A reads each row once (its sum
+pass, no sooner than the whole row is written) and a period is max(cols, divider) cycles.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from hwgen.errors import HwgenError
@@ -30,20 +33,44 @@ from hwgen.ops import Unit
 MAX, SUM = 1, 2
 
 
-class SoftmaxUnit(Lowered, wiring.Component):
-    """Per node program: rows, cols, lut_base, recip_bits, out_shift, q_bits, qmax.
+@dataclass(frozen=True)
+class SoftmaxProgram:
+    """One softmax node: ``rows`` x ``cols`` scores; its exp table at ``lut_base`` of the unit's table ROM;
+    the reciprocal's ``recip_bits`` and quotient bits ``q_bits``; the output shift and ``qmax``; ``stream``:
+    the row maxima come from the producer's stream; ``period``: cycles per row."""
 
-    Reads the scores (flat) through two ports, ``rd0`` (max and sum passes) and ``rd1`` (output pass), and
-    the exp tables of all softmax nodes, concatenated, through ``lut``/``lut1``. Emits the probabilities
-    in row-major order on ``w_valid``/``w_data``.
+    rows: int
+    cols: int
+    lut_base: int
+    recip_bits: int
+    out_shift: int
+    q_bits: int
+    qmax: int
+    stream: bool
+    period: int
+
+    @property
+    def numel(self) -> int:
+        return self.rows * self.cols
+
+
+class SoftmaxUnit(Lowered, wiring.Component):
+    """Runs softmax node ``sel`` of ``programs`` (``SoftmaxProgram``) on ``start``; ``done`` after its last write.
+
+    Reads the scores (flat) through two ports, ``rd0`` (pipeline A: max and sum passes) and ``rd1``
+    (pipeline B: output pass), and the exp tables of all softmax nodes, concatenated, through
+    ``lut``/``lut1``. A ``stream`` node also watches its producer's writes on ``in_valid``/``in_data``.
+    Emits the probabilities in row-major order on ``w_valid``/``w_data``.
     """
 
     kind = Unit.SOFTMAX
     RESCALE_DSPS = 1  # e * r
     FABRIC_CAPABLE = True
-    ROW = 4  # cycles per row from the last sum read to the divider's start (the next max pass overlaps)
-    OUT_EXTRA = 3  # output pass stages beyond ELEMENT_TAIL's: element, exp value, second rounding stage
+    ROW = 4  # cycles from a row's last sum read to its sum (the divider starts then)
+    START = 2  # cycles from start to the first period (the settings, then the first period's set-up)
+    OUT_EXTRA = 3  # output pass stages from its last read to done beyond ELEMENT_TAIL's
     ROM_PORTS = (("lut", "lut"), ("lut1", "lut1"))  # the exp table, read in two pipelines
+    OVERLAPS_PRODUCER = True
 
     @classmethod
     def program(cls, design, index, node, wd, q):
@@ -60,8 +87,13 @@ class SoftmaxUnit(Lowered, wiring.Component):
             raise HwgenError(f"node {node.name!r} (softmax): recip_bits {a['recip_bits']} must lie in "
                              f"[{out.bits}, 62]")
         luts = design.params.setdefault("lut", [])
-        prog = {"rows": rows, "cols": cols, "lut_base": len(luts), "recip_bits": a["recip_bits"],
-                "out_shift": out_shift, "q_bits": max(wd["recip"] - 1, 1), "qmax": out.qmax}
+        q_bits = max(wd["recip"] - 1, 1)
+        stream = index in design.overlapped
+        # pipeline A's passes, and the divider: started ROW cycles into the period, done q_bits + 1 later,
+        # its quotient registered before the next period
+        period = max(cols if stream else 2 * cols, cls.ROW + q_bits + 2)
+        prog = SoftmaxProgram(rows=rows, cols=cols, lut_base=len(luts), recip_bits=a["recip_bits"],
+                              out_shift=out_shift, q_bits=q_bits, qmax=out.qmax, stream=stream, period=period)
         luts += lut
         design.wmax(cls.kind, "lut", max(max(lut).bit_length(), 1))
         return prog
@@ -83,30 +115,34 @@ class SoftmaxUnit(Lowered, wiring.Component):
         return [(max(u["recip"], u.get("lut", 16)), min(u["recip"], u.get("lut", 16)))]
 
     @classmethod
-    def cycles(cls, design, prog):
-        # Max and sum passes of row 0, then per row: wait for the last sum and divide (alongside the next
-        # row's max pass), output pass (alongside the next row's sum pass).
-        length, rows, div = prog["cols"], prog["rows"], cls.ROW + prog["q_bits"] + 2
-        per_row = [(max(div, length) if r + 1 < rows else div) + length for r in range(rows)]
-        return 2 * length + sum(per_row) + ELEMENT_TAIL + cls.OUT_EXTRA + cls.rescale_delay(design)
+    def _periods(cls, prog, ready=None) -> list[int]:
+        """The first cycle of every period (rows + 2 of them); ``ready[k]``: the first cycle in which row
+        k's maximum is known (a stream node), else no wait."""
+        starts, t = [], cls.START
+        for k in range(prog.rows + 2):
+            if starts:
+                t = starts[-1] + prog.period
+            if ready is not None and k < prog.rows:
+                t = max(t, ready[k] + 1)  # the period's set-up in the cycle the maximum is known
+            starts.append(t)
+        return starts
 
-    OVERLAPS_PRODUCER = True
+    @classmethod
+    def _end(cls, design, prog, starts) -> int:
+        # the last output pass (period rows + 1), its last read, the output pipeline, done
+        return starts[-1] + prog.cols + ELEMENT_TAIL + cls.OUT_EXTRA + cls.rescale_delay(design) - 1
+
+    @classmethod
+    def cycles(cls, design, prog):
+        if prog.stream:
+            raise HwgenError("a stream softmax node runs with its producer (overlapped_cycles)")
+        return cls._end(design, prog, cls._periods(prog))
 
     @classmethod
     def overlapped_cycles(cls, design, prog, writes):
-        # as ``cycles``, but each max-pass read of address a waits until cycle writes[a] + 1
-        length, rows, div = prog["cols"], prog["rows"], cls.ROW + prog["q_bits"] + 2
-
-        def max_pass(row, t):  # the cycle of the row's last max-pass read, its first read no sooner than t
-            for a in range(row * length, (row + 1) * length):
-                t = max(t, writes[a] + 1) + 1
-            return t - 1
-
-        t = max_pass(0, 1) + length + 1  # the first WAIT cycle, after row 0's max and sum passes
-        for r in range(rows):
-            span = max(div, max_pass(r + 1, t) - t + 1) if r + 1 < rows else div
-            t += span + length
-        return t - 1 + ELEMENT_TAIL + cls.OUT_EXTRA + cls.rescale_delay(design)
+        # row k's maximum is known the cycle after its last element is written
+        ready = [writes[(k + 1) * prog.cols - 1] + 1 for k in range(prog.rows)]
+        return cls._end(design, prog, cls._periods(prog, ready))
 
     @staticmethod
     def second_read(node, streamed):  # the output pass reads the scores again through a second port
@@ -116,22 +152,28 @@ class SoftmaxUnit(Lowered, wiring.Component):
     def dsp48(cls, design):
         # e * r, and the write count rows*cols unless Yosys folds it (as in LayerNormUnit.dsp48)
         ps = design.programs[cls.kind]
-        return cls.dsps(design) + int(len(ps) > 2 or len({(p["rows"], p["cols"]) for p in ps}) > 1)
+        return cls.dsps(design) + int(len(ps) > 2 or len({(p.rows, p.cols) for p in ps}) > 1)
 
     @classmethod
     def resource_terms(cls, design):
-        # two row maxima, the exp-table addresses, the row sum, the sequential divider (remainder, shifted
-        # divisor, quotient), the product's round and clamp; element, row and write counters
+        # three row maxima (one per stage), the exp-table addresses, the row sum, the sequential divider
+        # (remainder, shifted divisor, quotient), two reciprocals, the product's round and clamp; the
+        # stream's running maximum and table of row maxima; element, row, period and write counters
         t = super().resource_terms(design)
         w, ps = design.widths[cls.kind], design.programs[cls.kind]
-        n, rb = max(p["rows"] * p["cols"] for p in ps), max(p["recip_bits"] for p in ps)
+        n, rb = max(p.numel for p in ps), max(p.recip_bits for p in ps)
         i, lut, s, r, o = w["in"], w.get("lut", 16), w["sum"], w["recip"], w["out"]
-        t.update(reg=2 * i + s + 2 * r + (rb + 1) + (s + r) + (lut + r + 2) + o,
-                 arith=3 * i + s + 2 * (rb + 1) + (s + r) + 2 * o, shift=lut + r, count=4 * counter_bits(n))
+        stream = any(p.stream for p in ps)
+        rows = max(p.rows for p in ps)
+        t.update(reg=(3 + stream) * i + s + 3 * r + (rb + 1) + (s + r) + (lut + r + 2) + o,
+                 arith=3 * i + s + 2 * (rb + 1) + (s + r) + 2 * o + stream * i,
+                 shift=lut + r, count=(4 + 3 * stream) * counter_bits(n))
+        if stream:
+            t["mux"] = t.get("mux", 0) + rows * i // 16 + i  # the row-maxima table (distributed RAM)
         return t
 
-    def __init__(self, programs: list[dict], in_width: int, lut_width: int, sum_width: int, recip_width: int,
-                 out_width: int, addr_width: int, fabric: bool = False):
+    def __init__(self, programs: list[SoftmaxProgram], in_width: int, lut_width: int, sum_width: int,
+                 recip_width: int, out_width: int, addr_width: int, fabric: bool = False):
         self.programs, self.in_width, self.lut_width, self.fabric = programs, in_width, lut_width, fabric
         self.sum_width, self.recip_width, self.out_width = sum_width, recip_width, out_width
         super().__init__({
@@ -141,115 +183,139 @@ class SoftmaxUnit(Lowered, wiring.Component):
             "lut_addr": Out(addr_width), "lut_data": In(unsigned(lut_width)),
             "lut1_addr": Out(addr_width), "lut1_data": In(unsigned(lut_width)),
             "w_valid": Out(1), "w_data": Out(signed(out_width + 1)),
-            "gated": In(1), "avail": In(addr_width),
+            "in_valid": In(1), "in_data": In(signed(in_width)),
         })
 
     def elaborate(self, platform):
         m = Module()
         ps = self.programs
-        n = max(p["rows"] * p["cols"] for p in ps)
-        rb = max(p["recip_bits"] for p in ps)
-        cfg = config_registers(m, self.start, self.sel, [{**p, "numel": p["rows"] * p["cols"]} for p in ps], {
-            "numel": unsigned(n.bit_length() + 1),
-            "rows": unsigned(n.bit_length() + 1), "cols": unsigned(n.bit_length() + 1),
+        n = max(p.numel for p in ps)
+        rows_max = max(p.rows for p in ps)
+        stream_any = any(p.stream for p in ps)
+        rb = max(p.recip_bits for p in ps)
+        big = unsigned(n.bit_length() + 1)
+        table = [{"numel": p.numel, "rows": p.rows, "cols": p.cols, "lut_base": p.lut_base,
+                  "recip_bits": p.recip_bits, "out_shift": p.out_shift, "q_bits": p.q_bits, "qmax": p.qmax,
+                  "stream": int(p.stream), "cols_m1": p.cols - 1, "period_m1": p.period - 1,
+                  "rows_p1": p.rows + 1} for p in ps]
+        period_w = unsigned(max(p.period for p in ps).bit_length())
+        cfg = config_registers(m, self.start, self.sel, table, {
+            "numel": big, "rows": big, "cols": big, "cols_m1": big, "rows_p1": big,
             "lut_base": unsigned(len(self.lut_addr)), "recip_bits": unsigned(8), "out_shift": unsigned(8),
-            "q_bits": unsigned(8), "qmax": signed(self.out_width + 1)})
+            "q_bits": unsigned(8), "qmax": signed(self.out_width + 1), "stream": unsigned(1),
+            "period_m1": period_w})
         m.submodules.div = div = Divider(rb + 1, self.sum_width, self.recip_width)
-        j, row, base = Signal(range(n + 1)), Signal(range(n + 1)), Signal(range(2 * n + 1))
-        phase_a, par_a, out_b, wait = Signal(2), Signal(), Signal(), Signal(3)
-        mx = [Signal(signed(self.in_width), name=f"mx{i}") for i in range(2)]  # by row parity
+
+        # ---- the period schedule ------------------------------------------------------------------------
+        k = Signal(range(rows_max + 3))  # the period (row k in A, k - 1 in the divider, k - 2 in B)
+        c = Signal(period_w)  # cycle in the period
+        ja, jb = Signal(range(n + 1)), Signal(range(n + 1))  # element of A's and B's pass
+        a_ph, b_on = Signal(2), Signal()  # A's pass (MAX, SUM or none), B's output pass on
+        base_a, base_b, next_a, next_b = (Signal(range(2 * n + 1), name=x) for x in
+                                          ("base_a", "base_b", "next_a", "next_b"))
+        known = Signal(range(rows_max + 1))  # rows whose maximum the stream has seen
         s = Signal(unsigned(self.sum_width))
-        r = Signal(unsigned(self.recip_width))
-        have_r, max_done = Signal(), Signal()
-        more = row != cfg["rows"] - 1
-        last_j = j == cfg["cols"] - 1
-        m.d.comb += [div.num.eq(1 << rb), div.den.eq(s), div.q_bits.eq(cfg["q_bits"])]
-        # Pipeline A reads row `row` in the first passes, row `row + 1` once row `row` is being divided.
-        m.d.comb += [self.rd1_addr.eq(base + j), self.rd0_addr.eq(base + cfg["cols"] + j), par_a.eq(~row[0])]
-        m.d.sync += div.start.eq(0)
-        cls_row = self.ROW
+        r_next, r_cur = Signal(unsigned(self.recip_width)), Signal(unsigned(self.recip_width))
+        mx_s, mx_d, mx_o = (Signal(signed(self.in_width), name=x) for x in ("mx_s", "mx_d", "mx_o"))
 
-        # the max pass's read may go ahead: ungated, or the element at its address already written
-        ok = ~self.gated | (self.rd0_addr < self.avail)
+        def set_up(x, first):
+            """Set up period ``x`` (its first cycle follows)."""
+            on_a = x < cfg["rows"]
+            m.d.sync += [k.eq(x), c.eq(0), ja.eq(0), jb.eq(0),
+                         a_ph.eq(Mux(on_a, Mux(cfg["stream"][0], SUM, MAX), 0)), b_on.eq(x >= 2)]
+            m.d.sync += [base_a.eq(Mux(first, 0, next_a)), next_a.eq(Mux(first, cfg["cols"], next_a + cfg["cols"]))]
+            with m.If(x >= 2):
+                m.d.sync += [base_b.eq(next_b), next_b.eq(next_b + cfg["cols"])]
 
-        def next_max():
-            with m.If(~max_done & ok):
-                m.d.comb += phase_a.eq(MAX)
-                m.d.sync += j.eq(j + 1)
-                with m.If(last_j):
-                    m.d.sync += [j.eq(0), max_done.eq(1)]
+        def ready(x):  # period x may start: its row's maximum is known (a stream node), or it has no row
+            return ~cfg["stream"][0] | (x >= cfg["rows"]) | (known > x)
 
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [j.eq(0), row.eq(0), base.eq(0)]
-                    m.next = "MAX0"
-            with m.State("MAX0"):
-                m.d.comb += [self.rd0_addr.eq(base + j), par_a.eq(row[0])]
-                with m.If(ok):
-                    m.d.comb += phase_a.eq(MAX)
-                    m.d.sync += j.eq(j + 1)
-                    with m.If(last_j):
-                        m.d.sync += j.eq(0)
-                        m.next = "SUM0"
-            with m.State("SUM0"):
-                m.d.comb += [phase_a.eq(SUM), self.rd0_addr.eq(base + j), par_a.eq(row[0])]
-                m.d.sync += j.eq(j + 1)
-                with m.If(last_j):
-                    m.d.sync += [j.eq(0), wait.eq(cls_row), max_done.eq(~more)]
-                    m.next = "WAIT"
-            # While the last exp values of a row travel to its sum (WAIT) and the divider works on it
-            # (DIV), pipeline A already runs the next row's max pass.
-            with m.State("WAIT"):  # the last exp value reaches the sum four cycles after its read
-                m.d.sync += [wait.eq(wait - 1), have_r.eq(0)]
-                next_max()
-                with m.If(wait == 1):
-                    m.d.sync += div.start.eq(1)
-                    m.next = "DIV"
-            with m.State("DIV"):
-                next_max()
-                with m.If(div.done):
-                    m.d.sync += [r.eq(div.quotient), have_r.eq(1)]
-                with m.If((have_r | div.done) & (max_done | (last_j & ok))):
-                    m.d.sync += j.eq(0)
-                    m.next = "OUT"
-            with m.State("OUT"):
-                m.d.comb += [out_b.eq(1), phase_a.eq(Mux(more, SUM, 0))]
-                m.d.sync += j.eq(j + 1)
-                with m.If(last_j):
-                    m.d.sync += [j.eq(0), wait.eq(cls_row), row.eq(row + 1), base.eq(base + cfg["cols"]),
-                                 max_done.eq(row + 2 == cfg["rows"])]
-                    m.next = "WAIT"
-                    with m.If(~more):
-                        m.next = "IDLE"
-        # Pipeline A: d1 element (registered); d2 -> max, or exp-table address; d3 exp value (registered);
-        # d4 -> sum. Block-RAM outputs go straight into registers (their clock-to-out is most of a cycle).
+                    m.d.sync += [k.eq(0), next_b.eq(0)]
+                    m.next = "SETUP"
+            with m.State("SETUP"):  # wait for the row's maximum, then set the period up
+                with m.If(ready(k)):
+                    set_up(k, k == 0)
+                    m.next = "RUN"
+            with m.State("RUN"):
+                m.d.sync += c.eq(c + 1)
+                # A: the max pass (not for a stream node), then the sum pass
+                with m.If(a_ph != 0):
+                    m.d.sync += ja.eq(ja + 1)
+                    with m.If(ja == cfg["cols_m1"]):
+                        m.d.sync += [ja.eq(0), a_ph.eq(Mux(a_ph == MAX, SUM, 0))]
+                with m.If(b_on):
+                    m.d.sync += jb.eq(jb + 1)
+                    with m.If(jb == cfg["cols_m1"]):
+                        m.d.sync += b_on.eq(0)
+                # the stages hand over: the maxima move on before the new passes use them (two cycles into
+                # the period, when the old passes' last elements are past them), the reciprocal one later
+                with m.If(c == 1):
+                    m.d.sync += [mx_o.eq(mx_d), mx_d.eq(mx_s)]
+                with m.If(c == 2):
+                    m.d.sync += r_cur.eq(r_next)
+                # the period's end, after the passes: setting up the next period overrides their ends
+                with m.If((k == cfg["rows_p1"]) & (c >= 2) & (~b_on | (jb == cfg["cols_m1"]))):
+                    m.next = "IDLE"  # the last output pass has read its last element (and has its settings)
+                with m.Elif(c == cfg["period_m1"]):
+                    with m.If(ready(k + 1)):
+                        set_up(k + 1, False)
+                    with m.Else():
+                        m.d.sync += k.eq(k + 1)
+                        m.next = "SETUP"
+        # the divider: row k - 1's sum, ROW cycles into the period (its last exp value has just reached s)
+        m.d.comb += [div.num.eq(1 << rb), div.den.eq(s), div.q_bits.eq(cfg["q_bits"]),
+                     div.start.eq((c == self.ROW) & (k >= 1) & (k <= cfg["rows"]))]
+        with m.If(div.done):
+            m.d.sync += r_next.eq(div.quotient)
+        m.d.comb += [self.rd0_addr.eq(base_a + ja), self.rd1_addr.eq(base_b + jb)]
+
+        # ---- the stream: row maxima of the producer's writes, into a table by row --------------------------
+        if stream_any:
+            maxima = Memory(shape=signed(self.in_width), depth=rows_max, init=[])
+            m.submodules.maxima = maxima
+            mw, mr = maxima.write_port(), maxima.read_port()
+            sc = Signal(range(n + 1))
+            run_max = Signal(signed(self.in_width))
+            v = self.in_data
+            new = Mux((sc == 0) | (v > run_max), v, run_max)
+            with m.If(self.start):
+                m.d.sync += [sc.eq(0), known.eq(0)]
+            with m.Elif(self.in_valid):
+                m.d.sync += [run_max.eq(new), sc.eq(sc + 1)]
+                with m.If(sc == cfg["cols_m1"]):
+                    m.d.sync += [sc.eq(0), known.eq(known + 1)]
+            m.d.comb += [mw.addr.eq(known), mw.data.eq(new), mw.en.eq(self.in_valid & (sc == cfg["cols_m1"]))]
+            m.d.comb += mr.addr.eq(k)  # read in the period's first cycle, taken in its second
+            with m.If((c == 1) & cfg["stream"][0]):
+                m.d.sync += mx_s.eq(mr.data)
+
+        # ---- pipeline A: d1 element (registered); d2 -> max, or exp-table address; d3 exp value
+        # (registered); d4 -> sum. Block-RAM outputs go straight into registers.
         ph1, ph2, ph3, ph4 = (Signal(2, name=f"ph{i}") for i in range(1, 5))
-        f1, f2, f3, f4, p1, p2 = (Signal(name=n) for n in ("f1", "f2", "f3", "f4", "p1", "p2"))
-        m.d.sync += [ph1.eq(phase_a), ph2.eq(ph1), ph3.eq(ph2), ph4.eq(ph3), f1.eq(j == 0), f2.eq(f1), f3.eq(f2),
-                     f4.eq(f3), p1.eq(par_a), p2.eq(p1)]
+        f1, f2, f3, f4 = (Signal(name=x) for x in ("f1", "f2", "f3", "f4"))
+        m.d.sync += [ph1.eq(a_ph), ph2.eq(ph1), ph3.eq(ph2), ph4.eq(ph3), f1.eq(ja == 0), f2.eq(f1), f3.eq(f2),
+                     f4.eq(f3)]
         xa = Signal.like(self.rd0_data, name="xa")
         m.d.sync += xa.eq(self.rd0_data)
         with m.If(ph2 == MAX):
-            with m.Switch(p2):
-                for i in range(2):
-                    with m.Case(i):
-                        m.d.sync += mx[i].eq(Mux(f2 | (xa > mx[i]), xa, mx[i]))
-        m.d.comb += self.lut_addr.eq(cfg["lut_base"] + (Mux(p2, mx[1], mx[0]) - xa)[:len(self.lut_addr)])
+            m.d.sync += mx_s.eq(Mux(f2 | (xa > mx_s), xa, mx_s))
+        m.d.comb += self.lut_addr.eq(cfg["lut_base"] + (mx_s - xa)[:len(self.lut_addr)])
         e_a = Signal.like(self.lut_data, name="e_a")
         m.d.sync += e_a.eq(self.lut_data)
         with m.If(ph4 == SUM):
             m.d.sync += s.eq(Mux(f4, e_a, s + e_a))
-        # Pipeline B: d1 element (registered); d2 exp-table address; d3 exp value and r registered; d4
+        # ---- pipeline B: d1 element (registered); d2 exp-table address; d3 exp value and r registered; d4
         # e * r; d5, d6 rounded; d7 saturated output.
         b = [Signal(name=f"b{i}") for i in range(1, 8)]
-        q1, q2 = Signal(), Signal()
-        m.d.sync += [b[0].eq(out_b), q1.eq(row[0]), q2.eq(q1)] + [b[i].eq(b[i - 1]) for i in range(1, 7)]
+        m.d.sync += [b[0].eq(b_on)] + [b[i].eq(b[i - 1]) for i in range(1, 7)]
         xb = Signal.like(self.rd1_data, name="xb")
         m.d.sync += xb.eq(self.rd1_data)
-        m.d.comb += self.lut1_addr.eq(cfg["lut_base"] + (Mux(q2, mx[1], mx[0]) - xb)[:len(self.lut1_addr)])
-        e_r, r_r = Signal.like(self.lut1_data, name="e_r"), Signal.like(r, name="r_r")
-        m.d.sync += [e_r.eq(self.lut1_data), r_r.eq(r)]
+        m.d.comb += self.lut1_addr.eq(cfg["lut_base"] + (mx_o - xb)[:len(self.lut1_addr)])
+        e_r, r_r = Signal.like(self.lut1_data, name="e_r"), Signal.like(r_cur, name="r_r")
+        m.d.sync += [e_r.eq(self.lut1_data), r_r.eq(r_cur)]
         if self.fabric:
             prod = rescale_product(m, e_r, r_r, "mul")
         else:

@@ -39,7 +39,9 @@ class Top(wiring.Component):
     in graph order, and in each step routes the active unit's read ports to the memories holding that
     node's operands and its output stream to the buffer (and wide copies) of its output value. An add,
     affine or avgpool node right after its producer is chained: it runs in the producer's step, fed by
-    the producer's output stream. ``step`` and ``units`` are kept as attributes for inspection in tests.
+    the producer's output stream. A node overlapped with its producer (``Design.overlapped``: the softmax
+    after the attention scores) also starts in the producer's step, sees the producer's writes on its
+    ``in_valid``/``in_data`` and reads the producer's output from memory as it becomes complete. ``step`` and ``units`` are kept as attributes for inspection in tests.
     """
 
     def __init__(self, design: Design):
@@ -159,7 +161,6 @@ class Top(wiring.Component):
             return ports[key][port_index], sb(name)
 
         # ---- routing: for each step (node), which memory port each unit port reaches -----------------------
-        w_addr = {kind: Signal(self.addr_width, name=f"w_addr_{kind}") for kind in units}  # write counts
         n = len(nodes)
         step = self.step = Signal(range(n + 2))  # 0: load input, 1..n: node, n+1: send output
         addr_of = {}  # read port -> list of (step, addr)
@@ -214,9 +215,10 @@ class Top(wiring.Component):
                 if second is not None:
                     port, bits = source(second[0], port_index=second[1])
                     route(st, port, u.rd1_addr, u.rd1_data, bits, registered=held_reads)
-                if i in d.overlapped:  # its max passes wait for the producer's writes
+                if i in d.overlapped:  # it watches its producer's writes
+                    producer = units[d.node_unit[d.overlapped[i]][0]]
                     with m.If(step == st):
-                        m.d.comb += [u.gated.eq(1), u.avail.eq(w_addr[d.node_unit[d.overlapped[i]][0]])]
+                        m.d.comb += [u.in_valid.eq(producer.w_valid), u.in_data.eq(producer.w_data)]
                 for rom, pre in UNITS[kind].ROM_PORTS:
                     port, a_sig, d_sig = rom_rd[rom], getattr(u, f"{pre}_addr"), getattr(u, f"{pre}_data")
                     addr_of.setdefault(id(port), (port, []))[1].append((st, a_sig))
@@ -240,6 +242,7 @@ class Top(wiring.Component):
 
         # ---- writes: the active unit's output elements, in row-major order ----------------------------------
         node_start = Signal()
+        w_addr = {kind: Signal(self.addr_width, name=f"w_addr_{kind}") for kind in units}
         for kind, unit in units.items():
             with m.If(node_start):
                 m.d.sync += w_addr[kind].eq(0)
