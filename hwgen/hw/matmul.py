@@ -212,6 +212,24 @@ class MatmulUnit(Lowered, wiring.Component):
         return sum(s for s, _ in spans[:-1]) + prog.k_len + spans[-1][1] + cls.TAIL + cls.rescale_delay(design)
 
     @classmethod
+    def gated_times(cls, design, prog, ready) -> list[int]:
+        """``write_times`` of a node whose broadcast operand is still being written: the element at A
+        address a can be read from cycle ``ready[a]`` on (linear nodes: A address o * a_o + k)."""
+        if prog.conv or prog.inner != 1:
+            raise ValueError("only a linear node's operand reads can wait for their elements")
+        times, t, last, free = [], 0, None, 1  # free: the earliest cycle of the next group's first beat
+        lag = cls.TAIL - 1 + cls.rescale_delay(design)
+        for o in range(prog.outer):
+            for g in range(prog.groups):
+                nv = min(prog.group, prog.n_len - g * prog.group)
+                for k in range(prog.k_len):
+                    t = max(t + 1, ready[o * prog.a_o + k], free if k == 0 else 0)
+                last = t
+                times += [last + lag + e for e in range(nv)]
+                free = last + 1 + max(nv - prog.k_len, 0)
+        return times
+
+    @classmethod
     def write_times(cls, design, prog):
         # a group starting at cycle t drains its outputs at t + k_len + TAIL - 1 + (0, 1, ...); the last
         # write is two cycles before the end of ``cycles`` (done follows it)
@@ -274,6 +292,7 @@ class MatmulUnit(Lowered, wiring.Component):
             "b_addr": Out(addr_width), "b_data": In(data.ArrayLayout(signed(b_width), lanes)),
             "p_addr": Out(addr_width), "p_data": In(unsigned(self.p_width)),
             "w_valid": Out(1), "w_data": Out(signed(out_width + 1)),
+            "gated": In(1), "avail": In(addr_width),
         })
 
     def elaborate(self, platform):
@@ -320,8 +339,11 @@ class MatmulUnit(Lowered, wiring.Component):
         b_orow, b_urow, b_grp, b_ptr = cnt(), cnt(), cnt(), cnt()  # b_base + ob (+ ub (+ g)), + kb
         rem, nv, nv_m1 = cnt(), cnt(), cnt()  # n_len - gp, the group's lanes, and one less
         running = Signal()
-        span_m1 = Mux(cfg["k_last"] > nv_m1, cfg["k_last"], nv_m1)  # max(k_len, nv) - 1
-        issue = running & ((k != 0) | (cool == 0))
+        # after a group's last beat, the next group's first waits max(nv - k_len, 0) cycles, so its sums
+        # never reach the hold registers before this group's nv sums have drained (also when beats stall)
+        idle_after = Mux(nv_m1 > cfg["k_last"], nv_m1 - cfg["k_last"], 0)
+        # gated (the operand still being written, ``avail`` elements so far): a beat waits for its element
+        issue = running & ((k != 0) | (cool == 0)) & (~self.gated | (a_ptr < self.avail))
         last_k = k == cfg["k_last"]
         a_on = None  # conv1d: whether the operand read is inside the input (else 0), delayed to its data
         if conv:
@@ -360,10 +382,9 @@ class MatmulUnit(Lowered, wiring.Component):
                         m.d.sync += [rem.eq(prog.n_len), nv.eq(min(prog.n_len, prog.group)),
                                      nv_m1.eq(min(prog.n_len, prog.group) - 1)]
         with m.If(issue):
-            with m.If(k == 0):
-                m.d.sync += cool.eq(span_m1)
             m.d.sync += [k.eq(k + 1), a_ptr.eq(a_ptr + 1), b_ptr.eq(b_ptr + cfg["b_k"])]
             with m.If(last_k):
+                m.d.sync += cool.eq(idle_after)
                 # next group: rem - group left, nv = min(rem - group, group); the comparison and both
                 # subtractions side by side
                 short = rem < cfg["group2"]
