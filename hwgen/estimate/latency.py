@@ -3,6 +3,11 @@
 It follows the schedules of the units cycle by cycle (no stalls on x or y): the input load, every
 controller step in graph order, the output send. Each unit declares its own cycles (``cycles``) and, when
 chained onto its producer, how many cycles it ends after it (``chained_cycles``), beside its pipeline.
+
+Back to back, the next window's input is taken from the step after the input's last reader on
+(``Design.preload``) and during the send, so a stream of windows takes one every ``throughput_cycles``:
+the steps up to the last reader, then the rest of the steps and the send or the next input's load,
+whichever is longer.
 """
 
 from __future__ import annotations
@@ -16,8 +21,13 @@ from hwgen.ops import macs
 
 def estimate(design: Design) -> dict:
     """Cycles per node (by node name), for the input load and output send, and ``total``: cycles from the
-    first input beat accepted to the last output beat sent, with no stalls. Also ``macs`` and
-    ``mac_cycles`` (cycles of the product nodes) so utilisation can be read off."""
+    first input beat accepted to the last output beat sent of one window alone, with no stalls.
+    ``throughput_cycles``: the cycles between the first input beats of consecutive windows (and between
+    their last output beats) when windows are streamed back to back with no stalls, from the second window
+    on (the first two windows' first beats are ``load`` plus the steps before ``Design.preload`` apart, at
+    most as many); ``preload_cycles``: the cycles of a window in which the next window's input is taken
+    (the steps from ``Design.preload`` on and the send). Also ``macs`` and ``mac_cycles`` (cycles of the
+    product nodes) so utilisation can be read off."""
     graph = design.graph
     n_in, n_out = (view(t)[0] * view(t)[1] for t in (graph.input_type, graph.output_type))
     nodes = {}
@@ -35,7 +45,10 @@ def estimate(design: Design) -> dict:
             nodes[node.name] = unit.cycles(design, prog)
     node_macs = {n.name: macs(graph, n) for n in graph.nodes}
     mac_cycles = sum(nodes[name] for name, m in node_macs.items() if m)
+    steps = [sum(nodes[graph.nodes[i].name] for i in members) for members in design.steps]
+    preload = sum(steps[design.preload:]) + n_out + 1
     return {"load": n_in, "nodes": nodes, "send": n_out + 1, "total": n_in + sum(nodes.values()) + n_out + 1,
+            "throughput_cycles": sum(steps[:design.preload]) + max(preload, n_in), "preload_cycles": preload,
             "macs": sum(node_macs.values()), "mac_cycles": mac_cycles, "parallel": design.lanes}
 
 

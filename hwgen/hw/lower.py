@@ -36,6 +36,9 @@ class Design:
     # overlapped node -> its producer: both start in the producer's step and the node reads the producer's
     # output from memory as the producer writes it (``Lowered.OVERLAPS_PRODUCER``)
     overlapped: dict[int, int] = field(default_factory=dict)
+    # the position in ``steps`` of the first controller step that takes the next window's input: the one
+    # after the last step reading the input (directly or through a wide copy); len(steps): only from SEND
+    preload: int = 0
     shl_table: list[int] = field(default_factory=list)  # per-embedding-group input shifts of linear nodes
     params: dict[str, list] = field(default_factory=dict)  # per unit: parameter words for its ROMs
     fabric: frozenset = frozenset()  # units whose rescale products are shift-add in fabric, not DSP48E1
@@ -52,6 +55,13 @@ class Design:
     def steps(self) -> list[list[int]]:
         """The controller's node steps in order: the nodes (indices) each runs (a chain runs in one)."""
         return [[i for i, h in enumerate(self.head) if h == head] for head in sorted(set(self.head))]
+
+    @property
+    def preload_step(self) -> int:
+        """The controller step (``Top.step``: 1..n the node steps, n + 1 SEND) from which the next window's
+        input is taken."""
+        steps = self.steps
+        return self.head[steps[self.preload][0]] + 1 if self.preload < len(steps) else len(self.graph.nodes) + 1
 
     @staticmethod
     def pack(values, bits: int) -> int:
@@ -92,6 +102,7 @@ class Design:
                       for i, n in enumerate(nodes)],
             "steps": [{"step": self.head[s[0]] + 1, "nodes": [nodes[i].name for i in s]}
                       for s in self.steps],
+            "next_input_from_step": self.preload_step,
             "memory": {"buffers": [{"depth": d, "bits": b} for d, b in self.plan.buffers],
                        "values": dict(self.plan.flat),
                        "wide": [{"value": k[0], "layout": k[1], "heads": k[2], "lanes": lay.lanes, "depth": lay.depth}
@@ -117,6 +128,7 @@ def build_design(graph: Graph, lanes: int, images: bool = True, dsp_budget: int 
     d = Design(graph, lanes, None, images)
     _find_chains(d)
     _find_overlaps(d)
+    d.preload = last_input_reader(d) + 1
     d.plan = plan_memory(graph, lanes, d.head)
     for i, node in enumerate(graph.nodes):
         kind = OPS[node.op].unit
@@ -163,6 +175,14 @@ def choose_fabric(design: Design, dsp_budget: int) -> frozenset:
         fabric.add(kind)
     design.fabric = frozenset()
     return frozenset(fabric)
+
+
+def last_input_reader(d: Design) -> int:
+    """The position in ``d.steps`` of the last controller step with a node that reads the graph's input (its
+    flat buffer, or a wide copy of it: both are among the node's inputs); -1 if none does."""
+    name = d.graph.input_name
+    return max((pos for pos, members in enumerate(d.steps)
+                if any(name in d.graph.nodes[i].inputs for i in members)), default=-1)
 
 
 def _find_chains(d: Design) -> None:

@@ -270,6 +270,9 @@ def build(source: str, out: str, board_name: str = "xc7s15", parallel: str | int
             "parallel": p,
             "latency_cycles": int(lat["total"]),
             "latency_us": lat["total"] / board.clock_mhz,
+            # windows streamed back to back: the next one's input is taken while this one computes
+            "throughput_cycles": int(lat["throughput_cycles"]),
+            "inferences_per_second": board.clock_mhz * 1e6 / lat["throughput_cycles"],
             "cycles_model": "analytic (hwgen.estimate.latency)",
             "dsp_bound_cycles": -(-int(lat["macs"]) // board.device.resources.dsp),
             "cycles_per_node": {k: int(v) for k, v in lat["nodes"].items()},
@@ -296,7 +299,8 @@ def build(source: str, out: str, board_name: str = "xc7s15", parallel: str | int
             report["vivado"] = {"folder": "vivado", "top": SPI_TOP_NAME, "command": "cd vivado && ./build.sh"}
         write_report(tmp, report)
     say(f"build: wrote {out} in {time.perf_counter() - t0:.1f} s "
-        f"({lat['total']} cycles = {lat['total'] / board.clock_mhz:.1f} us at {board.clock_mhz:g} MHz)")
+        f"({lat['total']} cycles = {lat['total'] / board.clock_mhz:.1f} us at {board.clock_mhz:g} MHz; "
+        f"back to back one window per {lat['throughput_cycles']} cycles)")
     return report
 
 
@@ -448,6 +452,10 @@ def simulate_build(build_dir: str, simulator: str = "verilator", windows: int | 
         "first_mismatch": res.first_mismatch,
         "cycles_per_inference": cpi[0] if cpi else None,
         "cycles_per_inference_min_max": [cpi[1], cpi[2]] if cpi else None,
+        # the windows are streamed back to back: the next input is taken while the design computes
+        "cycles_between_windows": res.cycles_between_windows[0] if res.cycles_between_windows else None,
+        "cycles_between_windows_min_max": list(res.cycles_between_windows[1:]) if res.cycles_between_windows
+        else None,
         "cycles_per_step": per_step,
         "stall_probability": stall,
         "sim_cycles_per_s": res.sim_cycles_per_s,
