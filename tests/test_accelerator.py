@@ -148,4 +148,8 @@ def test_one_design_per_build_and_sim_reads_it(tmp_path, monkeypatch):
     assert sim["mismatches"] == 0
     steps = {s["step"]: s["nodes"] for s in design["steps"]}
     assert [st["nodes"] for st in sim["cycles_per_step"]] == [steps[st["step"]] for st in sim["cycles_per_step"]]
-    assert all(st["cycles"] == st["model"] for st in sim["cycles_per_step"])
+    # every node step as the model says; the first (the embedding, taking the input as it arrives) waits on
+    # the input stream, so only the window's total is compared for it (tests/test_hw_top.py times it alone)
+    timed = [st for st in sim["cycles_per_step"] if not st.get("waits_on_input")]
+    assert design["load_with_first_node"] and len(timed) == len(sim["cycles_per_step"]) - 1
+    assert all(st["cycles"] == st["model"] for st in timed)

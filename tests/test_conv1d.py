@@ -396,7 +396,10 @@ def test_conv_model_built_and_simulated_bit_exact_with_the_latency_model_exact(c
     assert sim["windows"] == 4 and sim["mismatches"] == 0 and sim["error"] is None
     # the testbench counts the clock edges from the first input beat to the last output beat: one fewer
     # than the cycles the window spans, which the model counts (the shipped W8: 8,057 against 8,058)
+    # (the windows the design took alone: the first; the others' inputs arrived while the one before computed)
     assert sim["cycles_per_inference_min_max"] == [build.report["hardware"]["latency_cycles"] - 1] * 2
+    # back to back the windows leave the model's throughput_cycles apart
+    assert sim["cycles_between_windows_min_max"] == [build.report["hardware"]["throughput_cycles"]] * 2
     steps = sim["cycles_per_step"]
     assert len(steps) == len(build.report["hardware"]["cycles_per_node"]) - 2  # two nodes run chained
     assert all(st["cycles"] == st["model"] for st in steps)

@@ -14,9 +14,12 @@ from hwgen.estimate.latency import of_graph as estimate
 from tests.synthetic import SyntheticConfig, random_graph
 
 
-def simulate(top, windows, stall_seed=None, max_cycles=2_000_000):
-    """Stream ``windows`` through ``top``; returns (outputs per window, cycles per window from the first
-    accepted input beat to the last output beat). With ``stall_seed``, valid and ready toggle randomly."""
+def stream(top, windows, stall_seed=None, max_cycles=2_000_000, gaps=None):
+    """Stream ``windows`` through ``top`` back to back (the producer offers the next window's first element
+    right after the last one's); returns (outputs per window, the cycle of each window's first accepted
+    input beat, the cycle of each window's last output beat). With ``stall_seed``, valid and ready toggle
+    randomly; ``gaps`` {beat index: cycles}: the producer holds valid low that long before that input beat
+    (counted over all windows' elements)."""
     rng = np.random.default_rng(stall_seed)
     stall = (lambda: rng.random() < 0.3) if stall_seed is not None else (lambda: False)
     flat_in = [int(v) for w in windows for v in np.asarray(w).reshape(-1)]
@@ -28,6 +31,10 @@ def simulate(top, windows, stall_seed=None, max_cycles=2_000_000):
     async def producer(ctx):
         cycle = 0
         for i, v in enumerate(flat_in):
+            if gaps and i in gaps:
+                ctx.set(top.x.valid, 0)
+                await ctx.tick().repeat(gaps[i])
+                cycle += gaps[i]
             while stall():
                 ctx.set(top.x.valid, 0)
                 await ctx.tick()
@@ -65,8 +72,33 @@ def simulate(top, windows, stall_seed=None, max_cycles=2_000_000):
     sim.add_testbench(consumer)
     sim.run()
     got = np.array(outputs, dtype=np.int64).reshape(len(windows), -1)
-    cycles = [last_out[w] - first_in[w] + 1 for w in range(len(windows))]
-    return got, cycles
+    return got, [first_in[w] for w in range(len(windows))], [last_out[w] for w in range(len(windows))]
+
+
+def simulate(top, windows, stall_seed=None, max_cycles=2_000_000):
+    """:func:`stream`; returns (outputs per window, cycles per window from the first accepted input beat to
+    the last output beat). The first window's is the latency of a window alone; a later window's first
+    beats may be taken while the window before it still computes (and its cycles include that wait)."""
+    got, first_in, last_out = stream(top, windows, stall_seed, max_cycles)
+    return got, [b - a + 1 for a, b in zip(first_in, last_out)]
+
+
+def check_back_to_back(top, windows):
+    """Stream ``windows`` (at least 2) back to back with no stalls through ``top`` and require the latency
+    model exact: the first window's cycles == ``total``, the first input beats of consecutive windows from
+    the second on and the last output beats of all of them ``throughput_cycles`` apart, the first two
+    windows' first beats ``load`` plus the steps before the early load apart. Returns (outputs, first input
+    beats, last output beats) as :func:`stream`."""
+    from hwgen.estimate.latency import estimate as design_estimate
+
+    model = design_estimate(top.design)
+    got, first_in, last_out = stream(top, windows)
+    period = model["throughput_cycles"]
+    assert last_out[0] - first_in[0] + 1 == model["total"]
+    assert [b - a for a, b in zip(first_in[1:], first_in[2:])] == [period] * (len(windows) - 2)
+    assert [b - a for a, b in zip(last_out, last_out[1:])] == [period] * (len(windows) - 1)
+    assert first_in[1] - first_in[0] == model["next_input_cycles"]
+    return got, first_in, last_out
 
 
 def check_graph(graph, x, parallel, windows=2, stall_seed=None):
@@ -91,9 +123,93 @@ def test_default_config_with_stalls_back_to_back():
 
 def test_default_config_latency_model():
     graph, x = random_graph(SyntheticConfig(), seed=4)
-    cycles = check_graph(graph, x, parallel=5, windows=2)
-    assert cycles[0] == cycles[1]
+    cycles = check_graph(graph, x, parallel=5, windows=1)
     model_exact(cycles[0], graph, 5)
+
+
+def test_back_to_back_windows_take_the_next_input_while_computing():
+    """Windows streamed back to back with no stalls: == golden, the first window's cycles == ``total``, the
+    windows ``throughput_cycles`` apart exactly; only the embedding (and the positional add chained to it)
+    reads the input, so the next window's input arrives while this one computes (its own buffer) and the
+    whole load leaves the period: ``total - load``."""
+    graph, x = random_graph(SyntheticConfig(), seed=4)
+    top = lower(graph, 5)
+    d = top.design
+    assert d.preload == 1 and d.steps[0] == [0, 1] and d.preload_step == 3
+    assert d.plan.flat[graph.input_name] not in {d.plan.flat[n.name] for n in graph.nodes}
+    got, first_in, last_out = check_back_to_back(top, x[:4])
+    assert (got == run(graph, x[:4]).reshape(4, -1)).all()
+    e = estimate(graph, 5)
+    # the embedding runs while the input arrives (load 0); back to back its input is all in before it
+    # starts, so the period is the total less the cycles the first step waited for input
+    from hwgen.hw.units import UNITS
+
+    kind, idx = d.node_unit[0]
+    alone = UNITS[kind].cycles(d, d.programs[kind][idx])
+    assert d.load_overlap and e["load"] == 0 and e["nodes"][graph.nodes[0].name] >= alone
+    assert e["throughput_cycles"] == e["total"] - (e["nodes"][graph.nodes[0].name] - alone)
+    assert first_in[1] < last_out[0] and first_in[2] < last_out[1]  # taken while the window before computes
+
+
+def test_back_to_back_input_longer_than_the_compute_continues_in_load():
+    """A long window and little compute (the last row only): the next window's input does not all fit in
+    the steps after its reader and the send; the load goes on in LOAD where it stopped. Exact and ==
+    golden back to back, with random stalls and with the producer pausing mid-window during the early load
+    (the rest then arrives after the send)."""
+    from hwgen.ir.builder import GraphBuilder
+    from hwgen.ir.types import IntType
+
+    rng = np.random.default_rng(3)
+    b = GraphBuilder("x", (24, 3), IntType(8))
+    b.select_rows("last", "x", 23)
+    b.linear("lin", "last", rng.integers(-128, 128, size=(4, 3)), rng.integers(-99, 99, size=4), 20000, 14,
+             IntType(8), IntType(8))
+    graph = b.finish("lin")
+    x = rng.integers(-128, 128, size=(5, 24, 3))
+    want = run(graph, x).reshape(len(x), -1)
+    top = lower(graph, 2)
+    e = estimate(graph, 2)
+    assert top.design.preload == 1 and e["preload_cycles"] < e["load"]
+    assert e["throughput_cycles"] == e["nodes"]["last"] + e["load"]
+    got, first_in, last_out = check_back_to_back(top, x)
+    assert (got == want).all()
+    for seed in (1, 2):
+        assert (simulate(lower(graph, 2), x, stall_seed=seed)[0] == want).all()
+    n_in = 24 * 3
+    got, first_in, last_out = stream(lower(graph, 2), x[:3], gaps={n_in + 5: 40, 2 * n_in + 1: 60})
+    assert (got == want[:3]).all() and first_in[1] < last_out[0]
+
+
+def test_next_window_arriving_early_does_not_corrupt_the_current_one():
+    """The next window offered at once, late, in bursts, and with random stalls on both streams: every
+    window's output == golden (its input is overwritten only once no step reads it any more)."""
+    graph, x = random_graph(SyntheticConfig(window=6, features=3, d_model=8, ffn=8), seed=12)
+    want = run(graph, x[:4]).reshape(4, -1)
+    n_in = 6 * 3
+    for gaps in ({}, {n_in: 150}, {n_in + 3: 90, 2 * n_in + 7: 400, 3 * n_in: 1}):
+        got, _, _ = stream(lower(graph, 3), x[:4], gaps=gaps)
+        assert (got == want).all(), gaps
+    for seed in (5, 6):
+        assert (simulate(lower(graph, 3), x[:4], stall_seed=seed)[0] == want).all()
+
+
+def test_early_load_one_step_too_soon_is_wrong():
+    """The same design with the next window's input taken from the input's last reading step on (one step
+    too early) computes wrong outputs back to back: the early load must wait for that step to end."""
+    from hwgen.hw import Top, build_design
+    from hwgen.hw.lower import last_input_reader
+
+    graph, x = random_graph(SyntheticConfig(window=6, features=3, d_model=8, ffn=8), seed=12)
+    want = run(graph, x[:3]).reshape(3, -1)
+    design = build_design(graph, 3)
+    assert design.preload == last_input_reader(design) + 1 == 1
+    # the controller with a load step of its own (with the load in the first node's step the first step
+    # itself takes the window's input, and the early load of the next starts when it ends)
+    assert design.load_overlap
+    design.load_overlap = False
+    design.preload -= 1
+    got, _ = simulate(Top(design), x[:3])
+    assert not (got[0] == want[0]).all()
 
 
 def test_heads2_layers2_layernorm_4bit():
@@ -114,9 +230,11 @@ def test_heads4_odd_sizes_p1():
     assert cycles
 
 
-@pytest.mark.parametrize("beats_before_reset, wait", [(5, 0), (16, 60)])
+@pytest.mark.parametrize("beats_before_reset, wait", [(5, 0), (16, 60), (16 + 5, 0), (32, 0)])
 def test_reset_returns_to_idle(beats_before_reset, wait):
-    """Reset during the input load or during the computation: the next window is then computed exactly."""
+    """Reset during the input load, during the computation, during the next window's early load (5 of its
+    16 beats taken while the window before it computes or waits to send), or with the next input complete:
+    the next window is then computed exactly."""
     graph, x = random_graph(SyntheticConfig(window=4, features=4, d_model=4, ffn=4), seed=9)
     top = lower(graph, 2)
     expected = run(graph, x[1]).reshape(-1)
@@ -126,10 +244,10 @@ def test_reset_returns_to_idle(beats_before_reset, wait):
     m.domains.sync = cd = ClockDomain("sync")
 
     async def bench(ctx):
-        for v in x[0].reshape(-1)[:beats_before_reset]:
+        for v in np.concatenate([x[0].reshape(-1), x[2].reshape(-1)])[:beats_before_reset]:
             ctx.set(top.x.payload, int(v))
             ctx.set(top.x.valid, 1)
-            await ctx.tick()
+            await ctx.tick().until(top.x.ready)
         ctx.set(top.x.valid, 0)
         await ctx.tick().repeat(wait + 1)
         ctx.set(cd.rst, 1)
@@ -240,7 +358,9 @@ def test_reference_design_shares_units_and_chains_elementwise_nodes():
     assert len(design.programs["matmul"]) == 10  # embed, q, k, v, scores, apply, out, ffn1, ffn2, head
     chained = sorted(graph.nodes[i].name for i in design.streamed)
     assert chained == sorted(["pos_add", "l0.res1", "l0.norm1", "l0.res2", "l0.norm2", "pool"])
-    assert len(design.plan.buffers) <= 6  # values share buffers by lifetime
+    assert len(design.plan.buffers) <= 7  # values share buffers by lifetime, but for the input's own
+    flat = design.plan.flat
+    assert [name for name, b in flat.items() if b == flat[graph.input_name]] == [graph.input_name]
 
 
 def test_dsp_count_reference():
@@ -261,3 +381,38 @@ def test_per_embedding_group_inputs(parallel):
     assert sum("in_shl" in n.attrs for n in graph.nodes) == 5  # q, k, v, ffn1, head
     cycles = check_graph(graph, x, parallel=parallel, windows=2, stall_seed=4)
     assert max(cycles) >= estimate(graph, parallel)["total"]
+
+
+def test_load_in_the_first_node_step_needs_its_gate(monkeypatch):
+    """The first linear runs while the input arrives, its reads waiting for each element: == golden with
+    random stalls, the model exact without; the same design with the gate left out of the MAC array reads
+    elements not yet written when the input stalls (8 inputs to 4 outputs on 4 lanes: one read per cycle,
+    as fast as the input), and is wrong."""
+    from hwgen.hw.matmul import MatmulUnit
+    from hwgen.ir.builder import GraphBuilder
+    from hwgen.ir.types import IntType
+
+    rng = np.random.default_rng(8)
+    b = GraphBuilder("x", (6, 8), IntType(8))
+    b.linear("lin", "x", rng.integers(-128, 128, size=(4, 8)), rng.integers(-99, 99, size=4), 20000, 14,
+             IntType(8), IntType(8))
+    graph = b.finish("lin")
+    x = rng.integers(-128, 128, size=(3, 6, 8))
+    want = run(graph, x).reshape(3, -1)
+    top = lower(graph, 4)
+    e = estimate(graph, 4)
+    assert top.design.load_overlap and e["load"] == 0
+    got, cycles = simulate(top, x)
+    assert (got == want).all() and cycles[0] == e["total"]
+    for seed in (3, 4):
+        assert (simulate(lower(graph, 4), x, stall_seed=seed)[0] == want).all()
+    make = MatmulUnit.make.__func__
+
+    def ungated(cls, design, programs, addr_width):
+        unit = make(cls, design, programs, addr_width)
+        unit.gated_reads = False
+        return unit
+
+    monkeypatch.setattr(MatmulUnit, "make", classmethod(ungated))
+    got, _ = simulate(lower(graph, 4), x, stall_seed=3)
+    assert not (got == want).all()

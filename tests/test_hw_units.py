@@ -292,6 +292,38 @@ def test_softmax_overlap_reads_rows_only_once_written():
     assert not (got == run(graph, x).reshape(1, -1)).all()
 
 
+def test_input_read_through_wide_copies_is_loaded_early_after_its_last_reader():
+    """The input read by the scores (and its transposed wide copy) and by the weighted sum (through its wide
+    copy per head), then two linears: the next window's input, flat and both wide copies, is taken from the
+    first linear's step on. Exact back to back (the period the model's), with stalls, per step; taken one
+    step earlier, while the weighted sum still reads the wide copy, the outputs are wrong."""
+    from hwgen.hw import build_design
+    from hwgen.hw.lower import last_input_reader
+    from hwgen.hw.top import Top
+    from tests.test_new_ops import check_exact
+
+    rng = np.random.default_rng(4)
+    b = GraphBuilder("x", (6, 8), I8)
+    b.attn_scores("s", "x", "x", 2, 20000, 22, I8)
+    b.softmax("p", "s", softmax_lut(0.07, 8), 31, U8)
+    b.attn_apply("o", "p", "x", 31000, 16, I8, zp=-2)
+    b.linear("l1", "o", rng.integers(-128, 128, size=(8, 8)), rng.integers(-99, 99, size=8), 20000, 15, I8, I8)
+    b.linear("l2", "l1", rng.integers(-128, 128, size=(2, 8)), None, 20000, 15, I8, I8)
+    graph = b.finish("l2")
+    x = rng.integers(-128, 128, size=(4, 6, 8))
+    top = check_exact(graph, x, 3)
+    d = top.design
+    assert {k[0] for k in d.plan.wide} == {"x"} and len(d.plan.wide) == 2
+    assert d.steps == [[0, 1], [2], [3], [4]] and d.preload == 2
+    e = estimate(d)
+    assert e["throughput_cycles"] == e["total"] - e["load"]  # l1, l2 and the send outlast the load
+    early = build_design(graph, 3)
+    assert last_input_reader(early) == 1
+    early.preload = 1
+    got, _ = simulate(Top(early), x[:2])
+    assert not (got[0] == run(graph, x[:1]).reshape(-1)).all()
+
+
 @pytest.mark.parametrize("fabric", [False, True])
 def test_add_with_constant_affine_and_avgpool(fabric):
     rng = np.random.default_rng(5)

@@ -12,12 +12,11 @@ import pytest
 from hwgen.errors import HwgenError
 from hwgen.golden import ops, run
 from hwgen.hw import lower
-from hwgen.estimate.latency import of_graph as estimate
 from hwgen.ir.builder import GraphBuilder
 from hwgen.ops import macs
 from hwgen.ir.types import IntType
 from hwgen.tasks.metrics import accuracy, macro_f1, precision_recall_f1, roc_auc
-from tests.test_hw_top import simulate
+from tests.test_hw_top import check_back_to_back, simulate
 
 ROOT = Path(__file__).resolve().parents[1]
 I8, I16 = IntType(8), IntType(16)
@@ -159,10 +158,9 @@ def test_argmax_unit_matches_golden(scores):
     x[2, 0, [2, 5]] = 127  # a tie at the maximum: the lower index
     x[3, 0, -1] = 127  # the maximum last
     expected = run(g, x).reshape(len(x), -1)
-    got, cycles = simulate(lower(g, 2), x, stall_seed=None)
+    got, _, _ = check_back_to_back(lower(g, 2), x)  # the first window's cycles and the period exact
     assert (got == expected).all(), f"{got} != {expected}"
     assert expected[:4, 0].tolist()[1:] == [0, 2, c - 1]
-    assert cycles == [estimate(g, 2)["total"]] * len(x)
 
 
 @pytest.mark.parametrize("L, F, shift, threshold, horizon",
@@ -177,8 +175,8 @@ def test_anomaly_unit_matches_golden(L, F, shift, threshold, horizon):
     expected = run(g, x).reshape(len(x), -1)
     got, cycles = simulate(lower(g, 3), x, stall_seed=5)
     assert (got == expected).all(), f"{got} != {expected}"
-    _, quiet = simulate(lower(g, 3), x[:2])
-    assert quiet == [estimate(g, 3)["total"]] * 2
+    quiet, _, _ = check_back_to_back(lower(g, 3), x)
+    assert (quiet == expected).all()
     if shift == 22:  # scores in range, some flagged and some not
         assert 0 < expected[:, 0].max() < 32767 and len(set(expected[:, 1].tolist())) == 2
 
@@ -315,8 +313,10 @@ def test_shipped_task_model_bit_exact_on_verilator(name, tmp_path):
     assert_verilog_as_recorded(name, tmp_path / name)
     sim = simulate_build(str(tmp_path / name), "verilator", windows=32, stall=0.2, seed=1)
     assert sim["windows"] == 32 and sim["mismatches"] == 0 and sim["error"] is None
-    assert sim["cycles_per_inference"] >= 0.95 * report["hardware"]["latency_cycles"]
-    assert all(st["cycles"] == st["model"] for st in sim["cycles_per_step"])  # per layer, simulated == model
+    # stalls only add cycles (the testbench counts one fewer than the model, tests/test_accelerator.py)
+    assert sim["cycles_per_inference"] >= report["hardware"]["latency_cycles"] - 1
+    # per layer, simulated == model (the first step takes the input as it arrives: it waits on the stream)
+    assert all(st["cycles"] == st["model"] for st in sim["cycles_per_step"] if not st.get("waits_on_input"))
     # the terminal summary speaks the task's metrics, from report.json
     text = summary_markdown(tmp_path / name)
     integer = report["accuracy"]["integer"]

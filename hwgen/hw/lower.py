@@ -36,6 +36,12 @@ class Design:
     # overlapped node -> its producer: both start in the producer's step and the node reads the producer's
     # output from memory as the producer writes it (``Lowered.OVERLAPS_PRODUCER``)
     overlapped: dict[int, int] = field(default_factory=dict)
+    # the position in ``steps`` of the first controller step that takes the next window's input: the one
+    # after the last step reading the input (directly or through a wide copy); len(steps): only from SEND
+    preload: int = 0
+    # the first node (a linear reading the whole input) runs while the input arrives: its operand reads wait
+    # for the elements (``MatmulUnit`` gate), so the load and the node share the first controller step
+    load_overlap: bool = False
     shl_table: list[int] = field(default_factory=list)  # per-embedding-group input shifts of linear nodes
     params: dict[str, list] = field(default_factory=dict)  # per unit: parameter words for its ROMs
     fabric: frozenset = frozenset()  # units whose rescale products are shift-add in fabric, not DSP48E1
@@ -52,6 +58,13 @@ class Design:
     def steps(self) -> list[list[int]]:
         """The controller's node steps in order: the nodes (indices) each runs (a chain runs in one)."""
         return [[i for i, h in enumerate(self.head) if h == head] for head in sorted(set(self.head))]
+
+    @property
+    def preload_step(self) -> int:
+        """The controller step (``Top.step``: 1..n the node steps, n + 1 SEND) from which the next window's
+        input is taken."""
+        steps = self.steps
+        return self.head[steps[self.preload][0]] + 1 if self.preload < len(steps) else len(self.graph.nodes) + 1
 
     @staticmethod
     def pack(values, bits: int) -> int:
@@ -86,12 +99,14 @@ class Design:
             "units": {str(k): {"nodes": len(v), "widths": dict(self.widths.get(k, {})),
                                "rescale_dsps": UNITS[k].dsps(self), "rescale_in_fabric": k in self.fabric}
                       for k, v in self.programs.items()},
+            "load_with_first_node": self.load_overlap,
             "nodes": [{"name": n.name, "op": n.op, "unit": str(self.node_unit[i][0]), "step": self.head[i] + 1,
                        **({"streamed_input": self.streamed[i]} if i in self.streamed else {}),
                        **({"overlaps": nodes[self.overlapped[i]].name} if i in self.overlapped else {})}
                       for i, n in enumerate(nodes)],
             "steps": [{"step": self.head[s[0]] + 1, "nodes": [nodes[i].name for i in s]}
                       for s in self.steps],
+            "next_input_from_step": self.preload_step,
             "memory": {"buffers": [{"depth": d, "bits": b} for d, b in self.plan.buffers],
                        "values": dict(self.plan.flat),
                        "wide": [{"value": k[0], "layout": k[1], "heads": k[2], "lanes": lay.lanes, "depth": lay.depth}
@@ -117,7 +132,9 @@ def build_design(graph: Graph, lanes: int, images: bool = True, dsp_budget: int 
     d = Design(graph, lanes, None, images)
     _find_chains(d)
     _find_overlaps(d)
+    d.preload = last_input_reader(d) + 1
     d.plan = plan_memory(graph, lanes, d.head)
+    d.load_overlap = _load_overlaps(d)
     for i, node in enumerate(graph.nodes):
         kind = OPS[node.op].unit
         a, wd, out = node.attrs, dict(node.attrs.get("widths") or OPS[node.op].widths(graph, node)), node.out.dtype
@@ -165,6 +182,14 @@ def choose_fabric(design: Design, dsp_budget: int) -> frozenset:
     return frozenset(fabric)
 
 
+def last_input_reader(d: Design) -> int:
+    """The position in ``d.steps`` of the last controller step with a node that reads the graph's input (its
+    flat buffer, or a wide copy of it: both are among the node's inputs); -1 if none does."""
+    name = d.graph.input_name
+    return max((pos for pos, members in enumerate(d.steps)
+                if any(name in d.graph.nodes[i].inputs for i in members)), default=-1)
+
+
 def _find_chains(d: Design) -> None:
     """Chain a chainable node (``OpDef.chainable``: add, affine, avgpool) onto the node just before it when it
     consumes that node's output: it then takes the elements from the producer's output stream and runs
@@ -209,3 +234,17 @@ def _find_overlaps(d: Design) -> None:
             continue
         d.head[j] = j - 1
         d.overlapped[j] = j - 1
+
+
+def _load_overlaps(d: Design) -> bool:
+    """Whether the first node can run while the input arrives: a linear (``MatmulUnit.GATED_OPS``) whose
+    broadcast operand is the whole input, with no other node of its step reading the input."""
+    g, nodes = d.graph, d.graph.nodes
+    if not nodes or not d.steps or UNITS[OPS[nodes[0].op].unit].GATED_OPS is None:
+        return False
+    first = nodes[0]
+    if first.op not in UNITS[OPS[first.op].unit].GATED_OPS or first.inputs[0] != g.input_name:
+        return False
+    if first.attrs.get("rows") is not None or d.plan.wide_key(g, first) is not None:
+        return False
+    return not any(g.input_name in nodes[i].inputs for i in d.steps[0][1:])

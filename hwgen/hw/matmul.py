@@ -192,9 +192,15 @@ class MatmulUnit(Lowered, wiring.Component):
     def make(cls, design, programs, addr_width):
         u = design.widths[cls.kind]
         return cls(programs, design.lanes, u["in"], u["b"], u["acc"], u["m0"], u["bias"], u["out"], addr_width,
-                   shl_table=design.shl_table, fabric=cls.kind in design.fabric)
+                   shl_table=design.shl_table, fabric=cls.kind in design.fabric, gated=design.load_overlap)
 
     WRITES_IN_ORDER = True
+    GATED_OPS = ("linear",)
+
+    @classmethod
+    def gated_cycles(cls, design, prog, ready) -> int:
+        """``cycles`` of a node whose operand reads wait (``gated_times``): done follows the last write."""
+        return cls.gated_times(design, prog, ready)[-1] + 2
 
     @staticmethod
     def _spans(prog):
@@ -272,12 +278,12 @@ class MatmulUnit(Lowered, wiring.Component):
 
     def __init__(self, programs: list[MatmulProgram], lanes: int, a_width: int, b_width: int,
                  acc_width: int, m0_width: int, bias_width: int, out_width: int, addr_width: int,
-                 shl_table: list[int] | None = None, fabric: bool = False):
+                 shl_table: list[int] | None = None, fabric: bool = False, gated: bool = False):
         if not programs:
             raise ValueError("a MatmulUnit needs at least one program, not an empty list")
         if not isinstance(lanes, int) or lanes < 1:
             raise ValueError(f"lanes must be a positive integer, not {lanes!r}")
-        self.programs, self.lanes, self.fabric = programs, lanes, fabric
+        self.programs, self.lanes, self.fabric, self.gated_reads = programs, lanes, fabric, gated
         # Per-embedding-group inputs: one small table of left shifts for the broadcast operand (the group
         # partial sums rescaled by exact powers of two); absent, and no logic at all, without groups.
         self.shl_table = [int(v) for v in (shl_table or [])]
@@ -343,7 +349,9 @@ class MatmulUnit(Lowered, wiring.Component):
         # never reach the hold registers before this group's nv sums have drained (also when beats stall)
         idle_after = Mux(nv_m1 > cfg["k_last"], nv_m1 - cfg["k_last"], 0)
         # gated (the operand still being written, ``avail`` elements so far): a beat waits for its element
-        issue = running & ((k != 0) | (cool == 0)) & (~self.gated | (a_ptr < self.avail))
+        issue = running & ((k != 0) | (cool == 0))
+        if self.gated_reads:  # built only for a design whose first node runs while the input arrives
+            issue = issue & (~self.gated | (a_ptr < self.avail))
         last_k = k == cfg["k_last"]
         a_on = None  # conv1d: whether the operand read is inside the input (else 0), delayed to its data
         if conv:

@@ -102,7 +102,11 @@ class MemoryPlan:
 def plan_memory(graph: Graph, lanes: int, head: list[int] | None = None) -> MemoryPlan:
     """Assign every value a flat buffer (sharing buffers between values whose lifetimes do not overlap)
     and create the wide copies the attention products read. ``head[i]`` is the node whose step node ``i``
-    runs in (a chained node is written while its chain's first node still reads its inputs)."""
+    runs in (a chained node is written while its chain's first node still reads its inputs).
+
+    The graph input has a buffer of its own that no other value shares: the next window's input is written
+    into it while the current window still computes and sends (``hwgen.hw.top``), so no other value may
+    live there."""
     plan = MemoryPlan(lanes)
     head = head or list(range(len(graph.nodes)))
     types = {graph.input_name: graph.input_type, **{n.name: n.out for n in graph.nodes}}
@@ -139,7 +143,8 @@ def plan_memory(graph: Graph, lanes: int, head: list[int] | None = None) -> Memo
             b = len(plan.buffers)
             plan.buffers.append([depth, bits])
             free_at.append(-2)
-        free_at[b] = last_use[name]
+        # the input's buffer is never free again: the next window's input arrives there early
+        free_at[b] = len(graph.nodes) + 1 if name == graph.input_name else last_use[name]
         plan.flat[name] = b
     return plan
 

@@ -82,6 +82,7 @@ class Lowered:
     # ``gated``/``avail`` ports; ``overlapped_cycles``); the producer's unit must declare ``write_times``.
     OVERLAPS_PRODUCER = False
     WRITES_IN_ORDER = False  # ``write_times`` gives the cycle of each output write (in address order)
+    GATED_OPS: tuple[str, ...] | None = None  # ops whose reads can wait for their operand (``gated_times``)
 
     @classmethod
     def write_times(cls, design, prog) -> list[int]:

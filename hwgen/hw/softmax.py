@@ -228,6 +228,8 @@ class SoftmaxUnit(Lowered, wiring.Component):
                 m.d.sync += [base_b.eq(next_b), next_b.eq(next_b + cfg["cols"])]
 
         def ready(x):  # period x may start: its row's maximum is known (a stream node), or it has no row
+            if not stream_any:
+                return 1
             return ~cfg["stream"][0] | (x >= cfg["rows"]) | (known > x)
 
         with m.FSM():

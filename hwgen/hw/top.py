@@ -2,8 +2,12 @@
 memories, the shared units, and the routing between them.
 
 Contract: ``x`` takes the input tensor's elements one per beat, row-major; after the last input beat
-the engine runs every node in order (``x.ready`` stays low meanwhile), then sends the output tensor
-row-major on ``y``, then takes the next window. Synchronous reset returns to waiting for input.
+the engine runs every node in order, then sends the output tensor row-major on ``y``. The input has a
+buffer of its own (``plan_memory``), so the next window's input is taken while the current window still
+computes and sends: ``x.ready`` is high in LOAD and again from the controller step after the last one that
+reads the input (``Design.preload``) until the next window's input is complete. When the output has been
+sent the next window starts at once if its whole input has arrived, else the load goes on in LOAD from the
+element where it stopped. Synchronous reset returns to waiting for input.
 """
 
 from __future__ import annotations
@@ -55,8 +59,8 @@ class Top(wiring.Component):
         """The controller's and the routing's structure as ``hwgen.estimate.model`` prices it: "route", the
         multiplexer input bits between memory ports and unit ports (per port, its width times the distinct
         units or memories on the other side; the flat buffers' write ports likewise); "steps", the
-        controller's states times the address width (every routed port decodes the step); "count", the input/output index, the units' write addresses and the wide
-        copies' writer cursors."""
+        controller's states times the address width (every routed port decodes the step); "count", the input
+        and output indices, the units' write addresses and the wide copies' writer cursors."""
         g, plan, nodes = design.graph, design.plan, design.graph.nodes
         depths = [b[0] for b in plan.buffers] + [lay.depth for lay in plan.wide.values()]
         depths += [len(v) for v in plan.const_flat.values()] + [len(v) for v in design.params.values()]
@@ -97,8 +101,8 @@ class Top(wiring.Component):
         route += sum(addr * len(v) for v in users.values() if len(v) > 1)
         route += sum((addr + sb(n.name) + 2) * len(writers[plan.flat[n.name]]) for n in nodes
                      if len(writers[plan.flat[n.name]]) > 1)
-        n_io = max(math.prod(view(t)) for t in (g.input_type, g.output_type))
-        count = max(n_io, 1).bit_length() + addr * len(design.programs)
+        count = sum(max(math.prod(view(t)), 1).bit_length() for t in (g.input_type, g.output_type))
+        count += addr * len(design.programs)
         count += sum(8 * max(lay.depth, 1).bit_length() for key, lay in plan.wide.items() if key[0] not in g.consts)
         return {"route": route, "steps": (len(design.steps) + 2) * addr, "count": count}
 
@@ -161,6 +165,8 @@ class Top(wiring.Component):
             return ports[key][port_index], sb(name)
 
         # ---- routing: for each step (node), which memory port each unit port reaches -----------------------
+        n_in, n_out = (view(t)[0] * view(t)[1] for t in (g.input_type, g.output_type))
+        in_idx = Signal(range(n_in + 1))  # the input elements of the window being taken
         n = len(nodes)
         step = self.step = Signal(range(n + 2))  # 0: load input, 1..n: node, n+1: send output
         addr_of = {}  # read port -> list of (step, addr)
@@ -192,6 +198,9 @@ class Top(wiring.Component):
             u = units[kind]
             streamed = d.streamed.get(i)
             if kind is Unit.MATMUL:  # the MAC array: a broadcast operand, a wide operand, parameter words
+                if i == 0 and d.load_overlap:  # its operand reads wait for the input still arriving
+                    with m.If(step == st):
+                        m.d.comb += [u.gated.eq(1), u.avail.eq(in_idx)]
                 port, bits = source(node.inputs[0])
                 route(st, port, u.a_addr, u.a_data, bits, registered=True)
                 key = plan.wide_key(g, node)
@@ -241,7 +250,7 @@ class Top(wiring.Component):
                             m.d.comb += sig.eq(value)
 
         # ---- writes: the active unit's output elements, in row-major order ----------------------------------
-        node_start = Signal()
+        node_start = Signal(init=int(d.load_overlap))  # out of reset the first step starts at once (load overlap)
         w_addr = {kind: Signal(self.addr_width, name=f"w_addr_{kind}") for kind in units}
         for kind, unit in units.items():
             with m.If(node_start):
@@ -257,36 +266,49 @@ class Top(wiring.Component):
                 for wr in writers.get(node.name, []):
                     m.d.comb += [wr.start.eq(node_start), wr.valid.eq(u.w_valid), wr.data.eq(u.w_data)]
 
-        # ---- controller --------------------------------------------------------------------------------------
-        n_in, n_out = (view(t)[0] * view(t)[1] for t in (g.input_type, g.output_type))
-        idx = Signal(range(max(n_in, n_out) + 1))
+        # ---- controller ----------------------------------------------------------------------------------------
+        # The input is loaded in LOAD and, for the next window, from the step after its last reader on (and
+        # in SEND): ``take`` says the state may take input, ``in_idx`` counts the window's elements taken.
+        idx = Signal(range(n_out + 1))  # SEND: the output element read next
+        take, accept = Signal(), Signal()
+        m.d.comb += [self.x.ready.eq(take & (in_idx < n_in)), accept.eq(self.x.valid & self.x.ready)]
+        last_in = accept & (in_idx == n_in - 1)  # this beat completes a window's input
         in_wp = flat_wr[plan.flat[g.input_name]]
-        for wr in writers.get(g.input_name, []):
-            m.d.comb += [wr.valid.eq(self.x.valid & self.x.ready), wr.data.eq(self.x.payload),
-                         wr.start.eq(step == n + 1)]
+        with m.If(take):
+            m.d.comb += [in_wp.addr.eq(in_idx), in_wp.en.eq(accept), in_wp.data.eq(self.x.payload)]
+        with m.If(accept):
+            m.d.sync += in_idx.eq(in_idx + 1)
+        for wr in writers.get(g.input_name, []):  # its cursor returns to 0 after each window's last element
+            m.d.comb += [wr.valid.eq(accept), wr.data.eq(self.x.payload), wr.start.eq(last_in)]
         m.d.sync += node_start.eq(0)
-        with m.FSM():
-            with m.State("LOAD"):
-                m.d.comb += [step.eq(0), self.x.ready.eq(1), in_wp.addr.eq(idx), in_wp.en.eq(self.x.valid),
-                             in_wp.data.eq(self.x.payload)]
-                with m.If(self.x.valid):
-                    m.d.sync += idx.eq(idx + 1)
-                    with m.If(idx == n_in - 1):
-                        m.d.sync += [idx.eq(0), node_start.eq(1)]
+        # With the load overlapping the first node there is no LOAD state: the first step starts out of reset
+        # and after each send, takes the window's input as it arrives (``in_idx``, counted on from what the
+        # early load took), and ``in_idx`` starts again from 0 where the early load of the next window starts.
+        overlap = d.load_overlap
+        with m.FSM(init="N0" if overlap else "LOAD"):
+            if not overlap:
+                with m.State("LOAD"):
+                    m.d.comb += [step.eq(0), take.eq(1)]
+                    with m.If(last_in):
+                        m.d.sync += [in_idx.eq(0), node_start.eq(1)]
                         m.next = "N0"
             heads = sorted(set(d.head))
             for h_i, head in enumerate(heads):
                 members = [i for i in range(n) if d.head[i] == head]
                 with m.State(f"N{head}"):
                     m.d.comb += step.eq(head + 1)
+                    if h_i >= d.preload or (overlap and h_i == 0):  # no step from here on reads the input
+                        m.d.comb += take.eq(1)
                     for i in members:
                         kind, sel = d.node_unit[i]
                         m.d.comb += [units[kind].sel.eq(sel), units[kind].start.eq(node_start)]
                     with m.If(units[d.node_unit[members[-1]][0]].done):
                         m.d.sync += node_start.eq(1)
                         m.next = f"N{heads[h_i + 1]}" if h_i + 1 < len(heads) else "SEND"
+                        if overlap and h_i + 1 == d.preload:
+                            m.d.sync += in_idx.eq(0)  # the early load of the next window starts
             with m.State("SEND"):
-                m.d.comb += step.eq(n + 1)
+                m.d.comb += [step.eq(n + 1), take.eq(1)]
                 y = self.y
                 m.d.comb += [y.payload.eq(out_port.data[:out_bits].as_signed()), send_addr.eq(idx)]
                 with m.If(~y.valid | y.ready):
@@ -296,5 +318,13 @@ class Top(wiring.Component):
                     m.d.comb += out_port.en.eq(0)
                 with m.If(y.valid & y.ready & (idx == n_out)):
                     m.d.sync += [idx.eq(0), y.valid.eq(0)]
-                    m.next = "LOAD"
+                    if overlap:  # the first node takes the rest of the input
+                        m.d.sync += node_start.eq(1)
+                        m.next = "N0"
+                    else:
+                        with m.If((in_idx == n_in) | last_in):  # the next window's input is all in: run it
+                            m.d.sync += [in_idx.eq(0), node_start.eq(1)]
+                            m.next = "N0"
+                        with m.Else():
+                            m.next = "LOAD"
         return m

@@ -402,6 +402,10 @@ def _latency(r: dict, g: dict) -> str:
         return out + _not_run("the build", "hwgen build MODEL.pt --out DIR")
     rows = [["analytic model, cycles per inference", _v("report", "hardware/latency_cycles", hw.get("latency_cycles"))],
             ["analytic model, µs", _v("report", "hardware/latency_us", hw.get("latency_us"))],
+            ["analytic model, cycles between windows streamed back to back",
+             _v("report", "hardware/throughput_cycles", hw.get("throughput_cycles"))],
+            ["analytic model, inferences per second back to back",
+             _v("report", "hardware/inferences_per_second", hw.get("inferences_per_second"), decimals=0)],
             ["clock (MHz)", _v("report", "hardware/clock_mhz", hw.get("clock_mhz"))],
             ["multipliers working each cycle", _v("report", "hardware/parallel", hw.get("parallel"))],
             ["DSP bound (MACs / DSPs), cycles", _v("report", "hardware/dsp_bound_cycles", hw.get("dsp_bound_cycles"))]]
@@ -411,6 +415,12 @@ def _latency(r: dict, g: dict) -> str:
                      f'{_v("report", "sim/cycles_per_inference", sim["cycles_per_inference"])} '
                      f'({_v("report", "sim/cycles_per_inference_min_max/0", mm[0])}, '
                      f'{_v("report", "sim/cycles_per_inference_min_max/1", mm[1])})'])
+        if sim.get("cycles_between_windows") is not None:
+            mm = sim.get("cycles_between_windows_min_max") or [None, None]
+            rows.append(["simulation, cycles between windows back to back (mean; min, max)",
+                         f'{_v("report", "sim/cycles_between_windows", sim["cycles_between_windows"])} '
+                         f'({_v("report", "sim/cycles_between_windows_min_max/0", mm[0])}, '
+                         f'{_v("report", "sim/cycles_between_windows_min_max/1", mm[1])})'])
     else:
         rows.append(["simulation, cycles per inference", _na("not run (hwgen sim DIR)")])
     out += _table(["", ""], rows)
@@ -447,8 +457,12 @@ def _step_latency(sim: dict) -> str:
              _v("report", f"sim/cycles_per_step/{i}/model", st.get("model"))]
             for i, (name, st) in enumerate(zip(names, steps))]
     differ = [st for st in steps if st.get("model") is not None and st.get("cycles") != st.get("model")]
+    waits = any(st.get("waits_on_input") for st in steps)
+    timed = [st for st in steps if not st.get("waits_on_input")]
     verdict = ("the model differs on some steps" if differ else
-               "the model predicts every step exactly" if all(st.get("model") is not None for st in steps) else "")
+               "the model predicts every step exactly" if all(st.get("model") is not None for st in timed) else "")
+    if verdict and waits:
+        verdict += " (the first takes the input as it arrives, so it waits on the stream: timed with the window)"
     return ("<h3>Cycles per layer, simulation</h3><p>Measured in the simulation of the emitted Verilog: the "
             "cycles the controller spends on each node (with the nodes chained to it), mean, min and max over "
             f"the simulated windows, beside the analytic model{': ' + verdict if verdict else ''}.</p>"

@@ -30,13 +30,18 @@ def summary_markdown(build_dir: str | Path) -> str:
         verdict = "BIT-EXACT" if sim.get("mismatches") == 0 and not sim.get("error") else "MISMATCH"
         lines.append(f"- simulation ({sim.get('simulator')}): {verdict} on {sim.get('windows')} windows "
                      f"({sim.get('mismatches')} mismatching elements), "
-                     f"{_fmt(sim.get('cycles_per_inference'), '.0f')} cycles per inference measured")
+                     f"{_fmt(sim.get('cycles_per_inference'), '.0f')} cycles per inference measured"
+                     + (f", {_fmt(sim['cycles_between_windows'], '.0f')} between windows back to back"
+                        if sim.get("cycles_between_windows") is not None else ""))
     else:
         lines.append("- simulation: not run (hwgen sim)")
     if hw:
         lines.append(f"- latency: {hw.get('latency_cycles')} cycles = {_fmt(hw.get('latency_us'), '.1f')} µs at "
                      f"{hw.get('clock_mhz')} MHz with {hw.get('parallel')} multipliers "
                      f"(DSP bound {hw.get('dsp_bound_cycles')} cycles)")
+        if hw.get("throughput_cycles") is not None:
+            lines.append(f"- throughput (windows back to back): one window per {hw['throughput_cycles']} cycles "
+                         f"= {_fmt(hw.get('inferences_per_second'), ',.0f')} inferences/s")
     res = r.get("resources")
     if res:
         units = res.get("units") or {}  # an open-flow family's cells (hwgen.steps.impl.estimate_open)

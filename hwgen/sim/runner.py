@@ -75,7 +75,9 @@ class SimResult:
     mismatches: int
     first_mismatch: dict | None
     cycles_per_inference: tuple[float, int, int] | None  # (mean, min, max), clock edges from the first
-    #                                                     input beat accepted to the last output beat
+    #                                                     input beat accepted to the last output beat, over
+    #                                                     the windows the design took alone (the first, and
+    #                                                     any whose input began after the previous output)
     sim_cycles_per_s: float | None
     wall_s: float  # the whole call: expected outputs, build (or cache hit) and simulation
     build_s: float = 0.0
@@ -87,6 +89,9 @@ class SimResult:
     run_dir: Path | None = None  # case, log and results of a failing run (or one with waves); else removed
     # the controller's node steps (1..n of hwgen_top's ``step``): {step: (mean, min, max) cycles per visit}
     step_cycles: dict[int, tuple[float, int, int]] | None = None
+    # (mean, min, max) clock edges between consecutive windows' last output beats (None for one window):
+    # the period of the back-to-back stream
+    cycles_between_windows: tuple[float, int, int] | None = None
 
     @property
     def passed(self) -> bool:
@@ -178,6 +183,7 @@ def simulate(
     if res.get("config_error"):
         raise HwgenError(f"{verilog_path}: {res['config_error']}")
     cpi = res.get("cycles_per_inference") or {}
+    cbw = res.get("cycles_between_windows") or {}
     wave_file = None
     if waves:
         found = sorted(run_dir.glob("*.vcd")) + sorted(run_dir.glob("*.fst"))
@@ -202,6 +208,7 @@ def simulate(
         run_dir=run_dir,
         step_cycles={int(k): (v[0], v[1], v[2]) for k, v in res["step_cycles"].items()}
         if res.get("step_cycles") else None,
+        cycles_between_windows=(cbw["mean"], cbw["min"], cbw["max"]) if cbw.get("mean") is not None else None,
     )
 
 

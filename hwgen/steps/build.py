@@ -270,6 +270,9 @@ def build(source: str, out: str, board_name: str = "xc7s15", parallel: str | int
             "parallel": p,
             "latency_cycles": int(lat["total"]),
             "latency_us": lat["total"] / board.clock_mhz,
+            # windows streamed back to back: the next one's input is taken while this one computes
+            "throughput_cycles": int(lat["throughput_cycles"]),
+            "inferences_per_second": board.clock_mhz * 1e6 / lat["throughput_cycles"],
             "cycles_model": "analytic (hwgen.estimate.latency)",
             "dsp_bound_cycles": -(-int(lat["macs"]) // board.device.resources.dsp),
             "cycles_per_node": {k: int(v) for k, v in lat["nodes"].items()},
@@ -296,7 +299,8 @@ def build(source: str, out: str, board_name: str = "xc7s15", parallel: str | int
             report["vivado"] = {"folder": "vivado", "top": SPI_TOP_NAME, "command": "cd vivado && ./build.sh"}
         write_report(tmp, report)
     say(f"build: wrote {out} in {time.perf_counter() - t0:.1f} s "
-        f"({lat['total']} cycles = {lat['total'] / board.clock_mhz:.1f} us at {board.clock_mhz:g} MHz)")
+        f"({lat['total']} cycles = {lat['total'] / board.clock_mhz:.1f} us at {board.clock_mhz:g} MHz; "
+        f"back to back one window per {lat['throughput_cycles']} cycles)")
     return report
 
 
@@ -387,11 +391,17 @@ def step_latency(design: dict[str, Any], step_cycles: dict[int, tuple[float, int
     runs in the producer's step, as the build's ``design.json`` records), beside the analytic model's cycles
     of the same nodes."""
     steps = {s["step"]: s["nodes"] for s in design["steps"]}
+    first = min(steps, default=None)
     rows = []
     for step, (mean, lo, hi) in sorted(step_cycles.items()):
         names = steps.get(step, [])
         model = sum(model_nodes[n] for n in names) if names and all(n in model_nodes for n in names) else None
-        rows.append({"step": step, "nodes": names, "cycles": mean, "min": lo, "max": hi, "model": model})
+        row = {"step": step, "nodes": names, "cycles": mean, "min": lo, "max": hi, "model": model}
+        if design.get("load_with_first_node") and step == first:
+            # it takes the input as it arrives: its cycles wait on the stream (as a load step's do), and the
+            # model's count from the first input beat of a window alone
+            row.update(model=None, waits_on_input=True, model_from_first_input_beat=model)
+        rows.append(row)
     return rows
 
 
@@ -448,6 +458,10 @@ def simulate_build(build_dir: str, simulator: str = "verilator", windows: int | 
         "first_mismatch": res.first_mismatch,
         "cycles_per_inference": cpi[0] if cpi else None,
         "cycles_per_inference_min_max": [cpi[1], cpi[2]] if cpi else None,
+        # the windows are streamed back to back: the next input is taken while the design computes
+        "cycles_between_windows": res.cycles_between_windows[0] if res.cycles_between_windows else None,
+        "cycles_between_windows_min_max": list(res.cycles_between_windows[1:]) if res.cycles_between_windows
+        else None,
         "cycles_per_step": per_step,
         "stall_probability": stall,
         "sim_cycles_per_s": res.sim_cycles_per_s,

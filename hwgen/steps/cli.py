@@ -180,7 +180,9 @@ def cmd_build(args: argparse.Namespace) -> int:
                    class_scores=not args.index_only, force=args.force)
     hw = report["hardware"]
     print(f"{args.out}: {hw['parallel']} multipliers, {hw['latency_cycles']} cycles per inference "
-          f"({hw['latency_us']:.1f} us at {hw['clock_mhz']:g} MHz; DSP bound {hw['dsp_bound_cycles']} cycles)")
+          f"({hw['latency_us']:.1f} us at {hw['clock_mhz']:g} MHz; DSP bound {hw['dsp_bound_cycles']} cycles); "
+          f"back to back one window per {hw['throughput_cycles']} cycles "
+          f"({hw['inferences_per_second']:,.0f} inferences/s)")
     return 0
 
 
@@ -211,7 +213,10 @@ def cmd_sim(args: argparse.Namespace) -> int:
         inputs = _input_windows(args.inputs, args.build_dir)[:windows]
     sim = simulate_build(args.build_dir, args.simulator, windows, args.stall, args.seed, inputs=inputs)
     print(f"{args.build_dir}: bit-exact on {sim['windows']} windows ({sim['simulator']}), "
-          f"{sim['cycles_per_inference']:.0f} cycles per inference, {sim['sim_cycles_per_s']:.0f} simulated cycles/s")
+          f"{sim['cycles_per_inference']:.0f} cycles per inference"
+          + (f", {sim['cycles_between_windows']:.0f} between windows back to back"
+             if sim.get("cycles_between_windows") is not None else "")
+          + f", {sim['sim_cycles_per_s']:.0f} simulated cycles/s")
     return 0
 
 
