@@ -91,13 +91,29 @@ def yosys_counts(graph, parallel: int, cache: dict | None = None) -> dict:
     return out
 
 
-def load_cache() -> dict:
-    return json.loads(CACHE.read_text()) if CACHE.exists() else {}
+def load_cache(path: Path = CACHE) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
-def save_cache(cache: dict) -> None:
-    CACHE.parent.mkdir(parents=True, exist_ok=True)
-    CACHE.write_text(json.dumps(cache, indent=1, sort_keys=True) + "\n")
+def save_cache(cache: dict, path: Path = CACHE) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(cache, indent=1, sort_keys=True) + "\n")
+
+
+ARCH_NAMES = ("window", "d_model", "heads", "layers", "ffn")  # the searched shape parameters, in draw order
+
+
+def draw_architecture(rng: random.Random, space, names: tuple[str, ...] = ARCH_NAMES) -> dict:
+    """One choice of each of ``names`` from ``space`` (a ``SearchSpace``), in that order, then the norm
+    (batch or layer; the search's default space has batch only), all drawn from ``rng``."""
+    arch = {name: rng.choice(getattr(space, name)) for name in names}
+    arch["norm"] = rng.choice(("batch", "layer"))
+    return arch
+
+
+def valid_architecture(arch: dict) -> bool:
+    """Whether ``arch`` can be built: d_model divisible by heads (others are redrawn)."""
+    return arch["d_model"] % arch["heads"] == 0
 
 
 def random_architectures(n: int = N_RANDOM, seed: int = SEED) -> list[tuple[dict, tuple[int, ...]]]:
@@ -107,11 +123,9 @@ def random_architectures(n: int = N_RANDOM, seed: int = SEED) -> list[tuple[dict
     space, rng, out = SearchSpace(), random.Random(seed), []
     seen = {json.dumps(a, sort_keys=True) for a, _ in CALIBRATION}
     while len(out) < n:
-        arch = {name: rng.choice(getattr(space, name)) for name in ("window", "d_model", "heads", "layers", "ffn",
-                                                                     "bits_w", "bits_a")}
-        arch["norm"] = rng.choice(("batch", "layer"))
+        arch = draw_architecture(rng, space, ARCH_NAMES + ("bits_w", "bits_a"))
         key = json.dumps(arch, sort_keys=True)
-        if arch["d_model"] % arch["heads"] or key in seen:
+        if not valid_architecture(arch) or key in seen:
             continue
         seen.add(key)
         pars = sorted(rng.sample([p for p in DEFAULT_PARALLEL if p <= DSP_BUDGET], rng.choice((2, 3))))

@@ -18,6 +18,10 @@ SECTIONS.append("search")  # about 20 minutes: a 15-minute, 2-worker PM2.5 searc
 # the resource model against Yosys on 10 random held-out architectures at 2-3 parallelisms and the 2-layer
 # d_model-32 W4 model: about 30 minutes of Yosys, or seconds with the counts cached by Verilog hash
 SECTIONS.append("resources_model")
+# how many of 30 random configurations of the search space (4, 6, 8 bits) and the 2-layer d_model-32 W4
+# model fit the XC7S15 at --parallel auto, by Yosys: about 35 minutes (31 Yosys runs), 84-136 s with the
+# counts cached by Verilog hash
+SECTIONS.append("fit")
 RESULTS = Path("bench/results")
 
 
