@@ -47,8 +47,9 @@ def estimate(design: Design) -> dict:
             nodes[node.name] = unit.cycles(design, prog)
     first = graph.nodes[0].name if graph.nodes else None
     if design.load_overlap:  # the first node reads input element a once it has arrived (cycle a of the step)
-        unit, prog = UNITS[design.node_unit[0][0]], design.programs[design.node_unit[0][0]][design.node_unit[0][1]]
-        nodes[first] = unit.gated_cycles(design, prog, [a + 1 for a in range(n_in)])
+        kind, idx = design.node_unit[0]
+        first_unit, first_prog = UNITS[kind], design.programs[kind][idx]
+        nodes[first] = first_unit.gated_cycles(design, first_prog, [a + 1 for a in range(n_in)])
     node_macs = {n.name: macs(graph, n) for n in graph.nodes}
     mac_cycles = sum(nodes[name] for name, m in node_macs.items() if m)
     steps = [sum(nodes[graph.nodes[i].name] for i in members) for members in design.steps]
@@ -58,7 +59,7 @@ def estimate(design: Design) -> dict:
         # back to back: ``preload`` elements of the next input arrive before its first step, the rest in it
         early = min(preload, n_in)
         ready = [0 if a < early else a - early + 1 for a in range(n_in)]
-        steady = steps[0] - nodes[first] + unit.gated_cycles(design, prog, ready)
+        steady = steps[0] - nodes[first] + first_unit.gated_cycles(design, first_prog, ready)
         period = steady + sum(steps[1:]) + n_out + 1
         next_input = sum(steps[:design.preload])  # the second window's first beat, from the first's
     else:

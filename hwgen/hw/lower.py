@@ -240,7 +240,7 @@ def _load_overlaps(d: Design) -> bool:
     """Whether the first node can run while the input arrives: a linear (``MatmulUnit.GATED_OPS``) whose
     broadcast operand is the whole input, with no other node of its step reading the input."""
     g, nodes = d.graph, d.graph.nodes
-    if not nodes or not d.steps or UNITS[OPS[nodes[0].op].unit].GATED_OPS is None:
+    if not nodes:
         return False
     first = nodes[0]
     if first.op not in UNITS[OPS[first.op].unit].GATED_OPS or first.inputs[0] != g.input_name:

@@ -218,32 +218,30 @@ class MatmulUnit(Lowered, wiring.Component):
         return sum(s for s, _ in spans[:-1]) + prog.k_len + spans[-1][1] + cls.TAIL + cls.rescale_delay(design)
 
     @classmethod
-    def gated_times(cls, design, prog, ready) -> list[int]:
-        """``write_times`` of a node whose broadcast operand is still being written: the element at A
-        address a can be read from cycle ``ready[a]`` on (linear nodes: A address o * a_o + k)."""
-        if prog.conv or prog.inner != 1:
-            raise ValueError("only a linear node's operand reads can wait for their elements")
-        times, t, last, free = [], 0, None, 1  # free: the earliest cycle of the next group's first beat
+    def gated_times(cls, design, prog, ready=None) -> list[int]:
+        """The cycle (from ``start``) of each output write, in address order. ``ready``: the broadcast
+        operand is still being written and its element at A address a can be read from cycle ``ready[a]`` on
+        (linear nodes); None: nothing waits (``write_times``)."""
+        if ready is not None and prog.conv:
+            raise ValueError("a conv1d node's operand reads cannot wait for their elements")
+        times, t, free = [], 0, 1  # free: the earliest cycle of the next group's first beat
         lag = cls.TAIL - 1 + cls.rescale_delay(design)
         for o in range(prog.outer):
-            for g in range(prog.groups):
-                nv = min(prog.group, prog.n_len - g * prog.group)
-                for k in range(prog.k_len):
-                    t = max(t + 1, ready[o * prog.a_o + k], free if k == 0 else 0)
-                last = t
-                times += [last + lag + e for e in range(nv)]
-                free = last + 1 + max(nv - prog.k_len, 0)
+            for u in range(prog.inner):
+                for g in range(prog.groups):
+                    nv = min(prog.group, prog.n_len - g * prog.group)
+                    for k in range(prog.k_len):
+                        t = max(t + 1, free if k == 0 else 0,
+                                0 if ready is None else ready[o * prog.a_o + u * prog.a_u + k])
+                    # the group's writes follow its last beat; the next group's first beat waits until
+                    # this group's sums have drained (max(nv - k_len, 0) cycles after its last beat)
+                    times += [t + lag + e for e in range(nv)]
+                    free = t + 1 + max(nv - prog.k_len, 0)
         return times
 
     @classmethod
     def write_times(cls, design, prog):
-        # a group starting at cycle t drains its outputs at t + k_len + TAIL - 1 + (0, 1, ...); the last
-        # write is two cycles before the end of ``cycles`` (done follows it)
-        times, t, lag = [], 0, prog.k_len + cls.TAIL - 1 + cls.rescale_delay(design)
-        for span, nv in cls._spans(prog):
-            times += [t + lag + e for e in range(nv)]
-            t += span
-        return times
+        return cls.gated_times(design, prog)
 
     @classmethod
     def dsps(cls, design):

@@ -78,11 +78,12 @@ class Lowered:
     CHAINED_CYCLES: int | None = None
     ROM_PORTS: tuple[tuple[str, str], ...] = ()
     REGISTERED_READS = False
-    # The unit can start with its producer's node and read the producer's output as it is written (its
-    # ``gated``/``avail`` ports; ``overlapped_cycles``); the producer's unit must declare ``write_times``.
+    # The unit can start with its producer's node and read the producer's output as it is written (it sees
+    # the producer's writes on ``in_valid``/``in_data``; ``overlapped_cycles``); the producer's unit must
+    # declare ``write_times``.
     OVERLAPS_PRODUCER = False
     WRITES_IN_ORDER = False  # ``write_times`` gives the cycle of each output write (in address order)
-    GATED_OPS: tuple[str, ...] | None = None  # ops whose reads can wait for their operand (``gated_times``)
+    GATED_OPS: tuple[str, ...] = ()  # ops whose operand reads can wait for their elements (``gated_times``)
 
     @classmethod
     def write_times(cls, design, prog) -> list[int]:

@@ -7,7 +7,9 @@ buffer of its own (``plan_memory``), so the next window's input is taken while t
 computes and sends: ``x.ready`` is high in LOAD and again from the controller step after the last one that
 reads the input (``Design.preload``) until the next window's input is complete. When the output has been
 sent the next window starts at once if its whole input has arrived, else the load goes on in LOAD from the
-element where it stopped. Synchronous reset returns to waiting for input.
+element where it stopped. When the first node is a linear over the whole input (``Design.load_overlap``)
+there is no LOAD state: the first node's step takes the input as it arrives and its reads wait for each
+element. Synchronous reset returns to waiting for input.
 """
 
 from __future__ import annotations

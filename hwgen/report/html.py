@@ -409,18 +409,16 @@ def _latency(r: dict, g: dict) -> str:
             ["clock (MHz)", _v("report", "hardware/clock_mhz", hw.get("clock_mhz"))],
             ["multipliers working each cycle", _v("report", "hardware/parallel", hw.get("parallel"))],
             ["DSP bound (MACs / DSPs), cycles", _v("report", "hardware/dsp_bound_cycles", hw.get("dsp_bound_cycles"))]]
+    def mean_min_max(label: str, key: str) -> list[str]:  # sim[key] beside sim[key_min_max]
+        mm = sim.get(f"{key}_min_max") or [None, None]
+        return [f"simulation, {label} (mean; min, max)",
+                f'{_v("report", f"sim/{key}", sim[key])} ({_v("report", f"sim/{key}_min_max/0", mm[0])}, '
+                f'{_v("report", f"sim/{key}_min_max/1", mm[1])})']
+
     if sim.get("cycles_per_inference") is not None:
-        mm = sim.get("cycles_per_inference_min_max") or [None, None]
-        rows.append(["simulation, cycles per inference (mean; min, max)",
-                     f'{_v("report", "sim/cycles_per_inference", sim["cycles_per_inference"])} '
-                     f'({_v("report", "sim/cycles_per_inference_min_max/0", mm[0])}, '
-                     f'{_v("report", "sim/cycles_per_inference_min_max/1", mm[1])})'])
+        rows.append(mean_min_max("cycles per inference", "cycles_per_inference"))
         if sim.get("cycles_between_windows") is not None:
-            mm = sim.get("cycles_between_windows_min_max") or [None, None]
-            rows.append(["simulation, cycles between windows back to back (mean; min, max)",
-                         f'{_v("report", "sim/cycles_between_windows", sim["cycles_between_windows"])} '
-                         f'({_v("report", "sim/cycles_between_windows_min_max/0", mm[0])}, '
-                         f'{_v("report", "sim/cycles_between_windows_min_max/1", mm[1])})'])
+            rows.append(mean_min_max("cycles between windows back to back", "cycles_between_windows"))
     else:
         rows.append(["simulation, cycles per inference", _na("not run (hwgen sim DIR)")])
     out += _table(["", ""], rows)
