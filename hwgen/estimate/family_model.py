@@ -28,7 +28,7 @@ from hwgen.errors import HwgenError
 from hwgen.estimate.model import dsp_count, predict
 from hwgen.estimate.resources import LUT_MARGIN
 from hwgen.hw.lower import Design, build_design
-from hwgen.hw.vendor import family
+from hwgen.hw.vendor import family, mac_multiplier
 from hwgen.ir.graph import Graph
 from hwgen.ops import macs
 
@@ -76,7 +76,8 @@ def choose_parallel_family(graph: Graph, board, parallel: str | int, force: bool
 
     cap = board.resources
     if parallel == "auto":
-        candidates = {p: build_design(graph, p, images=False, dsp_budget=dsp_budget(board))
+        candidates = {p: build_design(graph, p, images=False, dsp_budget=dsp_budget(board),
+                                    multiplier=mac_multiplier(board.device.yosys_family))
                       for p in range(1, int(cap.dsp) + 1)}
         fitting = [p for p, d in candidates.items() if not _over(predict_family(d, board), board)]
         if not fitting:
@@ -94,7 +95,8 @@ def choose_parallel_family(graph: Graph, board, parallel: str | int, force: bool
         raise HwgenError(f"--parallel {p} exceeds the {cap.dsp} {family(board.device.yosys_family).multiplier} "
                          f"of {board.part}")
     if not force:
-        problems = _over(predict_family(build_design(graph, p, images=False, dsp_budget=dsp_budget(board)), board),
+        problems = _over(predict_family(build_design(graph, p, images=False, dsp_budget=dsp_budget(board),
+                                    multiplier=mac_multiplier(board.device.yosys_family)), board),
                          board)
         if problems:
             raise HwgenError(f"--parallel {p} does not fit {board.part} by hwgen's {board.device.family} model: "

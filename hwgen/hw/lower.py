@@ -11,6 +11,7 @@ from hwgen.errors import HwgenError
 from hwgen.hw.memory import MemoryPlan, plan_memory, raw
 from hwgen.hw.program import signed_width
 from hwgen.hw.units import UNITS
+from hwgen.hw.vendor import MAC_MULTIPLIERS
 from hwgen.ir.graph import Graph
 from hwgen.ir.verify import verify
 from hwgen.ops import OPS, Unit, sbits
@@ -45,6 +46,7 @@ class Design:
     shl_table: list[int] = field(default_factory=list)  # per-embedding-group input shifts of linear nodes
     params: dict[str, list] = field(default_factory=dict)  # per unit: parameter words for its ROMs
     fabric: frozenset = frozenset()  # units whose rescale products are shift-add in fabric, not DSP48E1
+    multiplier: str = "generic"  # the MAC lanes' multiplier: "generic" (a product), "ecp5" (MULT18X18D cells)
 
     def sbits_of(self, name: str) -> int:
         return sbits(self.graph.value_type(name).dtype)
@@ -96,6 +98,7 @@ class Design:
         nodes = self.graph.nodes
         return {
             "lanes": self.lanes,
+            **({"multiplier": self.multiplier} if self.multiplier != "generic" else {}),
             "units": {str(k): {"nodes": len(v), "widths": dict(self.widths.get(k, {})),
                                "rescale_dsps": UNITS[k].dsps(self), "rescale_in_fabric": k in self.fabric}
                       for k, v in self.programs.items()},
@@ -116,20 +119,25 @@ class Design:
         }
 
 
-def build_design(graph: Graph, lanes: int, images: bool = True, dsp_budget: int | None = None) -> Design:
+def build_design(graph: Graph, lanes: int, images: bool = True, dsp_budget: int | None = None,
+                 multiplier: str = "generic") -> Design:
     """Check that every node is supported and turn the graph into a Design for ``lanes`` MAC lanes
     (``images`` False: without the ROM images, for estimates).
 
     ``dsp_budget`` (the part's DSP48E1 count): move units' rescale products from DSP48E1 into fabric
     (shift-add, ``hwgen.hw.shiftadd``), cheapest in LUTs per DSP freed first, until the lanes and the
-    remaining rescale products fit it (or no unit can move). None keeps every rescale product in DSPs."""
+    remaining rescale products fit it (or no unit can move). None keeps every rescale product in DSPs.
+    ``multiplier``: the MAC lanes' multiplier, "generic" or "ecp5" (``vendor.mac_multiplier`` of the board's
+    family: registered MULT18X18D cells, same cycles)."""
     if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1:
         raise HwgenError(f"parallelism must be an integer >= 1, not {lanes!r}")
     verify(graph)
     for node in graph.nodes:
         if OPS[node.op].unit not in UNITS:
             raise HwgenError(f"node {node.name!r}: op {node.op!r} has no hardware unit")
-    d = Design(graph, lanes, None, images)
+    if multiplier not in MAC_MULTIPLIERS:
+        raise HwgenError(f"multiplier must be one of {', '.join(MAC_MULTIPLIERS)}, not {multiplier!r}")
+    d = Design(graph, lanes, None, images, multiplier=multiplier)
     _find_chains(d)
     _find_overlaps(d)
     d.preload = last_input_reader(d) + 1
@@ -150,7 +158,11 @@ def build_design(graph: Graph, lanes: int, images: bool = True, dsp_budget: int 
     if images:
         for kind in d.programs:
             UNITS[kind].finish(d)
-    if dsp_budget is not None:
+    if multiplier == "ecp5":
+        # every rescale product as pipelined shift-add: an unregistered MULT18X18D (and the adder of a
+        # split product behind it) in one cycle is the slowest path left on an ECP5
+        d.fabric = frozenset(k for k in d.programs if UNITS[k].FABRIC_CAPABLE and UNITS[k].dsps(d) > 0)
+    elif dsp_budget is not None:
         d.fabric = choose_fabric(d, dsp_budget)
     return d
 

@@ -6,7 +6,8 @@ from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from hwgen.hw.vendor import mac_product_attrs
+from hwgen.hw import ecp5
+from hwgen.hw.vendor import MAC_MULTIPLIERS, mac_product_attrs
 
 
 class MacArray(wiring.Component):
@@ -26,18 +27,26 @@ class MacArray(wiring.Component):
     to 25 x 18 bits; on an ECP5 the flip-flops beside the MULT18X18D, whose own registers Yosys leaves
     off), and the second product register takes the route back to the accumulator
     (``Mux(first, prod, acc + prod)``, in fabric, not in the DSP's P register).
+
+    ``multiplier`` "ecp5": each lane's operand register at the multiplier and both product registers are
+    those of an ECP5 MULT18X18D (``hwgen.hw.ecp5``, same latency), when the operands fit one cell.
     """
 
     LATENCY = 6
 
-    def __init__(self, lanes: int, a_width: int, b_width: int, acc_width: int, tag_width: int = 1):
+    def __init__(self, lanes: int, a_width: int, b_width: int, acc_width: int, tag_width: int = 1, *,
+                 multiplier: str = "generic"):
         if not isinstance(lanes, int) or lanes < 1:
             raise ValueError(f"lanes must be a positive integer, not {lanes!r}")
         for name, w in (("a_width", a_width), ("b_width", b_width), ("acc_width", acc_width),
                         ("tag_width", tag_width)):
             if not isinstance(w, int) or w < 1:
                 raise ValueError(f"{name} must be a positive integer, not {w!r}")
+        if multiplier not in MAC_MULTIPLIERS:
+            raise ValueError(f"multiplier must be one of {', '.join(MAC_MULTIPLIERS)}, not {multiplier!r}")
         self.lanes = lanes
+        # an ECP5 MULT18X18D with its own registers where the operands fit one cell (``hwgen.hw.ecp5``)
+        self.cell = multiplier == "ecp5" and ecp5.fits(a_width, b_width)
         super().__init__({
             "valid": In(1), "first": In(1), "last": In(1), "tag": In(unsigned(tag_width)),
             "a": In(signed(a_width)), "b": In(data.ArrayLayout(signed(b_width), lanes)),
@@ -68,9 +77,12 @@ class MacArray(wiring.Component):
             m.d.sync += [self.hold[lane].eq(self.hold[lane + 1]) for lane in range(self.lanes - 1)]
         for lane in range(self.lanes):
             width = len(a_r) + len(self.b[lane])
-            prod = Signal(signed(width), name=f"prod{lane}", attrs=mac_product_attrs())
             prod_r = Signal(signed(width), name=f"prod{lane}_r")
-            m.d.sync += [prod.eq(a_r2 * b_r2[lane]), prod_r.eq(prod)]
+            if self.cell:  # a_r -> cell input registers -> pipeline register -> output register = prod_r
+                ecp5.mult18x18d(m, f"mul{lane}", a_r, b_r[lane], prod_r)
+            else:
+                prod = Signal(signed(width), name=f"prod{lane}", attrs=mac_product_attrs())
+                m.d.sync += [prod.eq(a_r2 * b_r2[lane]), prod_r.eq(prod)]
             with m.If(v[3]):
                 m.d.sync += acc[lane].eq(Mux(f[3], prod_r, acc[lane] + prod_r))
         return m

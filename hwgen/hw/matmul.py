@@ -192,7 +192,8 @@ class MatmulUnit(Lowered, wiring.Component):
     def make(cls, design, programs, addr_width):
         u = design.widths[cls.kind]
         return cls(programs, design.lanes, u["in"], u["b"], u["acc"], u["m0"], u["bias"], u["out"], addr_width,
-                   shl_table=design.shl_table, fabric=cls.kind in design.fabric, gated=design.load_overlap)
+                   shl_table=design.shl_table, fabric=cls.kind in design.fabric, gated=design.load_overlap,
+                   multiplier=design.multiplier)
 
     WRITES_IN_ORDER = True
     GATED_OPS = ("linear",)
@@ -276,12 +277,14 @@ class MatmulUnit(Lowered, wiring.Component):
 
     def __init__(self, programs: list[MatmulProgram], lanes: int, a_width: int, b_width: int,
                  acc_width: int, m0_width: int, bias_width: int, out_width: int, addr_width: int,
-                 shl_table: list[int] | None = None, fabric: bool = False, gated: bool = False):
+                 shl_table: list[int] | None = None, fabric: bool = False, gated: bool = False,
+                 multiplier: str = "generic"):
         if not programs:
             raise ValueError("a MatmulUnit needs at least one program, not an empty list")
         if not isinstance(lanes, int) or lanes < 1:
             raise ValueError(f"lanes must be a positive integer, not {lanes!r}")
         self.programs, self.lanes, self.fabric, self.gated_reads = programs, lanes, fabric, gated
+        self.multiplier = multiplier  # the MAC lanes' multiplier (``MacArray``: "generic" or "ecp5")
         # Per-embedding-group inputs: one small table of left shifts for the broadcast operand (the group
         # partial sums rescaled by exact powers of two); absent, and no logic at all, without groups.
         self.shl_table = [int(v) for v in (shl_table or [])]
@@ -329,7 +332,7 @@ class MatmulUnit(Lowered, wiring.Component):
         cfg = config_registers(m, self.start, self.sel, table, shapes)
         max_shl = max(self.shl_table, default=0)
         m.submodules.mac = mac = MacArray(P, len(self.a_data) + max_shl, len(self.b_data[0]), self.acc_width,
-                                          tag_width=len(cnt()) + len(self.p_addr))
+                                          tag_width=len(cnt()) + len(self.p_addr), multiplier=self.multiplier)
         m.submodules.rq = rq = Requantizer(self.acc_width + 1, self.m0_width + 1, 8, self.out_width,
                                               fabric=self.fabric)
 

@@ -140,8 +140,8 @@ class SoftmaxUnit(Lowered, wiring.Component):
 
     @classmethod
     def overlapped_cycles(cls, design, prog, writes):
-        # row k's maximum is known the cycle after its last element is written
-        ready = [writes[(k + 1) * prog.cols - 1] + 1 for k in range(prog.rows)]
+        # row k's maximum is known two cycles after its last element is written (the write is registered)
+        ready = [writes[(k + 1) * prog.cols - 1] + 2 for k in range(prog.rows)]
         return cls._end(design, prog, cls._periods(prog, ready))
 
     @staticmethod
@@ -268,8 +268,11 @@ class SoftmaxUnit(Lowered, wiring.Component):
                         m.d.sync += k.eq(k + 1)
                         m.next = "SETUP"
         # the divider: row k - 1's sum, ROW cycles into the period (its last exp value has just reached s)
-        m.d.comb += [div.num.eq(1 << rb), div.den.eq(s), div.q_bits.eq(cfg["q_bits"]),
-                     div.start.eq((c == self.ROW) & (k >= 1) & (k <= cfg["rows"]))]
+        # (the start registered from the cycle before: c steps by one there and k holds, so it is the same
+        # condition, and the period counters reach no reset or enable inside the divider in one cycle)
+        div_go = Signal(name="div_go")
+        m.d.sync += div_go.eq((c == self.ROW - 1) & (k >= 1) & (k <= cfg["rows"]))
+        m.d.comb += [div.num.eq(1 << rb), div.den.eq(s), div.q_bits.eq(cfg["q_bits"]), div.start.eq(div_go)]
         with m.If(div.done):
             m.d.sync += r_next.eq(div.quotient)
         m.d.comb += [self.rd0_addr.eq(base_a + ja), self.rd1_addr.eq(base_b + jb)]
@@ -281,15 +284,18 @@ class SoftmaxUnit(Lowered, wiring.Component):
             mw, mr = maxima.write_port(), maxima.read_port()
             sc = Signal(range(n + 1))
             run_max = Signal(signed(self.in_width))
-            v = self.in_data
+            # the producer's writes, registered first: its output path (the requantizer's clamp and the
+            # top's write multiplexer) ends in a flip-flop here, not in the running maximum and the table
+            v, v_valid = Signal.like(self.in_data, name="in_r"), Signal(name="in_valid_r")
+            m.d.sync += [v.eq(self.in_data), v_valid.eq(self.in_valid)]
             new = Mux((sc == 0) | (v > run_max), v, run_max)
             with m.If(self.start):
                 m.d.sync += [sc.eq(0), known.eq(0)]
-            with m.Elif(self.in_valid):
+            with m.Elif(v_valid):
                 m.d.sync += [run_max.eq(new), sc.eq(sc + 1)]
                 with m.If(sc == cfg["cols_m1"]):
                     m.d.sync += [sc.eq(0), known.eq(known + 1)]
-            m.d.comb += [mw.addr.eq(known), mw.data.eq(new), mw.en.eq(self.in_valid & (sc == cfg["cols_m1"]))]
+            m.d.comb += [mw.addr.eq(known), mw.data.eq(new), mw.en.eq(v_valid & (sc == cfg["cols_m1"]))]
             m.d.comb += mr.addr.eq(k)  # read in the period's first cycle, taken in its second
             with m.If((c == 1) & cfg["stream"][0]):
                 m.d.sync += mx_s.eq(mr.data)

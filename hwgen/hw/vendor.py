@@ -16,6 +16,17 @@ from dataclasses import dataclass
 from hwgen.errors import HwgenError
 
 
+# The MAC lanes' multiplier: "generic" (a product; Yosys maps it onto the family's hard multiplier, on the
+# xc7 with the DSP48E1's own registers), "ecp5" (MULT18X18D cells with their registers on, hwgen.hw.ecp5:
+# Yosys synth_ecp5 would leave them off and the flip-flops in the fabric).
+MAC_MULTIPLIERS = ("generic", "ecp5")
+
+
+def mac_multiplier(yosys_family: str) -> str:
+    """The MAC lanes' multiplier for a part of ``yosys_family``."""
+    return "ecp5" if yosys_family == "ecp5" else "generic"
+
+
 def mac_product_attrs() -> dict[str, str]:
     """Attributes of a MAC lane's registered product: map onto a DSP48E1."""
     return {"use_dsp": "yes"}

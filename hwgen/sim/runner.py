@@ -136,6 +136,7 @@ def simulate(
     if f"module {TOPLEVEL}" not in text:
         raise HwgenError(f"{verilog_path}: no module {TOPLEVEL!r} in the file "
                          f"(emit it with name={TOPLEVEL!r})")
+    text = with_cell_models(text)
     for name, p in (("stall_in", stall_in), ("stall_out", stall_out)):
         if not 0.0 <= float(p) < 1.0:
             raise HwgenError(f"{name} must be a probability in [0, 1), not {p!r}")
@@ -260,6 +261,17 @@ def _runner(simulator: str):
         return get_runner(simulator)
     except SystemExit as exc:  # cocotb exits when a tool is missing
         raise HwgenError(f"simulator {simulator!r}: {exc}; {INSTALL_HINT[simulator]}") from None
+
+
+def with_cell_models(text: str) -> str:
+    """The Verilog ``text`` with the simulation models of the vendor cells it instantiates appended (an ECP5
+    build's MAC lanes are MULT18X18D cells, ``hwgen.hw.ecp5``), and defined nowhere in it."""
+    from hwgen.hw import ecp5
+
+    cell = f"{ecp5.CELL} "
+    if cell in text and f"module {ecp5.CELL}" not in text:
+        text += "\n" + ecp5.SIM_MODEL
+    return text
 
 
 def _build_key(simulator: str, text: str, waves: bool) -> str:
