@@ -37,6 +37,23 @@ def test_model_matches_yosys_on_held_out_designs(arch, parallel):
     assert abs(pred["lut"] - got["lut"]) <= 0.10 * got["lut"], (pred, got)
 
 
+@pytest.mark.slow
+def test_dsp_count_matches_yosys_with_four_layernorm_programs():
+    # 2 layers x 2 LayerNorms: four programs of one unit, whose element count is a settings register (no
+    # write-count product, which the model counted as one more DSP48E1 before)
+    arch = {"window": 8, "d_model": 8, "heads": 2, "layers": 2, "ffn": 16, "norm": "layer", "bits_w": 6,
+            "bits_a": 6}
+    assert str(sorted(arch.items())) not in {str(sorted(a.items())) for a, _ in CALIBRATION}
+    graph = graph_for(arch)
+    design = design_for(graph, 3)
+    from hwgen.ops import Unit
+
+    assert len(design.programs[Unit.LAYERNORM]) == 4
+    got = yosys_counts(graph, 3)
+    pred = predict(design)
+    assert (pred["dsp"], pred["bram36"]) == (got["dsp"], got["bram36"])
+
+
 # Memories of calibration designs and what Yosys synth_xilinx 0.70 made of them (memory_libmap's log)
 @pytest.mark.parametrize("mem, kind, ramb18, ramb36, lutram", [
     (Mem("buf", 12, 1536, 1), "BRAM_TDP", 0, 1, 0),  # 18-bit ports, 2K deep: one RAMB36

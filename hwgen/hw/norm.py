@@ -63,19 +63,17 @@ class LayerNormUnit(Lowered, wiring.Component):
 
     @classmethod
     def dsp48(cls, design):
-        # C*x and n*gamma (+ beta) one each, xc*xc and xc*r split as Yosys splits them, and the write count
-        # rows*cols unless every program has the same rows and cols and there are at most two (then Yosys
-        # folds the configuration registers to constants and the product into LUTs). With xc*xc split (xc
+        # C*x and n*gamma (+ beta) one each, xc*xc and xc*r split as Yosys splits them (the element count
+        # is the program's, a settings register, not a product of two: no DSP48E1). With xc*xc split (xc
         # wider than 17 bits) Yosys drops one of the split products' DSP48E1 after packing: measured on
         # every such design (6, 8 and 9 DSP48E1 for 17-, 19- and 18-bit xc with four, two and four
         # programs); RESCALE_DSPS, which lowering's DSP budget uses, counts 5.
         from hwgen.hw.vendor import dsp48_for_product
 
-        w, ps = design.widths[cls.kind], design.programs[cls.kind]
+        w = design.widths[cls.kind]
         xc = w["xc"] + 1
         square = dsp48_for_product(xc, xc)
-        count = int(len(ps) > 2 or len({(p["rows"], p["cols"]) for p in ps}) > 1)
-        return (2 + square - (square > 1) + dsp48_for_product(xc, w["recip"] + 1) + count)
+        return 2 + square - (square > 1) + dsp48_for_product(xc, w["recip"] + 1)
 
     @classmethod
     def resource_terms(cls, design):

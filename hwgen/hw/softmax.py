@@ -150,9 +150,8 @@ class SoftmaxUnit(Lowered, wiring.Component):
 
     @classmethod
     def dsp48(cls, design):
-        # e * r, and the write count rows*cols unless Yosys folds it (as in LayerNormUnit.dsp48)
-        ps = design.programs[cls.kind]
-        return cls.dsps(design) + int(len(ps) > 2 or len({(p.rows, p.cols) for p in ps}) > 1)
+        # e * r (the element count is the program's, a settings register, not a product of two)
+        return cls.dsps(design)
 
     @classmethod
     def resource_terms(cls, design):
