@@ -66,7 +66,9 @@ class MacArray(wiring.Component):
         f = [Signal(name=f"f{i}") for i in range(1, 5)]
         last = [Signal(name=f"l{i}") for i in range(1, 6)]
         t = [Signal.like(self.tag, name=f"t{i}") for i in range(1, 6)]
-        m.d.sync += [a_r.eq(self.a), b_r.eq(self.b), a_r2.eq(a_r), b_r2.eq(b_r), v[0].eq(self.valid),
+        # (with the ECP5 cells the second operand registers are the cells' own)
+        second = [] if self.cell else [a_r2.eq(a_r), b_r2.eq(b_r)]
+        m.d.sync += [a_r.eq(self.a), b_r.eq(self.b), *second, v[0].eq(self.valid),
                      f[0].eq(self.first), last[0].eq(self.last & self.valid), t[0].eq(self.tag)]
         m.d.sync += [x.eq(y) for xs in (v, f, last[:4], t) for x, y in zip(xs[1:], xs[:-1])]
         m.d.sync += [last[4].eq(last[3] & v[3]), t[4].eq(t[3]), self.hold_valid.eq(last[4])]
