@@ -348,3 +348,38 @@ def test_layernorm_edges():
     x[0, 1, :] = 7  # constant row
     x[0, 2, :] = [-128, 127, -128, 127, -128, 127]
     _check(b, "ln", x, parallel=1)
+
+
+def test_every_unit_program_is_a_frozen_dataclass():
+    """Each unit's per-node program is a typed, immutable record (``hwgen.hw.program.config_registers`` reads
+    its settings by attribute), and a mapping of settings loads the same registers."""
+    from dataclasses import FrozenInstanceError, fields, is_dataclass
+
+    from amaranth.back import rtlil
+    from amaranth.hdl import Module, Signal
+
+    from hwgen.hw import build_design
+    from hwgen.hw.program import config_registers
+
+    rng = np.random.default_rng(7)
+    b = GraphBuilder("x", (4, 6), I8)
+    b.add("a", "x", "x", 23000, -17000, 5, 15, I8)
+    b.affine("n", "a", np.full(6, 9000), np.zeros(6, int), np.full(6, 9), I8)
+    b.layernorm("ln", "n", rng.integers(1 << 10, 1 << 12, size=6), np.zeros(6, int), 6, 8, 24, I8)
+    b.avgpool("pool", "ln", 31000, 17, -3, I8)
+    design = build_design(b.finish("pool"), 2)
+    assert set(design.programs) == {"add", "affine", "layernorm", "avgpool"}
+    for progs in design.programs.values():
+        for p in progs:
+            assert is_dataclass(p) and type(p).__dataclass_params__.frozen, p
+            with pytest.raises(FrozenInstanceError):
+                setattr(p, fields(p)[0].name, 0)
+    prog = design.programs["layernorm"][0]
+    assert prog.numel == prog.rows * prog.cols
+
+    def table(programs) -> str:
+        m, start, sel = Module(), Signal(name="start"), Signal(name="sel")
+        regs = config_registers(m, start, sel, programs, {"numel": unsigned(8), "cols": unsigned(8)})
+        return rtlil.convert(m, ports=[start, sel, *regs.values()])
+
+    assert table([prog]) == table([{"numel": prog.numel, "cols": prog.cols}])

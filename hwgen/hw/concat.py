@@ -4,6 +4,7 @@ element per cycle, each read from the operand it belongs to."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import wiring
@@ -14,11 +15,21 @@ from hwgen.hw.program import Lowered, config_registers, count_writes, counter_bi
 from hwgen.ops import Unit
 
 
+@dataclass(frozen=True)
+class ConcatProgram:
+    """One concat node: ``numel`` output elements, rows of ``ca`` from a then ``width - ca`` from b."""
+
+    numel: int
+    ca: int
+    width: int
+    chained: bool = False
+
+
 class ConcatUnit(Lowered, wiring.Component):
     """Writes row by row the ``ca`` elements of the row of ``a`` (``rd0``) then the ``cb`` of ``b``
     (``rd1``): two read pointers, one advancing per element.
 
-    Per node: numel (rows * (ca + cb)), ca, width (ca + cb). ``numel + 4`` cycles from ``start`` to ``done``.
+    ``programs``: one ``ConcatProgram`` per node. ``numel + 4`` cycles from ``start`` to ``done``.
     Never chained (its output interleaves both operands).
     """
 
@@ -29,16 +40,16 @@ class ConcatUnit(Lowered, wiring.Component):
     def program(cls, design, index, node, wd, q):
         graph = design.graph
         ca, cb = (view(graph.value_type(i))[1] for i in node.inputs)
-        return {"numel": math.prod(view(node.out)), "ca": ca, "width": ca + cb, "chained": 0}
+        return ConcatProgram(numel=math.prod(view(node.out)), ca=ca, width=ca + cb)
 
     @classmethod
     def make(cls, design, programs, addr_width):
         u = design.widths[cls.kind]
-        return cls(programs, u["in"], u["out"], addr_width)
+        return cls(programs, in_width=u["in"], out_width=u["out"], addr_width=addr_width)
 
     @classmethod
     def cycles(cls, design, prog):
-        return prog["numel"] + cls.TAIL
+        return prog.numel + cls.TAIL
 
     @staticmethod
     def second_read(node, streamed):
@@ -48,18 +59,18 @@ class ConcatUnit(Lowered, wiring.Component):
     def resource_terms(cls, design):
         # the output channel and two read pointers, a channel comparison and the operand select
         t = super().resource_terms(design)
-        w, n = design.widths[cls.kind], max(p["numel"] for p in design.programs[cls.kind])
+        w, n = design.widths[cls.kind], max(p.numel for p in design.programs[cls.kind])
         t.update(reg=w["out"] + 1, mux=w["in"], arith=counter_bits(n), count=4 * counter_bits(n))
         return t
 
-    def __init__(self, programs: list[dict], in_width: int, out_width: int, addr_width: int):
+    def __init__(self, programs: list[ConcatProgram], *, in_width: int, out_width: int, addr_width: int):
         self.programs, self.out_width = programs, out_width
         super().__init__(_ports(len(programs), addr_width, in_width, out_width, 2))
 
     def elaborate(self, platform):
         m = Module()
         ps = self.programs
-        n = max(p["numel"] for p in ps)
+        n = max(p.numel for p in ps)
         u = unsigned(n.bit_length() + 1)
         cfg = config_registers(m, self.start, self.sel, ps, {"numel": u, "ca": u, "width": u, "chained": unsigned(1)})
         c, pa, pb = Signal(u), Signal(u), Signal(u)  # channel in the output row, read pointers into a and b

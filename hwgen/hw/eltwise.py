@@ -7,6 +7,7 @@ constant ROMs) and emits its output elements in row-major order, pipelined at on
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
@@ -41,7 +42,7 @@ def _issue(m, unit, cfg, total, extra_reset=(), extra_step=(), read_latency=1):
     much)."""
     idx, running, go = Signal.like(total), Signal(), Signal()
     in_reg = Signal.like(unit.in_data)
-    kinds = {int(p["chained"]) for p in getattr(unit, "programs", [])}
+    kinds = {int(p.chained) for p in getattr(unit, "programs", [])}
     chained = kinds.pop() if len(kinds) == 1 else cfg["chained"]
     m.d.comb += go.eq(Mux(chained, unit.in_valid, running))
     m.d.sync += in_reg.eq(unit.in_data)  # aligns with the other operand's memory read
@@ -60,11 +61,60 @@ def _out_stage(m, unit, value, valid, cfg):
     m.d.sync += [unit.w_data.eq(clamp(value + cfg["zp"], cfg["qmin"], cfg["qmax"])), unit.w_valid.eq(valid)]
 
 
+@dataclass(frozen=True)
+class AddProgram:
+    """One add node: ``numel`` elements, multipliers ``ma``/``mb`` of its operands, ``bias`` and ``shift``
+    of the rounding, the output's ``zp``/``qmin``/``qmax``; ``chained``: ``a`` is the producer's stream."""
+
+    numel: int
+    ma: int
+    mb: int
+    bias: int
+    shift: int
+    chained: bool
+    zp: int
+    qmin: int
+    qmax: int
+
+
+@dataclass(frozen=True)
+class AffineProgram:
+    """One affine node: ``numel`` elements of ``channels`` channels, its {mul, bias, shift} words from
+    ``p_base`` of the parameter ROM, the output's ``zp``/``qmin``/``qmax``; ``chained``: ``x`` is the
+    producer's stream."""
+
+    numel: int
+    channels: int
+    p_base: int
+    chained: bool
+    zp: int
+    qmin: int
+    qmax: int
+
+
+@dataclass(frozen=True)
+class AvgPoolProgram:
+    """One avgpool node: ``numel`` = ``rows`` x ``channels`` input elements, the requantizer's ``m0``,
+    ``shift`` and ``bias``, the output's ``zp``/``qmin``/``qmax``; ``chained``: ``x`` is the producer's
+    stream."""
+
+    numel: int
+    rows: int
+    channels: int
+    m0: int
+    shift: int
+    bias: int
+    chained: bool
+    zp: int
+    qmin: int
+    qmax: int
+
+
 class AddUnit(Lowered, wiring.Component):
     """``y = clamp(round_shift(a * ma + b * mb + bias, shift) + zp)`` over ``numel`` elements.
 
-    ``programs`` holds per node: numel, ma, mb, bias, shift, zp, qmin, qmax, chained (``a`` arrives on the
-    ``in_valid``/``in_data`` stream from the producing unit). Latency 9 cycles: reads (2, registered at
+    ``programs``: one ``AddProgram`` per node (``a`` arrives on the ``in_valid``/``in_data`` stream from
+    the producing unit when ``chained``). Latency 9 cycles: reads (2, registered at
     each memory by the top level), operand registers, products, sum, rounding (2), saturation.
     """
 
@@ -83,17 +133,18 @@ class AddUnit(Lowered, wiring.Component):
     def program(cls, design, index, node, wd, q):
         a = node.attrs
         ma, mb = (a["mb"], a["ma"]) if design.streamed.get(index) == 1 else (a["ma"], a["mb"])
-        return {"numel": math.prod(view(node.out)), "ma": ma, "mb": mb, "bias": a["bias"], "shift": a["shift"],
-                "chained": int(index in design.streamed), **q}
+        return AddProgram(numel=math.prod(view(node.out)), ma=ma, mb=mb, bias=a["bias"], shift=a["shift"],
+                          chained=index in design.streamed, **q)
 
     @classmethod
     def make(cls, design, programs, addr_width):
         u = design.widths[cls.kind]
-        return cls(programs, u["in"], u["acc"], u["out"], addr_width, fabric=cls.kind in design.fabric)
+        return cls(programs, in_width=u["in"], acc_width=u["acc"], out_width=u["out"], addr_width=addr_width,
+                   fabric=cls.kind in design.fabric)
 
     @classmethod
     def cycles(cls, design, prog):
-        return prog["numel"] + ELEMENT_TAIL + cls.EXTRA + cls.rescale_delay(design)
+        return prog.numel + ELEMENT_TAIL + cls.EXTRA + cls.rescale_delay(design)
 
     @staticmethod
     def second_read(node, streamed):
@@ -106,24 +157,24 @@ class AddUnit(Lowered, wiring.Component):
         # two products summed with the bias, round, zero point and clamp; element and write counters
         t = super().resource_terms(design)
         w = design.widths[cls.kind]
-        n = max(p["numel"] for p in design.programs[cls.kind])
+        n = max(p.numel for p in design.programs[cls.kind])
         t.update(reg=2 * w["acc"] + w["out"] + w["in"], arith=3 * w["acc"] + 3 * w["out"], shift=w["acc"],
                  count=2 * counter_bits(n))
         return t
 
-    def __init__(self, programs: list[dict], in_width: int, acc_width: int, out_width: int, addr_width: int,
-                 fabric: bool = False):
+    def __init__(self, programs: list[AddProgram], *, in_width: int, acc_width: int, out_width: int,
+                 addr_width: int, fabric: bool = False):
         self.programs, self.acc_width, self.out_width, self.fabric = programs, acc_width, out_width, fabric
         super().__init__(_ports(len(programs), addr_width, in_width, out_width, 2))
 
     def elaborate(self, platform):
         m = Module()
         ps = self.programs
-        mw = signed_width(*[p[k] for p in ps for k in ("ma", "mb")])
-        n = max(p["numel"] for p in ps)
+        mw = signed_width(*[v for p in ps for v in (p.ma, p.mb)])
+        n = max(p.numel for p in ps)
         cfg = config_registers(m, self.start, self.sel, ps, {
             "numel": unsigned(n.bit_length() + 1), "ma": signed(mw), "mb": signed(mw),
-            "bias": signed(signed_width(*[p["bias"] for p in ps])), "shift": unsigned(8),
+            "bias": signed(signed_width(*[p.bias for p in ps])), "shift": unsigned(8),
             "zp": signed(self.out_width + 1), "qmin": signed(self.out_width + 1), "qmax": signed(self.out_width + 1),
             "chained": unsigned(1)})
         go, idx, a = _issue(m, self, cfg, cfg["numel"], read_latency=2)
@@ -149,8 +200,8 @@ class AddUnit(Lowered, wiring.Component):
 class AffineUnit(Lowered, wiring.Component):
     """``y[r, c] = clamp(round_shift(x * mul[c] + bias[c], shift[c]) + zp)`` (a folded BatchNorm).
 
-    Per node: numel, channels, p_base (where its {shift, bias, mul} words start in the parameter ROM,
-    read through ``p_addr``/``p_data``), zp, qmin, qmax, chained (``x`` arrives on ``in_valid``/``in_data``).
+    ``programs``: one ``AffineProgram`` per node (its {shift, bias, mul} words read through
+    ``p_addr``/``p_data``; ``x`` arrives on ``in_valid``/``in_data`` when ``chained``).
     Latency 8 cycles: operand registers, product, bias, rounding (2), saturation.
     """
 
@@ -167,8 +218,8 @@ class AffineUnit(Lowered, wiring.Component):
         consts = design.graph.consts
         mul, bias, sh = (consts[node.attrs[k]].value.reshape(-1) for k in ("mul", "bias", "shift"))
         params = design.params.setdefault("aff_params", [])
-        prog = {"numel": rows * cols, "channels": cols, "p_base": len(params),
-                "chained": int(index in design.streamed), **q}
+        prog = AffineProgram(numel=rows * cols, channels=cols, p_base=len(params),
+                             chained=index in design.streamed, **q)
         params += [(int(mul[c % mul.size]), int(bias[c % bias.size]), int(sh[c % sh.size])) for c in range(cols)]
         return prog
 
@@ -179,12 +230,12 @@ class AffineUnit(Lowered, wiring.Component):
     @classmethod
     def make(cls, design, programs, addr_width):
         u = design.widths[cls.kind]
-        return cls(programs, u["in"], u["mul"], u["bias"], u["acc"], u["out"], addr_width,
-                   fabric=cls.kind in design.fabric)
+        return cls(programs, in_width=u["in"], mul_width=u["mul"], bias_width=u["bias"], acc_width=u["acc"],
+                   out_width=u["out"], addr_width=addr_width, fabric=cls.kind in design.fabric)
 
     @classmethod
     def cycles(cls, design, prog):
-        return prog["numel"] + ELEMENT_TAIL + cls.EXTRA + cls.rescale_delay(design)
+        return prog.numel + ELEMENT_TAIL + cls.EXTRA + cls.rescale_delay(design)
 
     @classmethod
     def fabric_products(cls, design):
@@ -195,13 +246,13 @@ class AffineUnit(Lowered, wiring.Component):
         # product, bias and shift delayed to it, round, zero point and clamp; element, channel, write counters
         t = super().resource_terms(design)
         w = design.widths[cls.kind]
-        n = max(p["numel"] for p in design.programs[cls.kind])
+        n = max(p.numel for p in design.programs[cls.kind])
         t.update(reg=2 * w["acc"] + w["out"] + w["in"] + w.get("bias", 2) + 16, arith=2 * w["acc"] + 3 * w["out"],
                  shift=w["acc"], count=3 * counter_bits(n))
         return t
 
-    def __init__(self, programs: list[dict], in_width: int, mul_width: int, bias_width: int, acc_width: int,
-                 out_width: int, addr_width: int, fabric: bool = False):
+    def __init__(self, programs: list[AffineProgram], *, in_width: int, mul_width: int, bias_width: int,
+                 acc_width: int, out_width: int, addr_width: int, fabric: bool = False):
         self.programs, self.out_width, self.acc_width, self.fabric = programs, out_width, acc_width, fabric
         self.mul_width, self.bias_width = mul_width, bias_width
         ports = _ports(len(programs), addr_width, in_width, out_width, 1)
@@ -211,7 +262,7 @@ class AffineUnit(Lowered, wiring.Component):
     def elaborate(self, platform):
         m = Module()
         ps = self.programs
-        n = max(p["numel"] for p in ps)
+        n = max(p.numel for p in ps)
         cfg = config_registers(m, self.start, self.sel, ps, {
             "numel": unsigned(n.bit_length() + 1), "channels": unsigned(n.bit_length() + 1),
             "p_base": unsigned(len(self.p_addr)), "zp": signed(self.out_width + 1),
@@ -249,7 +300,7 @@ class AvgpoolUnit(Lowered, wiring.Component):
     """``y[0, c] = requantize(sum_r x[r, c] + bias, m0, shift) + zp``, reading row-major into one
     accumulator per channel, so it can also be chained onto its producer (program field ``chained``).
 
-    Per node: numel, rows, channels, m0, shift, bias, zp, qmin, qmax, chained. Each channel is requantized
+    ``programs``: one ``AvgPoolProgram`` per node. Each channel is requantized
     as its last row arrives; ``done`` follows the last channel.
     """
 
@@ -264,17 +315,18 @@ class AvgpoolUnit(Lowered, wiring.Component):
         a = node.attrs
         rows, cols = view(design.graph.value_type(node.inputs[0]))
         design.wmax(cls.kind, "m0", signed_width(a["m0"]))
-        return {"numel": rows * cols, "rows": rows, "channels": cols, "m0": a["m0"], "shift": a["shift"],
-                "bias": a["bias"], "chained": int(index in design.streamed), **q}
+        return AvgPoolProgram(numel=rows * cols, rows=rows, channels=cols, m0=a["m0"], shift=a["shift"],
+                              bias=a["bias"], chained=index in design.streamed, **q)
 
     @classmethod
     def make(cls, design, programs, addr_width):
         u = design.widths[cls.kind]
-        return cls(programs, u["in"], u["acc"], u["out"], addr_width, fabric=cls.kind in design.fabric)
+        return cls(programs, in_width=u["in"], acc_width=u["acc"], out_width=u["out"], addr_width=addr_width,
+                   fabric=cls.kind in design.fabric)
 
     @classmethod
     def cycles(cls, design, prog):
-        return prog["numel"] + ELEMENT_TAIL - 1 + cls.EXTRA + cls.rescale_delay(design)
+        return prog.numel + ELEMENT_TAIL - 1 + cls.EXTRA + cls.rescale_delay(design)
 
     @classmethod
     def fabric_products(cls, design):
@@ -285,25 +337,25 @@ class AvgpoolUnit(Lowered, wiring.Component):
         # one accumulator per channel (written and read through a channel multiplexer), the requantizer
         t = super().resource_terms(design)
         w, ps = design.widths[cls.kind], design.programs[cls.kind]
-        ch, n, m0 = max(p["channels"] for p in ps), max(p["numel"] for p in ps), w.get("m0", 2)
+        ch, n, m0 = max(p.channels for p in ps), max(p.numel for p in ps), w.get("m0", 2)
         t.update(reg=ch * (w["acc"] + 1) + w["acc"] + m0 + w["out"], mux=ch * (w["acc"] + 1),
                  arith=2 * w["acc"] + 3 * w["out"], shift=w["acc"] + m0, count=4 * counter_bits(n))
         return t
 
-    def __init__(self, programs: list[dict], in_width: int, acc_width: int, out_width: int, addr_width: int,
-                 fabric: bool = False):
+    def __init__(self, programs: list[AvgPoolProgram], *, in_width: int, acc_width: int, out_width: int,
+                 addr_width: int, fabric: bool = False):
         self.programs, self.acc_width, self.out_width, self.fabric = programs, acc_width, out_width, fabric
         super().__init__(_ports(len(programs), addr_width, in_width, out_width, 1))
 
     def elaborate(self, platform):
         m = Module()
         ps = self.programs
-        n = max(p["numel"] for p in ps)
-        mw = signed_width(*[p["m0"] for p in ps])
+        n = max(p.numel for p in ps)
+        mw = signed_width(*[p.m0 for p in ps])
         cfg = config_registers(m, self.start, self.sel, ps, {
             "numel": unsigned(n.bit_length() + 1), "rows": unsigned(n.bit_length() + 1),
             "channels": unsigned(n.bit_length() + 1), "m0": signed(mw), "shift": unsigned(8),
-            "bias": signed(signed_width(*[p["bias"] for p in ps])), "zp": signed(self.out_width + 1),
+            "bias": signed(signed_width(*[p.bias for p in ps])), "zp": signed(self.out_width + 1),
             "qmin": signed(self.out_width + 1), "qmax": signed(self.out_width + 1), "chained": unsigned(1)})
         r, c = Signal(range(n + 1)), Signal(range(n + 1))
         last_c = c == cfg["channels"] - 1
@@ -313,7 +365,7 @@ class AvgpoolUnit(Lowered, wiring.Component):
         # One accumulator per channel, rotating by one per element: accs[0] always holds the sum of the
         # element's channel (the elements arrive row-major), so no channel-indexed multiplexer lies in the
         # loop; the finished sum goes to accs[channels - 1].
-        nch = max(p["channels"] for p in ps)
+        nch = max(p.channels for p in ps)
         accs = [Signal(signed(self.acc_width + 1), name=f"acc{i}") for i in range(nch)]
         at_end = [Signal(name=f"acc{i}_end") for i in range(nch)]
         m.d.sync += [e.eq(cfg["channels"] == i + 1) for i, e in enumerate(at_end)]

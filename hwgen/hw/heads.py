@@ -8,6 +8,7 @@ their few output elements in order; ``done`` follows the last one. Their arithme
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
@@ -19,11 +20,35 @@ from hwgen.hw.requant import clamp, round_shift
 from hwgen.ops import Unit
 
 
+@dataclass(frozen=True)
+class ArgmaxProgram:
+    """One argmax node: ``cols`` scores; ``scores``: write them after the index; ``total``: writes."""
+
+    cols: int
+    scores: bool
+    total: int
+
+
+@dataclass(frozen=True)
+class AnomalyScoreProgram:
+    """One anomaly-score node: ``numel`` elements of rec, read from element ``offset`` of x; ``features`` per
+    row with multipliers ``mx``/``mr`` (one each per feature); ``shift``, ``threshold`` and ``qmax``."""
+
+    numel: int
+    offset: int
+    features: int
+    mx: tuple[int, ...]
+    mr: tuple[int, ...]
+    shift: int
+    threshold: int
+    qmax: int
+
+
 class ArgmaxUnit(Lowered, wiring.Component):
     """Writes the index of the largest of ``cols`` scores (a strict ``>`` keeps the lowest index of equal
-    maxima), then, when the program's ``scores`` is 1, the scores themselves.
+    maxima), then, when the program's ``scores`` is set, the scores themselves.
 
-    Per node: cols, scores, total (1 + cols * scores). ``cols + 3`` cycles from ``start`` to the index,
+    ``programs``: one ``ArgmaxProgram`` per node. ``cols + 3`` cycles from ``start`` to the index,
     ``2 cols + 4`` to ``done`` with the scores.
     """
 
@@ -36,34 +61,34 @@ class ArgmaxUnit(Lowered, wiring.Component):
     @classmethod
     def program(cls, design, index, node, wd, q):
         cols = design.graph.value_type(node.inputs[0]).shape[-1]
-        scores = int(bool(node.attrs.get("scores")))
-        return {"cols": cols, "scores": scores, "total": 1 + cols * scores}
+        scores = bool(node.attrs.get("scores"))
+        return ArgmaxProgram(cols=cols, scores=scores, total=1 + cols * scores)
 
     @classmethod
     def make(cls, design, programs, addr_width):
         u = design.widths[cls.kind]
-        return cls(programs, u["in"], u["out"], addr_width)
+        return cls(programs, in_width=u["in"], out_width=u["out"], addr_width=addr_width)
 
     @classmethod
     def cycles(cls, design, prog):  # scan, then the scores read out again
-        return prog["cols"] * (1 + prog["scores"]) + cls.TAIL
+        return prog.cols * (1 + prog.scores) + cls.TAIL
 
     @classmethod
     def resource_terms(cls, design):
         # the best score and its index, one comparison; index and write counters
         t = super().resource_terms(design)
-        w, cw = design.widths[cls.kind], counter_bits(max(p["total"] + p["cols"] for p in design.programs[cls.kind]))
+        w, cw = design.widths[cls.kind], counter_bits(max(p.total + p.cols for p in design.programs[cls.kind]))
         t.update(reg=2 * w["in"] + w["out"] + 2 * cw, arith=w["in"] + cw, count=2 * cw)
         return t
 
-    def __init__(self, programs: list[dict], in_width: int, out_width: int, addr_width: int):
+    def __init__(self, programs: list[ArgmaxProgram], *, in_width: int, out_width: int, addr_width: int):
         self.programs, self.out_width = programs, out_width
         super().__init__(_ports(len(programs), addr_width, in_width, out_width, 1))
 
     def elaborate(self, platform):
         m = Module()
         ps = self.programs
-        n = max(max(p["total"], p["cols"]) for p in ps)
+        n = max(max(p.total, p.cols) for p in ps)
         cfg = config_registers(m, self.start, self.sel, ps, {
             "cols": unsigned(n.bit_length() + 1), "scores": unsigned(1), "total": unsigned(n.bit_length() + 1)})
         idx = Signal(range(n + 1))
@@ -95,9 +120,8 @@ class AnomalyScoreUnit(Lowered, wiring.Component):
     reconstruction or forecast (``rd1``) together, one element per cycle, feature f = element index mod
     ``features`` (``offset`` is a whole number of rows).
 
-    Per node: numel (rec's elements), offset, features, mx, mr (lists of ``features`` integers), shift,
-    threshold, qmax. The multipliers of all nodes sit in one constant table. ``numel + 8`` cycles from
-    ``start`` to ``done``.
+    ``programs``: one ``AnomalyScoreProgram`` per node. The multipliers of all nodes sit in one constant
+    table. ``numel + 8`` cycles from ``start`` to ``done``.
     """
 
     kind = Unit.ANOMALY
@@ -109,19 +133,21 @@ class AnomalyScoreUnit(Lowered, wiring.Component):
         a, graph = node.attrs, design.graph
         cols = view(graph.value_type(node.inputs[0]))[1]
         mx, mr = ([int(v) for v in graph.consts[a[k]].value.reshape(-1)] for k in ("mx", "mr"))
-        return {"numel": math.prod(view(graph.value_type(node.inputs[1]))), "offset": a.get("offset") or 0,
-                "features": cols, "mx": [mx[f % len(mx)] for f in range(cols)],
-                "mr": [mr[f % len(mr)] for f in range(cols)], "shift": a["shift"],
-                "threshold": a["threshold"], "qmax": node.out.dtype.qmax}
+        return AnomalyScoreProgram(numel=math.prod(view(graph.value_type(node.inputs[1]))),
+                                   offset=a.get("offset") or 0, features=cols,
+                                   mx=tuple(mx[f % len(mx)] for f in range(cols)),
+                                   mr=tuple(mr[f % len(mr)] for f in range(cols)), shift=a["shift"],
+                                   threshold=a["threshold"], qmax=node.out.dtype.qmax)
 
     @classmethod
     def make(cls, design, programs, addr_width):
         u = design.widths[cls.kind]
-        return cls(programs, u["in"], u["diff"], u["acc"], u["out"], addr_width)
+        return cls(programs, in_width=u["in"], diff_width=u["diff"], acc_width=u["acc"], out_width=u["out"],
+                   addr_width=addr_width)
 
     @classmethod
     def cycles(cls, design, prog):
-        return prog["numel"] + cls.TAIL
+        return prog.numel + cls.TAIL
 
     @staticmethod
     def second_read(node, streamed):  # the reconstruction, read alongside the window
@@ -133,26 +159,29 @@ class AnomalyScoreUnit(Lowered, wiring.Component):
         # per-feature multiplier tables
         t = super().resource_terms(design)
         w, ps = design.widths[cls.kind], design.programs[cls.kind]
-        feats = sum(len(p["mx"]) for p in ps)
+        feats = sum(len(p.mx) for p in ps)
         d, a, o = w["diff"], w["acc"], w["out"]
         t.update(reg=3 * d + 2 * a + 2 * o, arith=2 * d + 2 * a + 2 * o, shift=a, mux=2 * feats * 16,
-                 count=3 * counter_bits(max(p["numel"] + p["offset"] for p in ps)))
+                 count=3 * counter_bits(max(p.numel + p.offset for p in ps)))
         return t
 
-    def __init__(self, programs: list[dict], in_width: int, diff_width: int, acc_width: int, out_width: int,
-                 addr_width: int):
+    def __init__(self, programs: list[AnomalyScoreProgram], *, in_width: int, diff_width: int, acc_width: int,
+                 out_width: int, addr_width: int):
         self.programs, self.diff_width, self.acc_width, self.out_width = programs, diff_width, acc_width, out_width
         super().__init__(_ports(len(programs), addr_width, in_width, out_width, 2))
 
     def elaborate(self, platform):
         m = Module()
         ps = self.programs
-        n = max(p["numel"] + p.get("offset", 0) for p in ps)
-        mx_all = [v for p in ps for v in p["mx"]]
-        mr_all = [v for p in ps for v in p["mr"]]
+        n = max(p.numel + p.offset for p in ps)
+        mx_all = [v for p in ps for v in p.mx]
+        mr_all = [v for p in ps for v in p.mr]
         mw = signed_width(*mx_all, *mr_all)
-        bases = [sum(len(q["mx"]) for q in ps[:i]) for i in range(len(ps))]
-        cfg = config_registers(m, self.start, self.sel, [{**p, "p_base": b} for p, b in zip(ps, bases)], {
+        # each node's multipliers start at p_base of the constant tables (a setting derived from the programs)
+        bases = [sum(len(q.mx) for q in ps[:i]) for i in range(len(ps))]
+        names = ("numel", "features", "offset", "shift", "threshold", "qmax")
+        table = [{k: getattr(p, k) for k in names} | {"p_base": b} for p, b in zip(ps, bases)]
+        cfg = config_registers(m, self.start, self.sel, table, {
             "numel": unsigned(n.bit_length() + 1), "features": unsigned(n.bit_length() + 1),
             "offset": unsigned(n.bit_length() + 1),
             "p_base": unsigned(max(len(mx_all), 2).bit_length()), "shift": unsigned(8),

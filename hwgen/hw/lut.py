@@ -5,6 +5,7 @@ output stream."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from amaranth.hdl import Module, Signal, signed, unsigned
 from amaranth.lib import wiring
@@ -18,13 +19,23 @@ from hwgen.ops import Unit
 ROM = "act_lut"
 
 
+@dataclass(frozen=True)
+class LutProgram:
+    """One lut node: ``numel`` elements, ``offset`` (table base - input qmin); ``chained``: x is streamed."""
+
+    numel: int
+    offset: int
+    chained: bool
+
+
 class LutUnit(Lowered, wiring.Component):
     """``y = table[x - qmin]`` over ``numel`` elements: the element's address in the table ROM
     (``p_addr``/``p_data``, the tables of all lut nodes one after another) is ``x + offset`` with
     ``offset`` = the node's table base minus its input type's qmin.
 
-    Per node: numel, offset, chained (``x`` arrives on ``in_valid``/``in_data``). ``numel + 5`` cycles from
-    ``start`` to ``done``; chained, it ends 3 cycles after its producer. No multiplier.
+    ``programs``: one ``LutProgram`` per node (``x`` arrives on ``in_valid``/``in_data`` when ``chained``).
+    ``numel + 5`` cycles from ``start`` to ``done``; chained, it ends 3 cycles after its producer. No
+    multiplier.
     """
 
     kind = Unit.LUT
@@ -37,8 +48,9 @@ class LutUnit(Lowered, wiring.Component):
         graph = design.graph
         table = [int(v) for v in graph.consts[node.attrs["table"]].value.reshape(-1)]
         tables = design.params.setdefault(ROM, [])
-        prog = {"numel": math.prod(view(node.out)), "offset": len(tables) - graph.value_type(node.inputs[0]).dtype.qmin,
-                "chained": int(index in design.streamed)}
+        prog = LutProgram(numel=math.prod(view(node.out)),
+                          offset=len(tables) - graph.value_type(node.inputs[0]).dtype.qmin,
+                          chained=index in design.streamed)
         tables += table
         return prog
 
@@ -50,22 +62,22 @@ class LutUnit(Lowered, wiring.Component):
     @classmethod
     def make(cls, design, programs, addr_width):
         u = design.widths[cls.kind]
-        return cls(programs, u["in"], u["out"], addr_width)
+        return cls(programs, in_width=u["in"], out_width=u["out"], addr_width=addr_width)
 
     @classmethod
     def cycles(cls, design, prog):
-        return prog["numel"] + cls.TAIL
+        return prog.numel + cls.TAIL
 
     @classmethod
     def resource_terms(cls, design):
         # the table address (element + offset) and the element and write counters
         t = super().resource_terms(design)
-        w, n = design.widths[cls.kind], max(p["numel"] for p in design.programs[cls.kind])
+        w, n = design.widths[cls.kind], max(p.numel for p in design.programs[cls.kind])
         t.update(reg=w["in"] + 2 * counter_bits(len(design.params.get(ROM, [])) + 1), arith=w["in"] + 4,
                  count=2 * counter_bits(n))
         return t
 
-    def __init__(self, programs: list[dict], in_width: int, out_width: int, addr_width: int):
+    def __init__(self, programs: list[LutProgram], *, in_width: int, out_width: int, addr_width: int):
         self.programs, self.in_width, self.out_width = programs, in_width, out_width
         ports = _ports(len(programs), addr_width, in_width, out_width, 1)
         ports.update({"p_addr": Out(addr_width), "p_data": In(unsigned(out_width))})
@@ -74,8 +86,8 @@ class LutUnit(Lowered, wiring.Component):
     def elaborate(self, platform):
         m = Module()
         ps = self.programs
-        n = max(p["numel"] for p in ps)
-        ow = max(max(abs(p["offset"]) for p in ps).bit_length() + 2, len(self.p_addr) + 1)
+        n = max(p.numel for p in ps)
+        ow = max(max(abs(p.offset) for p in ps).bit_length() + 2, len(self.p_addr) + 1)
         cfg = config_registers(m, self.start, self.sel, ps, {
             "numel": unsigned(n.bit_length() + 1), "offset": signed(ow), "chained": unsigned(1)})
         go, idx, x = _issue(m, self, cfg, cfg["numel"])

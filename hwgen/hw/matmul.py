@@ -191,7 +191,8 @@ class MatmulUnit(Lowered, wiring.Component):
     @classmethod
     def make(cls, design, programs, addr_width):
         u = design.widths[cls.kind]
-        return cls(programs, design.lanes, u["in"], u["b"], u["acc"], u["m0"], u["bias"], u["out"], addr_width,
+        return cls(programs, lanes=design.lanes, a_width=u["in"], b_width=u["b"], acc_width=u["acc"],
+                   m0_width=u["m0"], bias_width=u["bias"], out_width=u["out"], addr_width=addr_width,
                    shl_table=design.shl_table, fabric=cls.kind in design.fabric, gated=design.load_overlap,
                    multiplier=design.multiplier)
 
@@ -275,7 +276,7 @@ class MatmulUnit(Lowered, wiring.Component):
         t.update(lane=lanes * acc, count=16 * cw, reg=3 * acc + m0 + out + prod, arith=acc + 3 * out, shift=prod)
         return t
 
-    def __init__(self, programs: list[MatmulProgram], lanes: int, a_width: int, b_width: int,
+    def __init__(self, programs: list[MatmulProgram], *, lanes: int, a_width: int, b_width: int,
                  acc_width: int, m0_width: int, bias_width: int, out_width: int, addr_width: int,
                  shl_table: list[int] | None = None, fabric: bool = False, gated: bool = False,
                  multiplier: str = "generic"):

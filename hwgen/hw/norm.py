@@ -8,6 +8,8 @@ y = clamp(round_shift(n * gamma[c] + beta[c], shift) + zp). (BatchNorm is folded
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
@@ -22,9 +24,30 @@ from hwgen.ops import Unit
 SUM, SQ, OUT = 1, 2, 3
 
 
+@dataclass(frozen=True)
+class LayerNormProgram:
+    """One layernorm node: ``rows`` x ``cols``, its {gamma, beta} words from ``p_base`` of the parameter
+    ROM, ``recip_bits``, ``n_shift`` (recip_bits - norm_bits), the output ``shift``, ``q1_bits`` (quotient
+    bits of q // C) and the output's ``zp``/``qmin``/``qmax``."""
+
+    rows: int
+    cols: int
+    p_base: int
+    recip_bits: int
+    n_shift: int
+    shift: int
+    q1_bits: int
+    zp: int
+    qmin: int
+    qmax: int
+
+    @property
+    def numel(self) -> int:
+        return self.rows * self.cols
+
+
 class LayerNormUnit(Lowered, wiring.Component):
-    """Per node program: rows, cols, p_base ({beta, gamma} words in the parameter ROM), recip_bits,
-    n_shift (recip_bits - norm_bits), shift, zp, qmin, qmax, q1_bits (quotient bits of q // C)."""
+    """Runs layernorm node ``sel`` of ``programs`` (``LayerNormProgram``) on ``start``."""
 
     kind = Unit.LAYERNORM
     RESCALE_DSPS = 5  # C*x, xc*xc, xc*r (two DSPs: wider than 25 x 18) and n*gamma
@@ -39,8 +62,9 @@ class LayerNormUnit(Lowered, wiring.Component):
             raise HwgenError(f"node {node.name!r} (layernorm): recip_bits < norm_bits")
         gamma, beta = (consts[a[k]].value.reshape(-1) for k in ("gamma", "beta"))
         params = design.params.setdefault("ln_params", [])
-        prog = {"rows": rows, "cols": cols, "p_base": len(params), "recip_bits": a["recip_bits"],
-                "n_shift": a["recip_bits"] - a["norm_bits"], "shift": a["shift"], "q1_bits": wd["sumsq"], **q}
+        prog = LayerNormProgram(rows=rows, cols=cols, p_base=len(params), recip_bits=a["recip_bits"],
+                                n_shift=a["recip_bits"] - a["norm_bits"], shift=a["shift"],
+                                q1_bits=wd["sumsq"], **q)
         params += [(int(gamma[c % gamma.size]), int(beta[c % beta.size])) for c in range(cols)]
         design.wmax(cls.kind, "recip_bits", a["recip_bits"])
         return prog
@@ -52,14 +76,15 @@ class LayerNormUnit(Lowered, wiring.Component):
     @classmethod
     def make(cls, design, programs, addr_width):
         u = design.widths[cls.kind]
-        return cls(programs, u["in"], u, u["gamma"], u["beta"], u["out"], addr_width)
+        return cls(programs, in_width=u["in"], w=u, gamma_width=u["gamma"], beta_width=u["beta"],
+                   out_width=u["out"], addr_width=addr_width)
 
     @classmethod
     def cycles(cls, design, prog):
         w = design.widths[cls.kind]["sumsq"]
         sqrt_steps = (w + (w & 1)) // 2
-        per_row = 3 * prog["cols"] + prog["q1_bits"] + sqrt_steps + prog["recip_bits"] + 1 + cls.ROW
-        return prog["rows"] * per_row + ELEMENT_TAIL + 2
+        per_row = 3 * prog.cols + prog.q1_bits + sqrt_steps + prog.recip_bits + 1 + cls.ROW
+        return prog.rows * per_row + ELEMENT_TAIL + 2
 
     @classmethod
     def dsp48(cls, design):
@@ -81,7 +106,7 @@ class LayerNormUnit(Lowered, wiring.Component):
         # and the affine output with its gamma/beta delay line; element, row and write counters
         t = super().resource_terms(design)
         w, ps = design.widths[cls.kind], design.programs[cls.kind]
-        n, rb = max(p["rows"] * p["cols"] for p in ps), w.get("recip_bits", max(p["recip_bits"] for p in ps))
+        n, rb = max(p.numel for p in ps), w.get("recip_bits", max(p.recip_bits for p in ps))
         xc, sq, acc, gb = w["xc"], w["sumsq"], w["acc"], max(w.get("gamma", 2), w.get("beta", 2))
         qw, den, qb = max(sq, rb + 2), sq + rb, max(sq, rb + 1)
         t.update(reg=2 * xc + sq + w["recip"] + w["norm"] + acc + 6 * gb + w["out"] + qw + den + qb + qb + 3 * sq // 2,
@@ -89,8 +114,8 @@ class LayerNormUnit(Lowered, wiring.Component):
                  count=5 * counter_bits(2 * n))
         return t
 
-    def __init__(self, programs: list[dict], in_width: int, w: dict[str, int], gamma_width: int,
-                 beta_width: int, out_width: int, addr_width: int):
+    def __init__(self, programs: list[LayerNormProgram], *, in_width: int, w: dict[str, int],
+                 gamma_width: int, beta_width: int, out_width: int, addr_width: int):
         self.programs, self.in_width, self.w = programs, in_width, w
         self.gamma_width, self.beta_width, self.out_width = gamma_width, beta_width, out_width
         super().__init__({
@@ -103,10 +128,10 @@ class LayerNormUnit(Lowered, wiring.Component):
     def elaborate(self, platform):
         m = Module()
         ps, w = self.programs, self.w
-        n = max(p["rows"] * p["cols"] for p in ps)
-        rb = max(p["recip_bits"] for p in ps)
+        n = max(p.numel for p in ps)
+        rb = max(p.recip_bits for p in ps)
         ow = self.out_width + 1
-        cfg = config_registers(m, self.start, self.sel, [{**p, "numel": p["rows"] * p["cols"]} for p in ps], {
+        cfg = config_registers(m, self.start, self.sel, ps, {
             "numel": unsigned(n.bit_length() + 1),
             "rows": unsigned(n.bit_length() + 1), "cols": unsigned(n.bit_length() + 1),
             "p_base": unsigned(len(self.p_addr)), "recip_bits": unsigned(8), "n_shift": unsigned(8),

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from amaranth.hdl import Shape, Signal
 
 # Cycles an element-wise pass adds to its element count: start, read, 4 arithmetic stages, done.
 ELEMENT_TAIL = 7
 
 
-def config_registers(m, start, sel, programs: list[dict[str, int]], shapes: dict[str, Shape]) -> dict:
-    """Registers named like ``shapes``' keys, loaded with ``programs[sel][name]`` when ``start`` is high.
+def config_registers(m, start, sel, programs: list, shapes: dict[str, Shape]) -> dict:
+    """Registers named like ``shapes``' keys, loaded with setting ``name`` of ``programs[sel]`` when
+    ``start`` is high.
 
-    Units are shared by every node of their op kind; the table is the only per-node state they hold, so
-    one unit serves all layers.
+    A program is either a unit's program dataclass, whose field or property ``name`` is read by attribute,
+    or a mapping from setting names to values (for a table with values derived from the programs, as
+    ``MatmulUnit``, ``SoftmaxUnit`` and ``AnomalyScoreUnit`` build). Units are shared by every node of their
+    op kind; the table is the only per-node state they hold, so one unit serves all layers.
     """
     if not programs:
         raise ValueError("a shared unit needs at least one node program, not an empty list")
@@ -21,8 +26,13 @@ def config_registers(m, start, sel, programs: list[dict[str, int]], shapes: dict
         with m.Switch(sel):
             for idx, prog in enumerate(programs):
                 with m.Case(idx):
-                    m.d.sync += [regs[name].eq(int(prog[name])) for name in shapes]
+                    m.d.sync += [regs[name].eq(int(_setting(prog, name))) for name in shapes]
     return regs
+
+
+def _setting(prog, name: str):
+    """Setting ``name`` of a program: an item of a mapping, else an attribute."""
+    return prog[name] if isinstance(prog, Mapping) else getattr(prog, name)
 
 
 def signed_width(*values: int) -> int:
@@ -37,8 +47,9 @@ def signed_width(*values: int) -> int:
 def program_terms(programs) -> dict[str, float]:
     """"cfg_reg": the bits of a unit's per-node configuration registers that some program sets (Yosys
     drops register bits every program leaves 0), "cfg_var": those that differ between programs (each a
-    small table lookup on ``sel``); integer fields only."""
-    rows = [p if isinstance(p, dict) else vars(p) for p in programs]
+    small table lookup on ``sel``); integer fields only (of program dataclasses or mappings; a dataclass's
+    properties are not counted)."""
+    rows = [p if isinstance(p, Mapping) else vars(p) for p in programs]
     reg = var = 0
     for name in (rows[0] if rows else {}):
         values = [r[name] for r in rows]
@@ -98,7 +109,8 @@ class Lowered:
 
     @classmethod
     def program(cls, design, index: int, node, wd: dict[str, int], q: dict[str, int]):
-        """The unit's program for node ``index`` (and its parameter words appended to ``design.params``)."""
+        """The unit's program for node ``index``, a frozen dataclass of its settings (e.g. ``AddProgram``),
+        and its parameter words appended to ``design.params``."""
         raise NotImplementedError
 
     @classmethod

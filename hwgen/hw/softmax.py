@@ -106,8 +106,8 @@ class SoftmaxUnit(Lowered, wiring.Component):
     @classmethod
     def make(cls, design, programs, addr_width):
         u = design.widths[cls.kind]
-        return cls(programs, u["in"], u["lut"], u["sum"], u["recip"], u["out"], addr_width,
-                   fabric=cls.kind in design.fabric)
+        return cls(programs, in_width=u["in"], lut_width=u["lut"], sum_width=u["sum"], recip_width=u["recip"],
+                   out_width=u["out"], addr_width=addr_width, fabric=cls.kind in design.fabric)
 
     @classmethod
     def fabric_products(cls, design):
@@ -171,7 +171,7 @@ class SoftmaxUnit(Lowered, wiring.Component):
             t["mux"] = t.get("mux", 0) + rows * i // 16 + i  # the row-maxima table (distributed RAM)
         return t
 
-    def __init__(self, programs: list[SoftmaxProgram], in_width: int, lut_width: int, sum_width: int,
+    def __init__(self, programs: list[SoftmaxProgram], *, in_width: int, lut_width: int, sum_width: int,
                  recip_width: int, out_width: int, addr_width: int, fabric: bool = False):
         self.programs, self.in_width, self.lut_width, self.fabric = programs, in_width, lut_width, fabric
         self.sum_width, self.recip_width, self.out_width = sum_width, recip_width, out_width
