@@ -51,7 +51,9 @@ def predict_family(design: Design, board) -> dict[str, float]:
     fam = family(board.device.yosys_family)
     xilinx = predict(design)
     lanes = design.lanes
-    rescale = dsp_count(design) - lanes + EXTRA_RESCALE_MULTS
+    # an ECP5 build's rescale products are all shift-add: no extra cells (W8 at P = 24: 24 MULT18X18D)
+    extra = 0 if design.multiplier == "ecp5" else EXTRA_RESCALE_MULTS
+    rescale = dsp_count(design) - lanes + extra
     per_lane = fam.multipliers_for(*LANE_OPERAND_BITS)
     size = max(sum(macs(design.graph, n) for n in design.graph.nodes) / REFERENCE_MACS, 0.25)
     return {
