@@ -27,6 +27,12 @@ from hwgen.steps.impl import implement_build
 MODELS = Path("models")
 
 
+def _implementation(out: Path, board: str) -> tuple[dict[str, Any], float | None]:
+    """The build's ``implementation.<board>`` section and its lowest post-route Fmax (None without one)."""
+    sec = read_report(out).get("implementation", {}).get(board, {})
+    return sec, min(sec.get("fmax_mhz", {}).values(), default=None)
+
+
 def _flow(model: str, board: str, parallel: str | int, clock_mhz: float | None, work: Path, tag: str,
           impl_board: str | None = None, force: bool = False) -> dict[str, Any]:
     out = work / tag
@@ -41,8 +47,7 @@ def _flow(model: str, board: str, parallel: str | int, clock_mhz: float | None, 
     except HwgenError as exc:
         error = str(exc)
     flow_s = time.perf_counter() - t1
-    sec = read_report(out).get("implementation", {}).get(impl_board or board, {})
-    fmax = min(sec.get("fmax_mhz", {}).values(), default=None)
+    sec, fmax = _implementation(out, impl_board or board)
     cycles = hardware["latency_cycles"]
     return {
         "model": model, "board": impl_board or board, "built_for": board, "device": sec.get("device"),
@@ -64,9 +69,8 @@ def _other_seeds(out: Path, board: str, clock_mhz: float, seeds: tuple[int, ...]
             implement_build(str(out), board, clock_mhz, seed=seed)
         except HwgenError:
             pass  # a missed clock still writes the section
-        sec = read_report(out).get("implementation", {}).get(board, {})
-        rows.append({"seed": seed, "fmax_mhz": min(sec.get("fmax_mhz", {}).values(), default=None),
-                     "met": sec.get("met"), "critical_path": sec.get("critical_path")})
+        sec, fmax = _implementation(out, board)
+        rows.append({"seed": seed, "fmax_mhz": fmax, "met": sec.get("met"), "critical_path": sec.get("critical_path")})
     return rows
 
 

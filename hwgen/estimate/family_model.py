@@ -71,6 +71,13 @@ def _over(need: dict[str, float], board) -> list[str]:
     return [f"{need[k]:.0f} {unit} predicted, {limit:g} available" for k, unit, limit in checks if need[k] > limit]
 
 
+def _estimate_design(graph: Graph, p: int, board) -> Design:
+    """``graph``'s design at ``p`` lanes for an open-flow ``board``, without ROM images (for the estimates):
+    the budget and the MAC multiplier a build for that board uses."""
+    return build_design(graph, p, images=False, dsp_budget=dsp_budget(board),
+                        multiplier=mac_multiplier(board.device.yosys_family))
+
+
 def choose_parallel_family(graph: Graph, board, parallel: str | int, force: bool = False) -> int:
     """``--parallel`` on an open-flow board: "auto" is the fastest P whose prediction fits (fewest lanes among
     equally fast); an integer must fit unless ``force``."""
@@ -78,9 +85,7 @@ def choose_parallel_family(graph: Graph, board, parallel: str | int, force: bool
 
     cap = board.resources
     if parallel == "auto":
-        candidates = {p: build_design(graph, p, images=False, dsp_budget=dsp_budget(board),
-                                    multiplier=mac_multiplier(board.device.yosys_family))
-                      for p in range(1, int(cap.dsp) + 1)}
+        candidates = {p: _estimate_design(graph, p, board) for p in range(1, int(cap.dsp) + 1)}
         fitting = [p for p, d in candidates.items() if not _over(predict_family(d, board), board)]
         if not fitting:
             problems = _over(predict_family(candidates[1], board), board)
@@ -97,9 +102,7 @@ def choose_parallel_family(graph: Graph, board, parallel: str | int, force: bool
         raise HwgenError(f"--parallel {p} exceeds the {cap.dsp} {family(board.device.yosys_family).multiplier} "
                          f"of {board.part}")
     if not force:
-        problems = _over(predict_family(build_design(graph, p, images=False, dsp_budget=dsp_budget(board),
-                                    multiplier=mac_multiplier(board.device.yosys_family)), board),
-                         board)
+        problems = _over(predict_family(_estimate_design(graph, p, board), board), board)
         if problems:
             raise HwgenError(f"--parallel {p} does not fit {board.part} by hwgen's {board.device.family} model: "
                              + "; ".join(problems) + " (--force builds it anyway)")
