@@ -222,6 +222,39 @@ def test_heads2_layers2_layernorm_4bit():
     model_exact(cycles[0], graph, 3)
 
 
+def test_wide_copies_of_two_layers_share_memories():
+    """Layer 0's K and V copies are dead before layer 1 writes its own: each pair shares one memory (and its
+    writer), no two copies of one memory are alive at once, and the accelerator stays exact."""
+    from amaranth.lib.memory import Memory
+
+    from hwgen.hw import build_design
+    from hwgen.hw.top import Top
+
+    cfg = SyntheticConfig(window=6, features=2, d_model=8, heads=2, layers=2, ffn=8, norm="layer",
+                          bits_w=6, bits_a=6)
+    graph, x = random_graph(cfg, seed=11)
+    d = build_design(graph, 4)
+    plan, nodes = d.plan, graph.nodes
+    assert len(plan.wide) == 4 and len(plan.wide_slots) == 2
+    by_kind = {}
+    for key, slot in plan.wide_slot.items():
+        by_kind.setdefault(key[1], set()).add(slot)
+    assert all(len(slots) == 1 for slots in by_kind.values())
+    index = {n.name: i for i, n in enumerate(nodes)}
+    life = {key: (d.head[index[key[0]]], max(i for i, n in enumerate(nodes) if plan.wide_key(graph, n) == key))
+            for key in plan.wide}
+    for a in plan.wide:
+        for b in plan.wide:
+            if a < b and plan.wide_slot[a] == plan.wide_slot[b]:
+                assert life[a][1] < life[b][0] or life[b][1] < life[a][0]
+    top = Top(d)
+    module = top.elaborate(None)
+    wide = [name for name, (sub, _) in module._named_submodules.items()
+            if isinstance(sub, Memory) and name.startswith("wide")]
+    assert len(wide) == 2
+    check_graph(graph, x, parallel=4, windows=2, stall_seed=3)
+
+
 def test_heads4_odd_sizes_p1():
     cfg = SyntheticConfig(window=3, features=1, d_model=4, heads=4, ffn=4, outputs=2, bits_w=3, bits_a=6)
     graph, x = random_graph(cfg, seed=8)

@@ -5,7 +5,9 @@
   handful of buffers, each small enough for LUTRAM or one RAMB18.
 * The second operand of ``attn_scores`` (K) and of ``attn_apply`` (V) is also written as a *wide* copy:
   P elements per word, so the P MAC lanes read their P operands in one access. K is stored transposed
-  ([channel][time]) and V per head with every head starting on a word boundary.
+  ([channel][time]) and V per head with every head starting on a word boundary. Wide copies of the same
+  layout and element width whose lifetimes do not overlap (layer 0's K and layer 1's K) share one memory
+  and its writer (``MemoryPlan.wide_slot``).
 * Constants that are node inputs (e.g. the positional-encoding table) become ROMs in the same layouts.
 * Linear weights of all linear nodes share one wide ROM (word ``k * G + g`` holds W[g*P + lane, k]) and
   their per-channel bias/m0/shift share one parameter ROM, so one MAC array serves every layer.
@@ -24,7 +26,7 @@ from amaranth.lib.wiring import In
 
 from hwgen.errors import HwgenError
 from hwgen.ir.graph import Graph, TensorType
-from hwgen.ops import OPS
+from hwgen.ops import OPS, sbits
 
 
 def view(t: TensorType) -> tuple[int, int]:
@@ -93,6 +95,10 @@ class MemoryPlan:
     flat: dict[str, int] = field(default_factory=dict)
     const_flat: dict[str, list[int]] = field(default_factory=dict)
     wide: dict[tuple[str, str, int], WideLayout] = field(default_factory=dict)
+    # wide copy -> the memory holding it (an index into ``wide_slots``); copies of equal layout and element
+    # bits whose lifetimes do not overlap share one
+    wide_slot: dict[tuple[str, str, int], int] = field(default_factory=dict)
+    wide_slots: list[tuple[WideLayout, int]] = field(default_factory=list)  # (layout, element bits) per memory
 
     def wide_key(self, graph: Graph, node) -> tuple[str, str, int] | None:
         """The wide copy a matrix-product node reads as its second operand (None for linear)."""
@@ -129,6 +135,7 @@ def plan_memory(graph: Graph, lanes: int, head: list[int] | None = None) -> Memo
             c = graph.consts[name]
             vals = c.value.reshape(view(TensorType(tuple(c.value.shape), c.dtype))).tolist()
             plan.const_flat[name] = [raw(v, c.dtype.bits) for row in vals for v in row]
+    _share_wide(graph, plan, head)
     free_at: list[int] = []  # per buffer: the last node index that still reads its current value
     for name in sorted(types, key=lambda n: produced[n]):
         depth = math.prod(view(types[name]))
@@ -147,6 +154,31 @@ def plan_memory(graph: Graph, lanes: int, head: list[int] | None = None) -> Memo
         free_at[b] = len(graph.nodes) + 1 if name == graph.input_name else last_use[name]
         plan.flat[name] = b
     return plan
+
+
+def _share_wide(graph: Graph, plan: MemoryPlan, head: list[int]) -> None:
+    """Give every wide copy a memory (``plan.wide_slot``): the copies of activations in order of their
+    producers' steps, each into the first memory of the same layout and element bits whose copies are all
+    read for the last time before that step; a constant's copy (a ROM) and the input's (written while
+    another window computes) get one of their own."""
+    producer = {n.name: head[i] for i, n in enumerate(graph.nodes)}
+    readers: dict[tuple, int] = {}  # wide copy -> the last node reading it
+    for i, node in enumerate(graph.nodes):
+        key = plan.wide_key(graph, node)
+        if key is not None:
+            readers[key] = i
+    free_after: list[int | None] = []  # per memory: the last reader of its copies (None: never shared)
+    for key in sorted(plan.wide, key=lambda k: (producer.get(k[0], -1), k)):
+        bits = sbits(graph.value_type(key[0]).dtype)
+        own = key[0] in graph.consts or key[0] == graph.input_name
+        slot = next((s for s, (lay, b) in enumerate(plan.wide_slots) if not own and free_after[s] is not None
+                     and lay == plan.wide[key] and b == bits and free_after[s] < producer[key[0]]), None)
+        if slot is None:
+            slot = len(plan.wide_slots)
+            plan.wide_slots.append((plan.wide[key], bits))
+            free_after.append(None)
+        plan.wide_slot[key] = slot
+        free_after[slot] = None if own else readers.get(key, -1)
 
 
 class WideWriter(wiring.Component):

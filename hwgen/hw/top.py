@@ -105,7 +105,8 @@ class Top(wiring.Component):
                      if len(writers[plan.flat[n.name]]) > 1)
         count = sum(max(math.prod(view(t)), 1).bit_length() for t in (g.input_type, g.output_type))
         count += addr * len(design.programs)
-        count += sum(8 * max(lay.depth, 1).bit_length() for key, lay in plan.wide.items() if key[0] not in g.consts)
+        count += sum(8 * max(lay.depth, 1).bit_length() for key, lay in plan.wide.items()  # one writer per memory
+                     if key[0] not in g.consts and min(k for k in plan.wide if plan.wide_slot[k] == plan.wide_slot[key]) == key)
         return {"route": route, "steps": (len(design.steps) + 2) * addr, "count": count}
 
     # ---- construction helpers ------------------------------------------------------------------------
@@ -144,19 +145,24 @@ class Top(wiring.Component):
             mem = Memory(shape=unsigned(bits), depth=len(words), init=[w & ((1 << bits) - 1) for w in words])
             m.submodules[f"const_{name.replace('.', '_')}"] = mem
             const_mem[name], const_rd[name] = mem, []
-        wide_rd, writers = {}, {}
+        # one memory (and writer) per wide slot: copies of one layout whose lifetimes do not overlap share it
+        # (named after the first of its copies in key order, as when every copy had a memory of its own)
+        wide_rd, writers, slot_rd, slot_wr = {}, {}, {}, {}
         for i, (key, lay) in enumerate(sorted(plan.wide.items())):
-            bits = sb(key[0])
-            if key[0] in g.consts:
-                c = g.consts[key[0]].value.reshape(view(g.value_type(key[0]))).tolist()
-                mem = Memory(shape=unsigned(lay.lanes * bits), depth=lay.depth, init=lay.image(c, bits))
-            else:
-                mem = Memory(shape=unsigned(lay.lanes * bits), depth=lay.depth, init=[])
-                wr = WideWriter(lay, bits, mem.write_port(granularity=bits))
-                m.submodules[f"wide_writer{i}"] = wr
-                writers.setdefault(key[0], []).append(wr)
-            m.submodules[f"wide{i}"] = mem
-            wide_rd[key] = mem.read_port()
+            slot, bits = plan.wide_slot[key], sb(key[0])
+            if slot not in slot_rd:
+                if key[0] in g.consts:
+                    c = g.consts[key[0]].value.reshape(view(g.value_type(key[0]))).tolist()
+                    mem = Memory(shape=unsigned(lay.lanes * bits), depth=lay.depth, init=lay.image(c, bits))
+                else:
+                    mem = Memory(shape=unsigned(lay.lanes * bits), depth=lay.depth, init=[])
+                    slot_wr[slot] = WideWriter(lay, bits, mem.write_port(granularity=bits))
+                    m.submodules[f"wide_writer{i}"] = slot_wr[slot]
+                m.submodules[f"wide{i}"] = mem
+                slot_rd[slot] = mem.read_port()
+            if slot in slot_wr:
+                writers.setdefault(key[0], []).append(slot_wr[slot])
+            wide_rd[key] = slot_rd[slot]
 
         def source(name, port_index=0):
             """(read port, element bits) of a value read one element per word."""
