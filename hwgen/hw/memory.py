@@ -119,11 +119,14 @@ def plan_memory(graph: Graph, lanes: int, head: list[int] | None = None) -> Memo
     produced = {graph.input_name: -1, **{n.name: head[i] for i, n in enumerate(graph.nodes)}}
     last_use = dict.fromkeys(types, -1)
     last_use[graph.output_name] = len(graph.nodes)  # read once more while the output is sent
+    last_reader: dict[tuple[str, str, int], int] = {}  # wide copy -> the last node reading it
     for i, node in enumerate(graph.nodes):
         for name in node.inputs:
             if name in types:
                 last_use[name] = i
         key = plan.wide_key(graph, node)
+        if key is not None:
+            last_reader[key] = i
         if key is not None and key not in plan.wide:
             rows, cols = view(graph.value_type(key[0]))
             if key[1] == "N" and (cols % key[2]):
@@ -135,7 +138,7 @@ def plan_memory(graph: Graph, lanes: int, head: list[int] | None = None) -> Memo
             c = graph.consts[name]
             vals = c.value.reshape(view(TensorType(tuple(c.value.shape), c.dtype))).tolist()
             plan.const_flat[name] = [raw(v, c.dtype.bits) for row in vals for v in row]
-    _share_wide(graph, plan, head)
+    _share_wide(graph, plan, head, last_reader)
     free_at: list[int] = []  # per buffer: the last node index that still reads its current value
     for name in sorted(types, key=lambda n: produced[n]):
         depth = math.prod(view(types[name]))
@@ -156,17 +159,12 @@ def plan_memory(graph: Graph, lanes: int, head: list[int] | None = None) -> Memo
     return plan
 
 
-def _share_wide(graph: Graph, plan: MemoryPlan, head: list[int]) -> None:
+def _share_wide(graph: Graph, plan: MemoryPlan, head: list[int], last_reader: dict[tuple, int]) -> None:
     """Give every wide copy a memory (``plan.wide_slot``): the copies of activations in order of their
     producers' steps, each into the first memory of the same layout and element bits whose copies are all
     read for the last time before that step; a constant's copy (a ROM) and the input's (written while
     another window computes) get one of their own."""
     producer = {n.name: head[i] for i, n in enumerate(graph.nodes)}
-    readers: dict[tuple, int] = {}  # wide copy -> the last node reading it
-    for i, node in enumerate(graph.nodes):
-        key = plan.wide_key(graph, node)
-        if key is not None:
-            readers[key] = i
     free_after: list[int | None] = []  # per memory: the last reader of its copies (None: never shared)
     for key in sorted(plan.wide, key=lambda k: (producer.get(k[0], -1), k)):
         bits = sbits(graph.value_type(key[0]).dtype)
@@ -178,7 +176,7 @@ def _share_wide(graph: Graph, plan: MemoryPlan, head: list[int]) -> None:
             plan.wide_slots.append((plan.wide[key], bits))
             free_after.append(None)
         plan.wide_slot[key] = slot
-        free_after[slot] = None if own else readers.get(key, -1)
+        free_after[slot] = None if own else last_reader[key]
 
 
 class WideWriter(wiring.Component):

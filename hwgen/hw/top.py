@@ -105,8 +105,8 @@ class Top(wiring.Component):
                      if len(writers[plan.flat[n.name]]) > 1)
         count = sum(max(math.prod(view(t)), 1).bit_length() for t in (g.input_type, g.output_type))
         count += addr * len(design.programs)
-        count += sum(8 * max(lay.depth, 1).bit_length() for key, lay in plan.wide.items()  # one writer per memory
-                     if key[0] not in g.consts and min(k for k in plan.wide if plan.wide_slot[k] == plan.wide_slot[key]) == key)
+        written = {plan.wide_slot[key] for key in plan.wide if key[0] not in g.consts}  # one writer per memory
+        count += sum(8 * max(plan.wide_slots[s][0].depth, 1).bit_length() for s in written)
         return {"route": route, "steps": (len(design.steps) + 2) * addr, "count": count}
 
     # ---- construction helpers ------------------------------------------------------------------------
