@@ -72,6 +72,14 @@ def test_memory_mapping(mem, kind, ramb18, ramb36, lutram):
     assert (got.kind, got.ramb18, got.ramb36, got.lutram_luts) == (kind, ramb18, ramb36, lutram)
 
 
+def test_distributed_memory_stays_out_of_block_ram():
+    """``ram_style = "distributed"`` (the softmax's exp-value ring): LUTRAM even where a RAMB18 costs less."""
+    mem = Mem("ring", 16, 288, 1)
+    assert map_memory(mem).kind == "BRAM_TDP"
+    got = map_memory(Mem("ring", 16, 288, 1, distributed=True))
+    assert got.kind.startswith("LUTRAM") and got.bram36 == 0 and got.lutram_luts > 0
+
+
 def test_unread_memory_is_removed():
     assert map_memory(Mem("buf", 12, 384, 0)).kind == "removed"
 
@@ -96,3 +104,24 @@ def test_nothing_fits_a_tiny_part(w8):
     tiny = replace(board, device=replace(board.device, resources=replace(load_part("xc7s15").resources, lut=1500)))
     with pytest.raises(HwgenError, match="does not fit"):
         auto_parallel(w8, tiny)
+
+
+def test_attention_buffers_of_a_large_window_stay_narrow_and_are_read_once():
+    """A 48-step, 4-head W4 model: the 9,216 4-bit scores keep a buffer of their own (no 12-bit value of
+    1,536 elements widens it), the softmax reads them and its exp table through one port each (its output
+    pass takes the exp values from its ring), and the model maps what Yosys 0.70 maps for this design:
+    11.0 BRAM36 (17.0 before either change)."""
+    from hwgen.estimate.model import memories
+
+    arch = {"window": 48, "d_model": 32, "heads": 4, "layers": 1, "ffn": 64, "norm": "batch", "bits_w": 4,
+            "bits_a": 4}
+    design = design_for(graph_for(arch), 1)
+    plan = design.plan
+    scores = plan.flat["l0.scores"]
+    assert {n for n, b in plan.flat.items() if b == scores} == {"l0.scores"}
+    assert plan.buffers[scores] == [48 * 48 * 4, 4]
+    mapped = {mem.name: (mem, mp) for mem, mp in memories(design)}
+    assert mapped[f"buf{scores}"][0].reads == 1 and mapped["rom_lut"][0].reads == 1
+    ring, mp = mapped["u_softmax.ring"]
+    assert (ring.depth, mp.bram36) == (3 * 48, 0) and mp.kind.startswith("LUTRAM")
+    assert predict(design)["bram36"] == 11.0

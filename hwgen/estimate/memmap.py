@@ -58,7 +58,8 @@ class Mem:
     """One memory as Yosys sees it before mapping: ``width`` data bits (constant ROM columns removed),
     ``depth`` words, ``reads`` synchronous read ports, ``writes`` write ports (0: a ROM), ``lanes`` write
     enables per word (the wide copies' byte lanes of ``width // lanes`` bits), ``block``: forced into block
-    RAM (``rom_style = "block"``)."""
+    RAM (``rom_style = "block"``), ``distributed``: forced into LUTRAM (``ram_style = "distributed"``); ``read_width``: the low data bits any
+    port reads (None: all), the rest a flat buffer's unread sign extension."""
 
     name: str
     width: int
@@ -67,6 +68,8 @@ class Mem:
     writes: int = 1
     lanes: int = 1
     block: bool = False
+    distributed: bool = False
+    read_width: int | None = None
 
 
 @dataclass(frozen=True)
@@ -109,20 +112,28 @@ def _copies(ports: str, mem: Mem) -> int | None:
 
 def _geometry(mem: Mem, abits: int, widths: tuple[int, ...], cost: float, widthscale: float, copies: int,
               byte: int) -> tuple[float, int, int]:
-    """(cost, cells, depth blocks) of the cheapest port width for one primitive."""
+    """(cost, cells, depth blocks) of the cheapest port width for one primitive. Yosys prices the memory at
+    its full width; cells holding only data bits nothing reads are removed after mapping (a 5-bit buffer
+    read at 4 bits, priced as five 16K x 1 RAMB18, keeps four)."""
     best = None
     for log2, unit in enumerate(widths):
         eff_byte = unit if (byte == 0 or byte > unit) else byte
         if mem.writes == 0:
             eff_byte = 1
         mult_a = -(-mem.depth // (1 << (abits - log2)))
-        repl = -(-(mult_a * _swizzle(mem, eff_byte)) // unit)
+        swizzled = _swizzle(mem, eff_byte)
+        repl = -(-(mult_a * swizzled) // unit)
         demux = mult_a * mem.lanes * mem.writes if mult_a != 1 else 0
         mux = (mult_a - 1) * mem.width * mem.reads
         c = (cost - widthscale) * repl * copies + widthscale * mult_a * mem.width / unit * copies
         c += FACTOR_MUX * mux + FACTOR_DEMUX * demux + FACTOR_EMU * mem.reads
         if best is None or c < int(best[0]):
-            best = (c, repl * copies, mult_a)
+            cells = repl
+            columns = -(-swizzled // unit)
+            if mem.read_width is not None and mem.lanes == 1 and repl == mult_a * columns:
+                read = -(-mem.read_width // eff_byte) * eff_byte
+                cells = mult_a * -(-read // unit)
+            best = (c, cells * copies, mult_a)
     return best
 
 
@@ -133,16 +144,18 @@ def map_memory(mem: Mem) -> Mapping:
     logic = mem.width * mem.depth * (LOGIC_COST_RAM if mem.writes else LOGIC_COST_ROM)
     best = None if mem.block else Mapping("logic", cost=logic)
     best_cost = math.inf if mem.block else int(logic)
-    if mem.writes and not mem.block:  # the LUTRAM library comes first; it prunes ROMs
-        for name, abits, width, cost, ws, ports, luts in LUTRAM:
-            copies = _copies(ports, mem)
-            if copies is None:
-                continue
-            c, cells, blocks = _geometry(mem, abits, (width,), cost, ws, copies, 0)
-            if c < best_cost:
-                best_cost = c
-                best = Mapping(name, lutram_luts=cells * luts, cells=cells, depth_blocks=blocks, cost=c)
-    for name, mode, abits, widths, cost, ports, prim in BLOCK:
+    # the LUTRAM library comes first (it prunes ROMs); ``ram_style = "distributed"`` leaves only it
+    if mem.distributed:
+        best, best_cost = None, math.inf
+    for name, abits, width, cost, ws, ports, luts in (LUTRAM if mem.writes and not mem.block else ()):
+        copies = _copies(ports, mem)
+        if copies is None:
+            continue
+        c, cells, blocks = _geometry(mem, abits, (width,), cost, ws, copies, 0)
+        if c < best_cost:
+            best_cost = c
+            best = Mapping(name, lutram_luts=cells * luts, cells=cells, depth_blocks=blocks, cost=c)
+    for name, mode, abits, widths, cost, ports, prim in (() if mem.distributed else BLOCK):
         copies = _copies(ports, mem)
         if copies is None:
             continue

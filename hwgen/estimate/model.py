@@ -121,9 +121,10 @@ def _varying_columns(words: list[int], width: int, depth: int) -> int:
 def memories(design: Design) -> list[tuple[Mem, Mapping]]:
     """Every memory of the accelerator's top level as Yosys sees it before mapping, and its mapping: the
     elaborated ``Top``'s memories with their read and write ports; ROM columns that never change and
-    memories nothing reads left out, as Yosys ``opt_mem`` does, and a flat buffer with one read port
-    narrowed to the bits its values use (Yosys dropped the unread sign-extension bit there on the calibration
-    designs, but kept it on a buffer with two read ports)."""
+    memories nothing reads left out, as Yosys ``opt_mem`` does, and of a flat buffer with one read port the
+    bits its values use (``Mem.read_width``: Yosys maps the whole width and removes the cells that hold only
+    the unread sign-extension bit; it kept that bit on a buffer with two read ports); then the memories inside the units
+    (``Lowered.memories``, distributed RAM by their ``ram_style``)."""
     from amaranth.lib.memory import Memory
 
     from hwgen.hw.top import Top
@@ -143,16 +144,20 @@ def memories(design: Design) -> list[tuple[Mem, Mapping]]:
             continue
         width, depth = sub.shape.width, sub.depth
         writes = len(sub.write_ports)
-        lanes = 1
+        lanes, read_width = 1, None
         if writes:
             gran = sub.write_ports[0].signature.granularity
             lanes = width // gran if gran else 1
-            if len(sub.read_ports) == 1:
-                width = min(width, read_bits.get(name, width))
+            read_width = min(width, read_bits.get(name, width)) if len(sub.read_ports) == 1 else None
         else:
             width = _varying_columns([int(v) for v in sub.init], width, depth)
-        mem = Mem(name, width, depth, len(sub.read_ports), writes, lanes, sub.attrs.get("rom_style") == "block")
+        mem = Mem(name, width, depth, len(sub.read_ports), writes, lanes, sub.attrs.get("rom_style") == "block",
+                  read_width=read_width)
         out.append((mem, map_memory(mem)))
+    for kind in design.programs:  # the memories inside the units
+        for name, depth, bits in UNITS[kind].memories(design):
+            mem = Mem(f"u_{kind}.{name}", bits, depth, 1, distributed=True)
+            out.append((mem, map_memory(mem)))
     return out
 
 
@@ -166,14 +171,15 @@ def memory_terms(mapped: list[tuple[Mem, Mapping]]) -> tuple[dict[str, float], d
     for mem, mp in mapped:
         if mp.kind == "removed":
             continue
+        w = mem.read_width or mem.width
         if mp.kind == "logic":
-            terms["rom_logic"] += mem.width * -(-mem.depth // 64) * (mem.reads if not mem.writes else 64)
-            exact["ff"] += mem.width * mem.reads + (mem.width * mem.depth if mem.writes else 0)
+            terms["rom_logic"] += w * -(-mem.depth // 64) * (mem.reads if not mem.writes else 64)
+            exact["ff"] += w * mem.reads + (w * mem.depth if mem.writes else 0)
             continue
         exact["lut"] += mp.lutram_luts
         if mp.kind.startswith("LUTRAM"):
-            exact["ff"] += mem.width * mem.reads
-        terms["mem_mux"] += (mp.depth_blocks - 1) * mem.width * mem.reads
+            exact["ff"] += w * mem.reads
+        terms["mem_mux"] += (mp.depth_blocks - 1) * w * mem.reads
     return terms, exact
 
 

@@ -25,6 +25,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In
 
 from hwgen.errors import HwgenError
+from hwgen.estimate.memmap import Mem, map_memory
 from hwgen.ir.graph import Graph, TensorType
 from hwgen.ops import OPS, sbits
 
@@ -140,23 +141,40 @@ def plan_memory(graph: Graph, lanes: int, head: list[int] | None = None) -> Memo
             plan.const_flat[name] = [raw(v, c.dtype.bits) for row in vals for v in row]
     _share_wide(graph, plan, head, last_reader)
     free_at: list[int] = []  # per buffer: the last node index that still reads its current value
+    read_bits: list[int] = []  # per buffer: the bits its values are read at (signed, ``sbits``)
     for name in sorted(types, key=lambda n: produced[n]):
         depth = math.prod(view(types[name]))
         bits = types[name].dtype.bits
-        # Reuse a buffer whose value is dead before this value is written; prefer the best-sized one.
+        # Reuse a buffer whose value is dead before this value is written: the one that grows by the fewest
+        # block RAMs, of those the best-sized; a buffer of its own when that takes fewer (a 12-bit value of
+        # 1,536 elements does not widen a 9,216-deep buffer of 4-bit scores to 12 bits).
         fits = [b for b, last in enumerate(free_at) if last < produced[name]]
-        if fits:
-            b = min(fits, key=lambda b: abs(plan.buffers[b][0] - depth))
+        read = sbits(types[name].dtype)
+        buf = plan.buffers
+        grow = {b: _bram(max(buf[b][0], depth), max(buf[b][1], bits), max(read_bits[b], read))
+                - _bram(buf[b][0], buf[b][1], read_bits[b]) for b in fits}
+        b = min(fits, key=lambda b: (grow[b], abs(buf[b][0] - depth))) if fits else None
+        if b is not None and grow[b] > _bram(depth, bits, read):
+            b = None
+        if b is not None:
             plan.buffers[b][0] = max(plan.buffers[b][0], depth)
             plan.buffers[b][1] = max(plan.buffers[b][1], bits)
+            read_bits[b] = max(read_bits[b], read)
         else:
             b = len(plan.buffers)
             plan.buffers.append([depth, bits])
+            read_bits.append(read)
             free_at.append(-2)
         # the input's buffer is never free again: the next window's input arrives there early
         free_at[b] = len(graph.nodes) + 1 if name == graph.input_name else last_use[name]
         plan.flat[name] = b
     return plan
+
+
+def _bram(depth: int, bits: int, read: int) -> float:
+    """Block RAM (RAMB36 equivalents) Yosys maps a buffer of ``depth`` words into: values of up to ``bits``
+    bits stored one bit wider, read at ``read`` bits."""
+    return map_memory(Mem("buffer", bits + 1, depth, 1, read_width=read)).bram36
 
 
 def _share_wide(graph: Graph, plan: MemoryPlan, head: list[int], last_reader: dict[tuple, int]) -> None:

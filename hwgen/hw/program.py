@@ -180,6 +180,13 @@ class Lowered:
 
         return price(cls.resource_terms(design), cls.kind)
 
+    @classmethod
+    def memories(cls, design) -> list[tuple[str, int, int]]:
+        """(name, depth, bits) of the memories inside the unit (one write and one read port each, in
+        distributed RAM: ``ram_style = "distributed"``), which the resource model maps as Yosys does
+        (``hwgen.estimate.memmap``); small tables it prices among its ``resource_terms`` are not listed."""
+        return []
+
     @staticmethod
     def second_read(node, streamed: int | None) -> tuple[str, int] | None:
         """The value the unit's ``rd1`` port reads in this node's step, and which read port of that

@@ -6,6 +6,8 @@ Per row of ``cols`` elements:
 The rows run through three stages in periods of ``period`` cycles: in period k pipeline A reads row k
 (its max pass, then its sum pass), the divider works on row k - 1's sum and pipeline B runs the output
 pass of row k - 2. So a row costs max(2 * cols, divider) cycles, and the whole node about rows + 2 periods.
+The sum pass also keeps its exp values in a ring of three rows (``ring``, inside the unit), where pipeline B
+reads them: the scores are read by one port only and the exp table by one pipeline only.
 
 Overlapped with its producer (``stream``: the attention scores just before it, started in the same
 controller step) the unit takes each row's maximum from the producer's output stream as the elements are
@@ -57,9 +59,10 @@ class SoftmaxProgram:
 class SoftmaxUnit(Lowered, wiring.Component):
     """Runs softmax node ``sel`` of ``programs`` (``SoftmaxProgram``) on ``start``; ``done`` after its last write.
 
-    Reads the scores (flat) through two ports, ``rd0`` (pipeline A: max and sum passes) and ``rd1``
-    (pipeline B: output pass), and the exp tables of all softmax nodes, concatenated, through
-    ``lut``/``lut1``. A ``stream`` node also watches its producer's writes on ``in_valid``/``in_data``.
+    Reads the scores (flat) through one port, ``rd0`` (pipeline A: max and sum passes), and the exp
+    tables of all softmax nodes, concatenated, through ``lut``; the output pass (pipeline B) reads the exp
+    values pipeline A left in the ring. A ``stream`` node also watches its producer's writes on
+    ``in_valid``/``in_data``.
     Emits the probabilities in row-major order on ``w_valid``/``w_data``.
     """
 
@@ -69,7 +72,7 @@ class SoftmaxUnit(Lowered, wiring.Component):
     ROW = 4  # cycles from a row's last sum read to its sum (the divider starts then)
     START = 2  # cycles from start to the first period (the settings, then the first period's set-up)
     OUT_EXTRA = 3  # output pass stages from its last read to done beyond ELEMENT_TAIL's
-    ROM_PORTS = (("lut", "lut"), ("lut1", "lut1"))  # the exp table, read in two pipelines
+    ROM_PORTS = (("lut", "lut"),)  # the exp table, read by pipeline A
     OVERLAPS_PRODUCER = True
 
     @classmethod
@@ -144,9 +147,10 @@ class SoftmaxUnit(Lowered, wiring.Component):
         ready = [writes[(k + 1) * prog.cols - 1] + 2 for k in range(prog.rows)]
         return cls._end(design, prog, cls._periods(prog, ready))
 
-    @staticmethod
-    def second_read(node, streamed):  # the output pass reads the scores again through a second port
-        return node.inputs[0], 1
+    @classmethod
+    def memories(cls, design):
+        # the exp-value ring: three rows of the widest node, exp-table values
+        return [("ring", 3 * max(p.cols for p in design.programs[cls.kind]), design.widths[cls.kind]["lut"])]
 
     @classmethod
     def dsp48(cls, design):
@@ -155,7 +159,7 @@ class SoftmaxUnit(Lowered, wiring.Component):
 
     @classmethod
     def resource_terms(cls, design):
-        # three row maxima (one per stage), the exp-table addresses, the row sum, the sequential divider
+        # the row maximum, the exp-table address, the row sum, the sequential divider
         # (remainder, shifted divisor, quotient), two reciprocals, the product's round and clamp; the
         # stream's running maximum and table of row maxima; element, row, period and write counters
         t = super().resource_terms(design)
@@ -164,8 +168,10 @@ class SoftmaxUnit(Lowered, wiring.Component):
         i, lut, s, r, o = w["in"], w.get("lut", 16), w["sum"], w["recip"], w["out"]
         stream = any(p.stream for p in ps)
         rows = max(p.rows for p in ps)
-        t.update(reg=(3 + stream) * i + s + 3 * r + (rb + 1) + (s + r) + (lut + r + 2) + o,
-                 arith=3 * i + s + 2 * (rb + 1) + (s + r) + 2 * o + stream * i,
+        ring = counter_bits(3 * max(p.cols for p in ps))
+        # the ring's slot addresses: two bases, four write and two read stages; base + element, the wrap
+        t.update(reg=(1 + stream) * i + s + 3 * r + (rb + 1) + (s + r) + (lut + r + 2) + o + 8 * ring,
+                 arith=2 * i + s + 2 * (rb + 1) + (s + r) + 2 * o + stream * i + 4 * ring,
                  shift=lut + r, count=(4 + 3 * stream) * counter_bits(n))
         if stream:
             t["mux"] = t.get("mux", 0) + rows * i // 16 + i  # the row-maxima table (distributed RAM)
@@ -178,9 +184,7 @@ class SoftmaxUnit(Lowered, wiring.Component):
         super().__init__({
             "start": In(1), "sel": In(range(len(programs))), "done": Out(1),
             "rd0_addr": Out(addr_width), "rd0_data": In(signed(in_width)),
-            "rd1_addr": Out(addr_width), "rd1_data": In(signed(in_width)),
             "lut_addr": Out(addr_width), "lut_data": In(unsigned(lut_width)),
-            "lut1_addr": Out(addr_width), "lut1_data": In(unsigned(lut_width)),
             "w_valid": Out(1), "w_data": Out(signed(out_width + 1)),
             "in_valid": In(1), "in_data": In(signed(in_width)),
         })
@@ -196,13 +200,13 @@ class SoftmaxUnit(Lowered, wiring.Component):
         table = [{"numel": p.numel, "rows": p.rows, "cols": p.cols, "lut_base": p.lut_base,
                   "recip_bits": p.recip_bits, "out_shift": p.out_shift, "q_bits": p.q_bits, "qmax": p.qmax,
                   "stream": int(p.stream), "cols_m1": p.cols - 1, "period_m1": p.period - 1,
-                  "rows_p1": p.rows + 1} for p in ps]
+                  "rows_p1": p.rows + 1, "ring_wrap": 2 * p.cols} for p in ps]
         period_w = unsigned(max(p.period for p in ps).bit_length())
         cfg = config_registers(m, self.start, self.sel, table, {
             "numel": big, "rows": big, "cols": big, "cols_m1": big, "rows_p1": big,
             "lut_base": unsigned(len(self.lut_addr)), "recip_bits": unsigned(8), "out_shift": unsigned(8),
             "q_bits": unsigned(8), "qmax": signed(self.out_width + 1), "stream": unsigned(1),
-            "period_m1": period_w})
+            "period_m1": period_w, "ring_wrap": big})
         m.submodules.div = div = Divider(rb + 1, self.sum_width, self.recip_width)
 
         # ---- the period schedule ------------------------------------------------------------------------
@@ -210,21 +214,29 @@ class SoftmaxUnit(Lowered, wiring.Component):
         c = Signal(period_w)  # cycle in the period
         ja, jb = Signal(range(n + 1)), Signal(range(n + 1))  # element of A's and B's pass
         a_ph, b_on = Signal(2), Signal()  # A's pass (MAX, SUM or none), B's output pass on
-        base_a, base_b, next_a, next_b = (Signal(range(2 * n + 1), name=x) for x in
-                                          ("base_a", "base_b", "next_a", "next_b"))
+        base_a, next_a = (Signal(range(2 * n + 1), name=x) for x in ("base_a", "next_a"))
         known = Signal(range(rows_max + 1))  # rows whose maximum the stream has seen
         s = Signal(unsigned(self.sum_width))
         r_next, r_cur = Signal(unsigned(self.recip_width)), Signal(unsigned(self.recip_width))
-        mx_s, mx_d, mx_o = (Signal(signed(self.in_width), name=x) for x in ("mx_s", "mx_d", "mx_o"))
+        mx_s = Signal(signed(self.in_width), name="mx_s")
+        cols_max = max(p.cols for p in ps)
+        # the exp-value ring: row r's values at (r mod 3) * cols; A writes the row of its period, B reads the
+        # row two periods older (so never the slot A writes: A's row k + 1 takes row k - 2's slot only in the
+        # period after B's pass over it)
+        ring_a, ring_b = Signal(range(3 * cols_max), name="ring_a"), Signal(range(3 * cols_max), name="ring_b")
+
+        def ring_next(base):  # the next row's slot: base + cols, wrapping after the third
+            return Mux(base >= cfg["ring_wrap"], 0, base + cfg["cols"])
 
         def set_up(x, first):
             """Set up period ``x`` (its first cycle follows)."""
             on_a = x < cfg["rows"]
             m.d.sync += [k.eq(x), c.eq(0), ja.eq(0), jb.eq(0),
                          a_ph.eq(Mux(on_a, Mux(cfg["stream"][0], SUM, MAX), 0)), b_on.eq(x >= 2)]
-            m.d.sync += [base_a.eq(Mux(first, 0, next_a)), next_a.eq(Mux(first, cfg["cols"], next_a + cfg["cols"]))]
+            m.d.sync += [base_a.eq(Mux(first, 0, next_a)), next_a.eq(Mux(first, cfg["cols"], next_a + cfg["cols"])),
+                         ring_a.eq(Mux(first, 0, ring_next(ring_a)))]
             with m.If(x >= 2):
-                m.d.sync += [base_b.eq(next_b), next_b.eq(next_b + cfg["cols"])]
+                m.d.sync += ring_b.eq(Mux(x == 2, 0, ring_next(ring_b)))
 
         def ready(x):  # period x may start: its row's maximum is known (a stream node), or it has no row
             if not stream_any:
@@ -234,7 +246,7 @@ class SoftmaxUnit(Lowered, wiring.Component):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [k.eq(0), next_b.eq(0)]
+                    m.d.sync += k.eq(0)
                     m.next = "SETUP"
             with m.State("SETUP"):  # wait for the row's maximum, then set the period up
                 with m.If(ready(k)):
@@ -251,10 +263,8 @@ class SoftmaxUnit(Lowered, wiring.Component):
                     m.d.sync += jb.eq(jb + 1)
                     with m.If(jb == cfg["cols_m1"]):
                         m.d.sync += b_on.eq(0)
-                # the stages hand over: the maxima move on before the new passes use them (two cycles into
-                # the period, when the old passes' last elements are past them), the reciprocal one later
-                with m.If(c == 1):
-                    m.d.sync += [mx_o.eq(mx_d), mx_d.eq(mx_s)]
+                # the reciprocal hands over two cycles into the period, when the old output pass's last
+                # element is past it
                 with m.If(c == 2):
                     m.d.sync += r_cur.eq(r_next)
                 # the period's end, after the passes: setting up the next period overrides their ends
@@ -274,7 +284,7 @@ class SoftmaxUnit(Lowered, wiring.Component):
         m.d.comb += [div.num.eq(1 << rb), div.den.eq(s), div.q_bits.eq(cfg["q_bits"]), div.start.eq(div_go)]
         with m.If(div.done):
             m.d.sync += r_next.eq(div.quotient)
-        m.d.comb += [self.rd0_addr.eq(base_a + ja), self.rd1_addr.eq(base_b + jb)]
+        m.d.comb += self.rd0_addr.eq(base_a + ja)
 
         # ---- the stream: row maxima of the producer's writes, into a table by row --------------------------
         if stream_any:
@@ -314,15 +324,22 @@ class SoftmaxUnit(Lowered, wiring.Component):
         m.d.sync += e_a.eq(self.lut_data)
         with m.If(ph4 == SUM):
             m.d.sync += s.eq(Mux(f4, e_a, s + e_a))
-        # ---- pipeline B: d1 element (registered); d2 exp-table address; d3 exp value and r registered; d4
-        # e * r; d5, d6 rounded; d7 saturated output.
+        # in distributed RAM (a few dozen LUTs), not half a block RAM: block RAM is what larger models run out of
+        m.submodules.ring = ring = Memory(shape=unsigned(self.lut_width), depth=3 * cols_max, init=[],
+                                          attrs={"ram_style": "distributed"})
+        ring_w, ring_r = ring.write_port(), ring.read_port()
+        wa = [Signal(range(3 * cols_max), name=f"ring_wa{i}") for i in range(1, 5)]  # the element's slot, d1..d4
+        m.d.sync += [wa[0].eq(ring_a + ja)] + [wa[i].eq(wa[i - 1]) for i in range(1, 4)]
+        m.d.comb += [ring_w.addr.eq(wa[3]), ring_w.data.eq(e_a), ring_w.en.eq(ph4 == SUM)]
+        # ---- pipeline B: d1, d2 the element's slot (registered); d3 exp value and r registered (the ring's
+        # read); d4 e * r; d5, d6 rounded; d7 saturated output.
         b = [Signal(name=f"b{i}") for i in range(1, 8)]
         m.d.sync += [b[0].eq(b_on)] + [b[i].eq(b[i - 1]) for i in range(1, 7)]
-        xb = Signal.like(self.rd1_data, name="xb")
-        m.d.sync += xb.eq(self.rd1_data)
-        m.d.comb += self.lut1_addr.eq(cfg["lut_base"] + (mx_o - xb)[:len(self.lut1_addr)])
-        e_r, r_r = Signal.like(self.lut1_data, name="e_r"), Signal.like(r_cur, name="r_r")
-        m.d.sync += [e_r.eq(self.lut1_data), r_r.eq(r_cur)]
+        ra = [Signal(range(3 * cols_max), name=f"ring_ra{i}") for i in range(1, 3)]
+        m.d.sync += [ra[0].eq(ring_b + jb), ra[1].eq(ra[0])]
+        m.d.comb += ring_r.addr.eq(ra[1])
+        e_r, r_r = Signal.like(self.lut_data, name="e_r"), Signal.like(r_cur, name="r_r")
+        m.d.sync += [e_r.eq(ring_r.data), r_r.eq(r_cur)]
         if self.fabric:
             prod = rescale_product(m, e_r, r_r, "mul")
         else:

@@ -137,8 +137,6 @@ class Top(wiring.Component):
             mem = Memory(shape=unsigned(bits), depth=max(len(words), 1), init=words, attrs=rom_attrs(name))
             m.submodules[f"rom_{name}"] = mem
             rom_rd[name] = mem.read_port()
-            if name == "lut":  # the softmax reads its exp table in two pipelines
-                rom_rd["lut1"] = mem.read_port()
         const_mem, const_rd = {}, {}
         for name, words in sorted(plan.const_flat.items()):
             bits = sb(name)
