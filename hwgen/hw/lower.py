@@ -110,7 +110,7 @@ class Design:
             "steps": [{"step": self.head[s[0]] + 1, "nodes": [nodes[i].name for i in s]}
                       for s in self.steps],
             "next_input_from_step": self.preload_step,
-            "memory": {"buffers": [{"depth": d, "bits": b} for d, b in self.plan.buffers],
+            "memory": {"buffers": [{"depth": d, "bits": w} for (d, _), w in zip(self.plan.buffers, self.plan.buffer_bits)],
                        "values": dict(self.plan.flat),
                        "wide": [{"value": k[0], "layout": k[1], "heads": k[2], "lanes": lay.lanes, "depth": lay.depth}
                                 for k, lay in sorted(self.plan.wide.items())],

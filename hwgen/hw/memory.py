@@ -1,8 +1,9 @@
 """Memory organisation: where every value lives, and the ROM images of the constants.
 
-* Activations live in *flat* buffers, one element per word (address = row-major index). Values whose
-  lifetimes do not overlap share a buffer (greedy interval colouring), so the reference model needs a
-  handful of buffers, each small enough for LUTRAM or one RAMB18.
+* Activations live in *flat* buffers, one element per word (address = row-major index), each word as wide
+  as the widest signed width of the buffer's values. Values whose lifetimes do not overlap share a buffer
+  (greedy interval colouring, unless sharing takes more block RAM than a buffer of the value's own), so the
+  reference model needs a handful of buffers, each small enough for LUTRAM or one RAMB18.
 * The second operand of ``attn_scores`` (K) and of ``attn_apply`` (V) is also written as a *wide* copy:
   P elements per word, so the P MAC lanes read their P operands in one access. K is stored transposed
   ([channel][time]) and V per head with every head starting on a word boundary. Wide copies of the same
@@ -89,10 +90,14 @@ class WideLayout:
 @dataclass
 class MemoryPlan:
     """Where each value is stored. ``flat[name]`` is a buffer index (activations) or a ROM image
-    (constants); ``wide[(name, kind, heads)]`` a WideLayout; buffers are (depth, bits) pairs."""
+    (constants); ``wide[(name, kind, heads)]`` a WideLayout; buffers are (depth, bits) pairs, bits the widest
+    value's type bits."""
 
     lanes: int
     buffers: list[list[int]] = field(default_factory=list)
+    # per buffer: the bits of its words, the widest of its values' signed widths (``sbits``: a signed value
+    # as it is, an unsigned one with a zero sign bit), so every value is stored sign-extended
+    buffer_bits: list[int] = field(default_factory=list)
     flat: dict[str, int] = field(default_factory=dict)
     const_flat: dict[str, list[int]] = field(default_factory=dict)
     wide: dict[tuple[str, str, int], WideLayout] = field(default_factory=dict)
@@ -141,7 +146,7 @@ def plan_memory(graph: Graph, lanes: int, head: list[int] | None = None) -> Memo
             plan.const_flat[name] = [raw(v, c.dtype.bits) for row in vals for v in row]
     _share_wide(graph, plan, head, last_reader)
     free_at: list[int] = []  # per buffer: the last node index that still reads its current value
-    read_bits: list[int] = []  # per buffer: the bits its values are read at (signed, ``sbits``)
+    width = plan.buffer_bits  # per buffer: its words' bits
     for name in sorted(types, key=lambda n: produced[n]):
         depth = math.prod(view(types[name]))
         bits = types[name].dtype.bits
@@ -151,19 +156,19 @@ def plan_memory(graph: Graph, lanes: int, head: list[int] | None = None) -> Memo
         fits = [b for b, last in enumerate(free_at) if last < produced[name]]
         read = sbits(types[name].dtype)
         buf = plan.buffers
-        grow = {b: _bram(max(buf[b][0], depth), max(buf[b][1], bits), max(read_bits[b], read))
-                - _bram(buf[b][0], buf[b][1], read_bits[b]) for b in fits}
+        grow = {b: _bram(max(buf[b][0], depth), max(width[b], read)) - _bram(buf[b][0], width[b])
+                for b in fits}
         b = min(fits, key=lambda b: (grow[b], abs(buf[b][0] - depth))) if fits else None
-        if b is not None and grow[b] > _bram(depth, bits, read):
+        if b is not None and grow[b] > _bram(depth, read):
             b = None
         if b is not None:
             plan.buffers[b][0] = max(plan.buffers[b][0], depth)
             plan.buffers[b][1] = max(plan.buffers[b][1], bits)
-            read_bits[b] = max(read_bits[b], read)
+            width[b] = max(width[b], read)
         else:
             b = len(plan.buffers)
             plan.buffers.append([depth, bits])
-            read_bits.append(read)
+            width.append(read)
             free_at.append(-2)
         # the input's buffer is never free again: the next window's input arrives there early
         free_at[b] = len(graph.nodes) + 1 if name == graph.input_name else last_use[name]
@@ -171,10 +176,9 @@ def plan_memory(graph: Graph, lanes: int, head: list[int] | None = None) -> Memo
     return plan
 
 
-def _bram(depth: int, bits: int, read: int) -> float:
-    """Block RAM (RAMB36 equivalents) Yosys maps a buffer of ``depth`` words into: values of up to ``bits``
-    bits stored one bit wider, read at ``read`` bits."""
-    return map_memory(Mem("buffer", bits + 1, depth, 1, read_width=read)).bram36
+def _bram(depth: int, bits: int) -> float:
+    """Block RAM (RAMB36 equivalents) Yosys maps a buffer of ``depth`` words of ``bits`` into."""
+    return map_memory(Mem("buffer", bits, depth, 1)).bram36
 
 
 def _share_wide(graph: Graph, plan: MemoryPlan, head: list[int], last_reader: dict[tuple, int]) -> None:
