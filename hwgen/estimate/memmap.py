@@ -19,8 +19,9 @@ the write-enable granularity (9-bit bytes in block RAM) and to the chosen port w
 blocks and times the copies needed for the read ports (a write port and each read port not sharing its
 address take one port of a copy), plus 0.5 per bit of read multiplexer and write decoder over depth blocks
 and 2 per emulated read register. Before mapping, Yosys drops ROM data columns that are constant and
-memories nothing reads (``opt_mem``), and of a memory with one read port the data bits it never reads (a
-flat buffer's extra sign bit); :func:`hwgen.estimate.model.memories` does the same. Checked against the
+memories nothing reads (``opt_mem``); a memory with one read port is priced at its full width and the
+cells holding only data bits no port reads are removed after mapping (``Mem.read_width``);
+:func:`hwgen.estimate.model.memories` does the same. Checked against the
 mapping Yosys 0.70 logged for every memory of the calibration designs (``bench/resources_model.py``) and
 its ``memory_libmap`` debug costs for one of them.
 """

@@ -122,9 +122,9 @@ def memories(design: Design) -> list[tuple[Mem, Mapping]]:
     """Every memory of the accelerator's top level as Yosys sees it before mapping, and its mapping: the
     elaborated ``Top``'s memories with their read and write ports; ROM columns that never change and
     memories nothing reads left out, as Yosys ``opt_mem`` does, and of a flat buffer with one read port the
-    bits its values use (``Mem.read_width``: Yosys maps the whole width and removes the cells that hold only
-    the unread sign-extension bit; it kept that bit on a buffer with two read ports); then the memories inside the units
-    (``Lowered.memories``, distributed RAM by their ``ram_style``)."""
+    bits its values are read at (``Mem.read_width``: Yosys maps the whole width and removes the cells that
+    hold only unread bits; it kept such bits on a buffer with two read ports); then the memories inside the
+    units (``Lowered.memories``, distributed RAM by their ``ram_style``)."""
     from amaranth.lib.memory import Memory
 
     from hwgen.hw.top import Top
