@@ -103,7 +103,7 @@ def _with_images(design: Design) -> Design:
     if design.images:
         return design
     full = build_design(design.graph, design.lanes)
-    full.fabric = design.fabric
+    full.fabric, full.lutram = design.fabric, design.lutram
     return full
 
 
@@ -156,7 +156,7 @@ def memories(design: Design) -> list[tuple[Mem, Mapping]]:
         out.append((mem, map_memory(mem)))
     for kind in design.programs:  # the memories inside the units
         for name, depth, bits in UNITS[kind].memories(design):
-            mem = Mem(f"u_{kind}.{name}", bits, depth, 1, distributed=True)
+            mem = Mem(f"u_{kind}.{name}", bits, depth, 1, distributed=design.lutram)
             out.append((mem, map_memory(mem)))
     return out
 

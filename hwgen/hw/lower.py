@@ -47,6 +47,7 @@ class Design:
     params: dict[str, list] = field(default_factory=dict)  # per unit: parameter words for its ROMs
     fabric: frozenset = frozenset()  # units whose rescale products are shift-add in fabric, not DSP48E1
     multiplier: str = "generic"  # the MAC lanes' multiplier: "generic" (a product), "ecp5" (MULT18X18D cells)
+    lutram: bool = True  # the family has distributed RAM (not the iCE40): small unit memories are asked into it
 
     def sbits_of(self, name: str) -> int:
         return sbits(self.graph.value_type(name).dtype)
@@ -120,7 +121,7 @@ class Design:
 
 
 def build_design(graph: Graph, lanes: int, images: bool = True, dsp_budget: int | None = None,
-                 multiplier: str = "generic") -> Design:
+                 multiplier: str = "generic", lutram: bool = True) -> Design:
     """Check that every node is supported and turn the graph into a Design for ``lanes`` MAC lanes
     (``images`` False: without the ROM images, for estimates).
 
@@ -128,7 +129,8 @@ def build_design(graph: Graph, lanes: int, images: bool = True, dsp_budget: int 
     (shift-add, ``hwgen.hw.shiftadd``), cheapest in LUTs per DSP freed first, until the lanes and the
     remaining rescale products fit it (or no unit can move). None keeps every rescale product in DSPs.
     ``multiplier``: the MAC lanes' multiplier, "generic" or "ecp5" (``vendor.mac_multiplier`` of the board's
-    family: registered MULT18X18D cells, same cycles)."""
+    family: registered MULT18X18D cells, same cycles). ``lutram``: the family has distributed RAM
+    (``vendor.has_lutram``), so the units' small memories carry ``ram_style = "distributed"``."""
     if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1:
         raise HwgenError(f"parallelism must be an integer >= 1, not {lanes!r}")
     verify(graph)
@@ -137,7 +139,7 @@ def build_design(graph: Graph, lanes: int, images: bool = True, dsp_budget: int 
             raise HwgenError(f"node {node.name!r}: op {node.op!r} has no hardware unit")
     if multiplier not in MAC_MULTIPLIERS:
         raise HwgenError(f"multiplier must be one of {', '.join(MAC_MULTIPLIERS)}, not {multiplier!r}")
-    d = Design(graph, lanes, None, images, multiplier=multiplier)
+    d = Design(graph, lanes, None, images, multiplier=multiplier, lutram=lutram)
     _find_chains(d)
     _find_overlaps(d)
     d.preload = last_input_reader(d) + 1

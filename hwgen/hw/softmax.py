@@ -110,7 +110,8 @@ class SoftmaxUnit(Lowered, wiring.Component):
     def make(cls, design, programs, addr_width):
         u = design.widths[cls.kind]
         return cls(programs, in_width=u["in"], lut_width=u["lut"], sum_width=u["sum"], recip_width=u["recip"],
-                   out_width=u["out"], addr_width=addr_width, fabric=cls.kind in design.fabric)
+                   out_width=u["out"], addr_width=addr_width, fabric=cls.kind in design.fabric,
+                   lutram=design.lutram)
 
     @classmethod
     def fabric_products(cls, design):
@@ -178,8 +179,9 @@ class SoftmaxUnit(Lowered, wiring.Component):
         return t
 
     def __init__(self, programs: list[SoftmaxProgram], *, in_width: int, lut_width: int, sum_width: int,
-                 recip_width: int, out_width: int, addr_width: int, fabric: bool = False):
+                 recip_width: int, out_width: int, addr_width: int, fabric: bool = False, lutram: bool = True):
         self.programs, self.in_width, self.lut_width, self.fabric = programs, in_width, lut_width, fabric
+        self.lutram = lutram
         self.sum_width, self.recip_width, self.out_width = sum_width, recip_width, out_width
         super().__init__({
             "start": In(1), "sel": In(range(len(programs))), "done": Out(1),
@@ -326,7 +328,7 @@ class SoftmaxUnit(Lowered, wiring.Component):
             m.d.sync += s.eq(Mux(f4, e_a, s + e_a))
         # in distributed RAM (a few dozen LUTs), not half a block RAM: block RAM is what larger models run out of
         m.submodules.ring = ring = Memory(shape=unsigned(self.lut_width), depth=3 * cols_max, init=[],
-                                          attrs={"ram_style": "distributed"})
+                                          attrs={"ram_style": "distributed"} if self.lutram else {})
         ring_w, ring_r = ring.write_port(), ring.read_port()
         wa = [Signal(range(3 * cols_max), name=f"ring_wa{i}") for i in range(1, 5)]  # the element's slot, d1..d4
         m.d.sync += [wa[0].eq(ring_a + ja)] + [wa[i].eq(wa[i - 1]) for i in range(1, 4)]

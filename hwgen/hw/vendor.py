@@ -27,6 +27,12 @@ def mac_multiplier(yosys_family: str) -> str:
     return "ecp5" if yosys_family == "ecp5" else "generic"
 
 
+def has_lutram(yosys_family: str) -> bool:
+    """Whether parts of ``yosys_family`` have distributed RAM (the iCE40 has none: Yosys refuses a memory
+    asked into it)."""
+    return yosys_family != "ice40"
+
+
 def mac_product_attrs() -> dict[str, str]:
     """Attributes of a MAC lane's registered product: map onto a DSP48E1."""
     return {"use_dsp": "yes"}
