@@ -121,9 +121,9 @@ def test_one_design_per_build_and_sim_reads_it(tmp_path, monkeypatch):
     calls = []
     real = lowering.build_design
 
-    def counting(graph, lanes, images=True, dsp_budget=None, multiplier="generic"):
+    def counting(graph, lanes, images=True, dsp_budget=None, multiplier="generic", lutram=True):
         calls.append((lanes, images))
-        return real(graph, lanes, images, dsp_budget=dsp_budget, multiplier=multiplier)
+        return real(graph, lanes, images, dsp_budget=dsp_budget, multiplier=multiplier, lutram=lutram)
 
     monkeypatch.setattr(hwgen.hw, "build_design", counting)
     monkeypatch.setattr(lowering, "build_design", counting)
