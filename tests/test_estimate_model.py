@@ -119,9 +119,9 @@ def test_attention_buffers_of_a_large_window_stay_narrow_and_are_read_once():
     plan = design.plan
     scores = plan.flat["l0.scores"]
     assert {n for n, b in plan.flat.items() if b == scores} == {"l0.scores"}
-    assert plan.buffers[scores] == [48 * 48 * 4, 4] and plan.buffer_bits[scores] == 4
+    assert plan.buffers[scores] == [48 * 48 * 4, 4]
     assert all(w == max(design.sbits_of(n) for n, b in plan.flat.items() if b == i)
-               for i, w in enumerate(plan.buffer_bits))
+               for i, (_, w) in enumerate(plan.buffers))
     mapped = {mem.name: (mem, mp) for mem, mp in memories(design)}
     assert mapped[f"buf{scores}"][0].reads == 1 and mapped["rom_lut"][0].reads == 1
     ring, mp = mapped["u_softmax.ring"]

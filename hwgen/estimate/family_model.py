@@ -28,7 +28,7 @@ from hwgen.errors import HwgenError
 from hwgen.estimate.model import dsp_count, predict
 from hwgen.estimate.resources import LUT_MARGIN
 from hwgen.hw.lower import Design, build_design
-from hwgen.hw.vendor import family, has_lutram, mac_multiplier
+from hwgen.hw.vendor import family, lowering_options
 from hwgen.ir.graph import Graph
 from hwgen.ops import macs
 
@@ -73,10 +73,9 @@ def _over(need: dict[str, float], board) -> list[str]:
 
 def _estimate_design(graph: Graph, p: int, board) -> Design:
     """``graph``'s design at ``p`` lanes for an open-flow ``board``, without ROM images (for the estimates):
-    the budget and the MAC multiplier a build for that board uses."""
+    the budget and the lowering options a build for that board uses."""
     return build_design(graph, p, images=False, dsp_budget=dsp_budget(board),
-                        multiplier=mac_multiplier(board.device.yosys_family),
-                        lutram=has_lutram(board.device.yosys_family))
+                        **lowering_options(board.device.yosys_family))
 
 
 def choose_parallel_family(graph: Graph, board, parallel: str | int, force: bool = False) -> int:

@@ -19,9 +19,10 @@ the write-enable granularity (9-bit bytes in block RAM) and to the chosen port w
 blocks and times the copies needed for the read ports (a write port and each read port not sharing its
 address take one port of a copy), plus 0.5 per bit of read multiplexer and write decoder over depth blocks
 and 2 per emulated read register. Before mapping, Yosys drops ROM data columns that are constant and
-memories nothing reads (``opt_mem``); a memory with one read port is priced at its full width and the
-cells holding only data bits no port reads are removed after mapping (``Mem.read_width``);
-:func:`hwgen.estimate.model.memories` does the same. Checked against the
+memories nothing reads (``opt_mem``); :func:`hwgen.estimate.model.memories` does the same. A memory is
+priced at its full width: a 5-bit buffer read at 4 bits became four 16K x 1 RAMB18 (five priced, the one
+holding the unread bit removed), not the three of a 4-bit one, so flat buffers are only as wide as their
+values are read (``hwgen.hw.memory``). Checked against the
 mapping Yosys 0.70 logged for every memory of the calibration designs (``bench/resources_model.py``) and
 its ``memory_libmap`` debug costs for one of them.
 """
@@ -59,8 +60,7 @@ class Mem:
     """One memory as Yosys sees it before mapping: ``width`` data bits (constant ROM columns removed),
     ``depth`` words, ``reads`` synchronous read ports, ``writes`` write ports (0: a ROM), ``lanes`` write
     enables per word (the wide copies' byte lanes of ``width // lanes`` bits), ``block``: forced into block
-    RAM (``rom_style = "block"``), ``distributed``: forced into LUTRAM (``ram_style = "distributed"``); ``read_width``: the low data bits any
-    port reads (None: all), the rest a flat buffer's unread sign extension."""
+    RAM (``rom_style = "block"``), ``distributed``: forced into LUTRAM (``ram_style = "distributed"``)."""
 
     name: str
     width: int
@@ -70,7 +70,6 @@ class Mem:
     lanes: int = 1
     block: bool = False
     distributed: bool = False
-    read_width: int | None = None
 
 
 @dataclass(frozen=True)
@@ -113,28 +112,20 @@ def _copies(ports: str, mem: Mem) -> int | None:
 
 def _geometry(mem: Mem, abits: int, widths: tuple[int, ...], cost: float, widthscale: float, copies: int,
               byte: int) -> tuple[float, int, int]:
-    """(cost, cells, depth blocks) of the cheapest port width for one primitive. Yosys prices the memory at
-    its full width; cells holding only data bits nothing reads are removed after mapping (a 5-bit buffer
-    read at 4 bits, priced as five 16K x 1 RAMB18, keeps four)."""
+    """(cost, cells, depth blocks) of the cheapest port width for one primitive."""
     best = None
     for log2, unit in enumerate(widths):
         eff_byte = unit if (byte == 0 or byte > unit) else byte
         if mem.writes == 0:
             eff_byte = 1
         mult_a = -(-mem.depth // (1 << (abits - log2)))
-        swizzled = _swizzle(mem, eff_byte)
-        repl = -(-(mult_a * swizzled) // unit)
+        repl = -(-(mult_a * _swizzle(mem, eff_byte)) // unit)
         demux = mult_a * mem.lanes * mem.writes if mult_a != 1 else 0
         mux = (mult_a - 1) * mem.width * mem.reads
         c = (cost - widthscale) * repl * copies + widthscale * mult_a * mem.width / unit * copies
         c += FACTOR_MUX * mux + FACTOR_DEMUX * demux + FACTOR_EMU * mem.reads
         if best is None or c < int(best[0]):
-            cells = repl
-            columns = -(-swizzled // unit)
-            if mem.read_width is not None and mem.lanes == 1 and repl == mult_a * columns:
-                read = -(-mem.read_width // eff_byte) * eff_byte
-                cells = mult_a * -(-read // unit)
-            best = (c, cells * copies, mult_a)
+            best = (c, repl * copies, mult_a)
     return best
 
 
@@ -145,17 +136,17 @@ def map_memory(mem: Mem) -> Mapping:
     logic = mem.width * mem.depth * (LOGIC_COST_RAM if mem.writes else LOGIC_COST_ROM)
     best = None if mem.block else Mapping("logic", cost=logic)
     best_cost = math.inf if mem.block else int(logic)
-    # the LUTRAM library comes first (it prunes ROMs); ``ram_style = "distributed"`` leaves only it
-    if mem.distributed:
+    if mem.distributed:  # ``ram_style = "distributed"``: LUTRAM only
         best, best_cost = None, math.inf
-    for name, abits, width, cost, ws, ports, luts in (LUTRAM if mem.writes and not mem.block else ()):
-        copies = _copies(ports, mem)
-        if copies is None:
-            continue
-        c, cells, blocks = _geometry(mem, abits, (width,), cost, ws, copies, 0)
-        if c < best_cost:
-            best_cost = c
-            best = Mapping(name, lutram_luts=cells * luts, cells=cells, depth_blocks=blocks, cost=c)
+    if mem.writes and not mem.block:  # the LUTRAM library comes first; it prunes ROMs
+        for name, abits, width, cost, ws, ports, luts in LUTRAM:
+            copies = _copies(ports, mem)
+            if copies is None:
+                continue
+            c, cells, blocks = _geometry(mem, abits, (width,), cost, ws, copies, 0)
+            if c < best_cost:
+                best_cost = c
+                best = Mapping(name, lutram_luts=cells * luts, cells=cells, depth_blocks=blocks, cost=c)
     for name, mode, abits, widths, cost, ports, prim in (() if mem.distributed else BLOCK):
         copies = _copies(ports, mem)
         if copies is None:

@@ -121,10 +121,9 @@ def _varying_columns(words: list[int], width: int, depth: int) -> int:
 def memories(design: Design) -> list[tuple[Mem, Mapping]]:
     """Every memory of the accelerator's top level as Yosys sees it before mapping, and its mapping: the
     elaborated ``Top``'s memories with their read and write ports; ROM columns that never change and
-    memories nothing reads left out, as Yosys ``opt_mem`` does, and of a flat buffer with one read port the
-    bits its values are read at (``Mem.read_width``: Yosys maps the whole width and removes the cells that
-    hold only unread bits; it kept such bits on a buffer with two read ports); then the memories inside the
-    units (``Lowered.memories``, distributed RAM by their ``ram_style``)."""
+    memories nothing reads left out, as Yosys ``opt_mem`` does (a flat buffer is as wide as the bits its
+    values are read at, ``MemoryPlan.buffers``); then the memories inside the units (``Lowered.memories``,
+    distributed RAM by their ``ram_style``)."""
     from amaranth.lib.memory import Memory
 
     from hwgen.hw.top import Top
@@ -133,26 +132,19 @@ def memories(design: Design) -> list[tuple[Mem, Mapping]]:
     module = top.elaborate(None)
     for obj in [top, module, *(sub for sub, _ in module._named_submodules.values())]:
         obj._MustUse__silence = True  # elaborated to be inspected, not built: no "never used" warnings
-    # a flat buffer keeps one bit more than its values; every read takes the value's own bits (a signed
-    # value's sign extension is not read), and Yosys drops data bits no port reads
-    read_bits: dict[str, int] = {}
-    for name, b in design.plan.flat.items():
-        read_bits[f"buf{b}"] = max(read_bits.get(f"buf{b}", 1), design.sbits_of(name))
     out = []
     for name, (sub, _) in module._named_submodules.items():
         if not isinstance(sub, Memory):
             continue
         width, depth = sub.shape.width, sub.depth
         writes = len(sub.write_ports)
-        lanes, read_width = 1, None
+        lanes = 1
         if writes:
             gran = sub.write_ports[0].signature.granularity
             lanes = width // gran if gran else 1
-            read_width = min(width, read_bits.get(name, width)) if len(sub.read_ports) == 1 else None
         else:
             width = _varying_columns([int(v) for v in sub.init], width, depth)
-        mem = Mem(name, width, depth, len(sub.read_ports), writes, lanes, sub.attrs.get("rom_style") == "block",
-                  read_width=read_width)
+        mem = Mem(name, width, depth, len(sub.read_ports), writes, lanes, sub.attrs.get("rom_style") == "block")
         out.append((mem, map_memory(mem)))
     for kind in design.programs:  # the memories inside the units
         for name, depth, bits in UNITS[kind].memories(design):
@@ -171,15 +163,14 @@ def memory_terms(mapped: list[tuple[Mem, Mapping]]) -> tuple[dict[str, float], d
     for mem, mp in mapped:
         if mp.kind == "removed":
             continue
-        w = mem.read_width or mem.width
         if mp.kind == "logic":
-            terms["rom_logic"] += w * -(-mem.depth // 64) * (mem.reads if not mem.writes else 64)
-            exact["ff"] += w * mem.reads + (w * mem.depth if mem.writes else 0)
+            terms["rom_logic"] += mem.width * -(-mem.depth // 64) * (mem.reads if not mem.writes else 64)
+            exact["ff"] += mem.width * mem.reads + (mem.width * mem.depth if mem.writes else 0)
             continue
         exact["lut"] += mp.lutram_luts
         if mp.kind.startswith("LUTRAM"):
-            exact["ff"] += w * mem.reads
-        terms["mem_mux"] += (mp.depth_blocks - 1) * w * mem.reads
+            exact["ff"] += mem.width * mem.reads
+        terms["mem_mux"] += (mp.depth_blocks - 1) * mem.width * mem.reads
     return terms, exact
 
 

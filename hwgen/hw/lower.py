@@ -111,7 +111,7 @@ class Design:
             "steps": [{"step": self.head[s[0]] + 1, "nodes": [nodes[i].name for i in s]}
                       for s in self.steps],
             "next_input_from_step": self.preload_step,
-            "memory": {"buffers": [{"depth": d, "bits": w} for (d, _), w in zip(self.plan.buffers, self.plan.buffer_bits)],
+            "memory": {"buffers": [{"depth": d, "bits": b} for d, b in self.plan.buffers],
                        "values": dict(self.plan.flat),
                        "wide": [{"value": k[0], "layout": k[1], "heads": k[2], "lanes": lay.lanes, "depth": lay.depth}
                                 for k, lay in sorted(self.plan.wide.items())],
@@ -130,7 +130,7 @@ def build_design(graph: Graph, lanes: int, images: bool = True, dsp_budget: int 
     remaining rescale products fit it (or no unit can move). None keeps every rescale product in DSPs.
     ``multiplier``: the MAC lanes' multiplier, "generic" or "ecp5" (``vendor.mac_multiplier`` of the board's
     family: registered MULT18X18D cells, same cycles). ``lutram``: the family has distributed RAM
-    (``vendor.has_lutram``), so the units' small memories carry ``ram_style = "distributed"``."""
+    (``Family.lutram``; ``vendor.lowering_options`` gives both for a board's family), so the units' small memories carry ``ram_style = "distributed"``."""
     if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1:
         raise HwgenError(f"parallelism must be an integer >= 1, not {lanes!r}")
     verify(graph)

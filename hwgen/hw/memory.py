@@ -90,14 +90,12 @@ class WideLayout:
 @dataclass
 class MemoryPlan:
     """Where each value is stored. ``flat[name]`` is a buffer index (activations) or a ROM image
-    (constants); ``wide[(name, kind, heads)]`` a WideLayout; buffers are (depth, bits) pairs, bits the widest
-    value's type bits."""
+    (constants); ``wide[(name, kind, heads)]`` a WideLayout; buffers are [depth, bits] pairs, bits those of
+    its words: the widest of its values' signed widths (``sbits``: a signed value as it is, an unsigned one
+    with a zero sign bit), so every value is stored sign-extended."""
 
     lanes: int
     buffers: list[list[int]] = field(default_factory=list)
-    # per buffer: the bits of its words, the widest of its values' signed widths (``sbits``: a signed value
-    # as it is, an unsigned one with a zero sign bit), so every value is stored sign-extended
-    buffer_bits: list[int] = field(default_factory=list)
     flat: dict[str, int] = field(default_factory=dict)
     const_flat: dict[str, list[int]] = field(default_factory=dict)
     wide: dict[tuple[str, str, int], WideLayout] = field(default_factory=dict)
@@ -146,29 +144,22 @@ def plan_memory(graph: Graph, lanes: int, head: list[int] | None = None) -> Memo
             plan.const_flat[name] = [raw(v, c.dtype.bits) for row in vals for v in row]
     _share_wide(graph, plan, head, last_reader)
     free_at: list[int] = []  # per buffer: the last node index that still reads its current value
-    width = plan.buffer_bits  # per buffer: its words' bits
     for name in sorted(types, key=lambda n: produced[n]):
-        depth = math.prod(view(types[name]))
-        bits = types[name].dtype.bits
+        depth, bits = math.prod(view(types[name])), sbits(types[name].dtype)
         # Reuse a buffer whose value is dead before this value is written: the one that grows by the fewest
         # block RAMs, of those the best-sized; a buffer of its own when that takes fewer (a 12-bit value of
         # 1,536 elements does not widen a 9,216-deep buffer of 4-bit scores to 12 bits).
         fits = [b for b, last in enumerate(free_at) if last < produced[name]]
-        read = sbits(types[name].dtype)
         buf = plan.buffers
-        grow = {b: _bram(max(buf[b][0], depth), max(width[b], read)) - _bram(buf[b][0], width[b])
-                for b in fits}
+        grow = {b: _bram(max(buf[b][0], depth), max(buf[b][1], bits)) - _bram(*buf[b]) for b in fits}
         b = min(fits, key=lambda b: (grow[b], abs(buf[b][0] - depth))) if fits else None
-        if b is not None and grow[b] > _bram(depth, read):
+        if b is not None and grow[b] > _bram(depth, bits):
             b = None
         if b is not None:
-            plan.buffers[b][0] = max(plan.buffers[b][0], depth)
-            plan.buffers[b][1] = max(plan.buffers[b][1], bits)
-            width[b] = max(width[b], read)
+            buf[b][0], buf[b][1] = max(buf[b][0], depth), max(buf[b][1], bits)
         else:
-            b = len(plan.buffers)
-            plan.buffers.append([depth, bits])
-            width.append(read)
+            b = len(buf)
+            buf.append([depth, bits])
             free_at.append(-2)
         # the input's buffer is never free again: the next window's input arrives there early
         free_at[b] = len(graph.nodes) + 1 if name == graph.input_name else last_use[name]

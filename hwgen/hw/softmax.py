@@ -148,10 +148,15 @@ class SoftmaxUnit(Lowered, wiring.Component):
         ready = [writes[(k + 1) * prog.cols - 1] + 2 for k in range(prog.rows)]
         return cls._end(design, prog, cls._periods(prog, ready))
 
+    @staticmethod
+    def ring_depth(programs) -> int:
+        """Words of the exp-value ring: three rows of the widest node."""
+        return 3 * max(p.cols for p in programs)
+
     @classmethod
     def memories(cls, design):
-        # the exp-value ring: three rows of the widest node, exp-table values
-        return [("ring", 3 * max(p.cols for p in design.programs[cls.kind]), design.widths[cls.kind]["lut"])]
+        # the exp-value ring, of exp-table values
+        return [("ring", cls.ring_depth(design.programs[cls.kind]), design.widths[cls.kind]["lut"])]
 
     @classmethod
     def dsp48(cls, design):
@@ -169,7 +174,7 @@ class SoftmaxUnit(Lowered, wiring.Component):
         i, lut, s, r, o = w["in"], w.get("lut", 16), w["sum"], w["recip"], w["out"]
         stream = any(p.stream for p in ps)
         rows = max(p.rows for p in ps)
-        ring = counter_bits(3 * max(p.cols for p in ps))
+        ring = counter_bits(cls.ring_depth(ps))
         # the ring's slot addresses: two bases, four write and two read stages; base + element, the wrap
         t.update(reg=(1 + stream) * i + s + 3 * r + (rb + 1) + (s + r) + (lut + r + 2) + o + 8 * ring,
                  arith=2 * i + s + 2 * (rb + 1) + (s + r) + 2 * o + stream * i + 4 * ring,
@@ -221,11 +226,11 @@ class SoftmaxUnit(Lowered, wiring.Component):
         s = Signal(unsigned(self.sum_width))
         r_next, r_cur = Signal(unsigned(self.recip_width)), Signal(unsigned(self.recip_width))
         mx_s = Signal(signed(self.in_width), name="mx_s")
-        cols_max = max(p.cols for p in ps)
+        ring_words = self.ring_depth(ps)
         # the exp-value ring: row r's values at (r mod 3) * cols; A writes the row of its period, B reads the
         # row two periods older (so never the slot A writes: A's row k + 1 takes row k - 2's slot only in the
         # period after B's pass over it)
-        ring_a, ring_b = Signal(range(3 * cols_max), name="ring_a"), Signal(range(3 * cols_max), name="ring_b")
+        ring_a, ring_b = Signal(range(ring_words), name="ring_a"), Signal(range(ring_words), name="ring_b")
 
         def ring_next(base):  # the next row's slot: base + cols, wrapping after the third
             return Mux(base >= cfg["ring_wrap"], 0, base + cfg["cols"])
@@ -327,17 +332,17 @@ class SoftmaxUnit(Lowered, wiring.Component):
         with m.If(ph4 == SUM):
             m.d.sync += s.eq(Mux(f4, e_a, s + e_a))
         # in distributed RAM (a few dozen LUTs), not half a block RAM: block RAM is what larger models run out of
-        m.submodules.ring = ring = Memory(shape=unsigned(self.lut_width), depth=3 * cols_max, init=[],
+        m.submodules.ring = ring = Memory(shape=unsigned(self.lut_width), depth=ring_words, init=[],
                                           attrs={"ram_style": "distributed"} if self.lutram else {})
         ring_w, ring_r = ring.write_port(), ring.read_port()
-        wa = [Signal(range(3 * cols_max), name=f"ring_wa{i}") for i in range(1, 5)]  # the element's slot, d1..d4
+        wa = [Signal(range(ring_words), name=f"ring_wa{i}") for i in range(1, 5)]  # the element's slot, d1..d4
         m.d.sync += [wa[0].eq(ring_a + ja)] + [wa[i].eq(wa[i - 1]) for i in range(1, 4)]
         m.d.comb += [ring_w.addr.eq(wa[3]), ring_w.data.eq(e_a), ring_w.en.eq(ph4 == SUM)]
         # ---- pipeline B: d1, d2 the element's slot (registered); d3 exp value and r registered (the ring's
         # read); d4 e * r; d5, d6 rounded; d7 saturated output.
         b = [Signal(name=f"b{i}") for i in range(1, 8)]
         m.d.sync += [b[0].eq(b_on)] + [b[i].eq(b[i - 1]) for i in range(1, 7)]
-        ra = [Signal(range(3 * cols_max), name=f"ring_ra{i}") for i in range(1, 3)]
+        ra = [Signal(range(ring_words), name=f"ring_ra{i}") for i in range(1, 3)]
         m.d.sync += [ra[0].eq(ring_b + jb), ra[1].eq(ra[0])]
         m.d.comb += ring_r.addr.eq(ra[1])
         e_r, r_r = Signal.like(self.lut_data, name="e_r"), Signal.like(r_cur, name="r_r")

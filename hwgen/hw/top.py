@@ -127,9 +127,9 @@ class Top(wiring.Component):
 
         # ---- memories: flat activation buffers, constant ROMs, wide copies ----------------------------------
         flat_mem, flat_rd, flat_wr = {}, {}, {}
-        for b, (depth, _) in enumerate(plan.buffers):
+        for b, (depth, bits) in enumerate(plan.buffers):
             # As wide as the widest signed width of its values: every element is stored sign-extended.
-            mem = Memory(shape=unsigned(plan.buffer_bits[b]), depth=depth, init=[])
+            mem = Memory(shape=unsigned(bits), depth=depth, init=[])
             m.submodules[f"buf{b}"] = mem
             flat_mem[b], flat_rd[b], flat_wr[b] = mem, [], mem.write_port()
         rom_rd = {}

