@@ -80,6 +80,23 @@ def test_distributed_memory_stays_out_of_block_ram():
     assert got.kind.startswith("LUTRAM") and got.bram36 == 0 and got.lutram_luts > 0
 
 
+def test_a_one_word_buffer_in_logic_is_a_register():
+    """A buffer Yosys leaves in logic costs its flip-flops and a read multiplexer over its words: one word (a
+    forecast of one value) is a register and costs no LUT (it was priced as 64 ROM blocks per bit, 2,023
+    LUTs too many on a d_model-8 fit-bench design); a deeper one (block RAM refused) a 4:1 multiplexer
+    stage per bit and a write enable per word."""
+    from hwgen.estimate.memmap import Mapping
+    from hwgen.estimate.model import memory_terms
+
+    mem = Mem("buf", 16, 1, 1)
+    assert map_memory(mem).kind == "logic"
+    terms, exact = memory_terms([(mem, map_memory(mem))])
+    assert terms["rom_logic"] == 0 and exact == {"lut": 0, "ff": 16 + 16}
+    mem = Mem("buf", 16, 4, 1)
+    terms, exact = memory_terms([(mem, Mapping("logic", cost=64))])
+    assert terms["rom_logic"] == 0 and exact == {"lut": 16 + 4, "ff": 16 * 4 + 16}
+
+
 def test_unread_memory_is_removed():
     assert map_memory(Mem("buf", 12, 384, 0)).kind == "removed"
 

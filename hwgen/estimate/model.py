@@ -154,18 +154,23 @@ def memories(design: Design) -> list[tuple[Mem, Mapping]]:
 
 
 def memory_terms(mapped: list[tuple[Mem, Mapping]]) -> tuple[dict[str, float], dict[str, float]]:
-    """(terms priced by ``COEFFICIENTS``, exact counts) of the memories: LUTRAM LUTs, and the flip-flops
-    of the read registers Yosys adds to LUTRAM (its read is asynchronous) or keeps beside logic ROMs are
-    counted exactly; "rom_logic" (data bits x 64-word blocks of ROMs in logic) and "mem_mux" (read
-    multiplexer bits over depth blocks) are priced."""
+    """(terms priced by ``COEFFICIENTS``, exact counts) of the memories: LUTRAM LUTs, the flip-flops of
+    the read registers Yosys adds to LUTRAM (its read is asynchronous) or keeps beside logic ROMs, and a
+    RAM left in logic (flip-flops per bit, a depth-to-1 read multiplexer of LUT6 4:1 stages per read bit and
+    a write-enable decode per word: a one-word buffer is a register) are counted exactly; "rom_logic" (data
+    bits x 64-word blocks of ROMs in logic) and "mem_mux" (read multiplexer bits over depth blocks) are
+    priced."""
     terms = {"rom_logic": 0.0, "mem_mux": 0.0}
     exact = {"lut": 0.0, "ff": 0.0}
     for mem, mp in mapped:
         if mp.kind == "removed":
             continue
         if mp.kind == "logic":
-            terms["rom_logic"] += mem.width * -(-mem.depth // 64) * (mem.reads if not mem.writes else 64)
             exact["ff"] += mem.width * mem.reads + (mem.width * mem.depth if mem.writes else 0)
+            if mem.writes:  # flip-flops with a write enable each; a depth-to-1 multiplexer per read bit
+                exact["lut"] += mem.width * mem.reads * -(-(mem.depth - 1) // 3) + (mem.depth if mem.depth > 1 else 0)
+            else:
+                terms["rom_logic"] += mem.width * -(-mem.depth // 64) * mem.reads
             continue
         exact["lut"] += mp.lutram_luts
         if mp.kind.startswith("LUTRAM"):

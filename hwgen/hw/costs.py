@@ -13,23 +13,26 @@ from __future__ import annotations
 # benchmark's designs was used.
 COEFFICIENTS = {
     "matmul": {
-        "lut": {"arith": 1.773, "cfg_reg": 0.607, "cfg_var": 1.381, "count": 1.761, "fabric": 1.295,
-                "lane": 2.602, "reg": 0.541, "shift": 3.978},
-        "ff": {"arith": 0.506, "cfg_reg": 1.279, "cfg_var": 0.297, "count": 1.211, "fabric": 1.817,
-                "lane": 2.043, "reg": 1.292, "shift": 0.975},
+        "lut": {"arith": 1.844, "cfg_reg": 0.676, "cfg_var": 1.462, "count": 1.8, "fabric": 1.293,
+                "lane": 2.606, "reg": 0.57, "shift": 4.083},
+        "ff": {"arith": 0.506, "cfg_reg": 1.278, "cfg_var": 0.297, "count": 1.211, "fabric": 1.818,
+                "lane": 2.043, "reg": 1.292, "shift": 0.974},
     },
     "add": {
         "lut": {"arith": 0.665, "count": 0.264, "fabric": 1.082, "shift": 0.977},
         "ff": {"cfg_reg": 0.789, "count": 0.823, "fabric": 1.42, "reg": 0.862},
     },
     "softmax": {
-        "lut": {"arith": 1.033, "cfg_reg": 0.372, "count": 1.516, "fabric": 0.997, "reg": 0.126, "shift": 2.632},
-        "ff": {"arith": 0.064, "cfg_reg": 1.391, "count": 1.111, "fabric": 1.815, "reg": 1.053, "shift": 0.283},
+        "lut": {"arith": 1.023, "cfg_reg": 0.094, "cfg_var": 29.393, "count": 1.829, "fabric": 0.916,
+                "mux": 1.353, "reg": 0.125, "shift": 2.558},
+        "ff": {"arith": 0.07, "cfg_reg": 1.506, "count": 1.082, "fabric": 1.82, "mux": 0.067, "reg": 1.048,
+                "shift": 0.388},
     },
     "affine": {
         "lut": {"arith": 0.98, "cfg_reg": 0.134, "cfg_var": 6.962, "count": 1.254, "fabric": 1.26,
                 "reg": 0.081, "shift": 2.435},
-        "ff": {"arith": 0.015, "cfg_reg": 1.076, "count": 1.038, "fabric": 2.125, "reg": 1.014, "shift": 0.05},
+        "ff": {"arith": 0.015, "cfg_reg": 1.076, "count": 1.038, "fabric": 2.125, "reg": 1.014,
+                "shift": 0.05},
     },
     "avgpool": {
         "lut": {"arith": 0.5, "cfg_var": 1.0, "count": 0.413, "fabric": 0.375, "mux": 0.092, "shift": 1.756},
@@ -37,12 +40,13 @@ COEFFICIENTS = {
                 "shift": 0.185},
     },
     "layernorm": {
-        "lut": {"arith": 1.249, "cfg_reg": 2.8, "cfg_var": 2.548, "count": 2.771, "reg": 0.239, "shift": 3.389},
+        "lut": {"arith": 1.249, "cfg_reg": 2.8, "cfg_var": 2.548, "count": 2.771, "reg": 0.239,
+                "shift": 3.389},
         "ff": {"arith": 0.059, "cfg_reg": 1.427, "count": 1.478, "reg": 1.031, "shift": 0.177},
     },
     "top": {
-        "lut": {"rom_logic": 1.806, "route": 0.182, "steps": 2.223},
-        "ff": {"count": 0.347, "steps": 0.601},
+        "lut": {"rom_logic": 1.712, "route": 0.144, "steps": 2.184},
+        "ff": {"count": 0.522, "mem_mux": 0.031, "steps": 0.329},
     },
 }
 # Units without Yosys calibration (argmax, anomaly score, lut, select, concat: not in the forecasting
