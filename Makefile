@@ -27,11 +27,12 @@ $(STAMP): requirements.txt pyproject.toml setup.py scripts/install.sh
 demo: install
 	@bash scripts/demo.sh
 
+# Two workers (the machines have two cores), each taking whole test files so a module's fixtures are built once
 test: install browser
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 test-fast: install browser
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n 2 --dist loadfile -m "not slow"
 
 lint: install
 	$(VENV)/bin/ruff check hwgen sim tests bench
