@@ -8,9 +8,10 @@ from __future__ import annotations
 # and ``memory_terms``), by unit kind. Unit rows: least squares (ridge towards DEFAULT, non-negative) on
 # Yosys synth_xilinx 0.70 counts of each unit synthesized alone (refitted after the datapath's pipelining
 # for 100 MHz), from the 16 calibration designs of
-# ``bench/resources_model.py`` (CALIBRATION: 8 architectures at 2 parallelisms each); "top": the same fit
-# of what those whole designs have beyond their units' predictions and the exact counts. None of the
-# benchmark's designs was used.
+# ``bench/resources_model.py`` (CALIBRATION: 8 architectures at 2 parallelisms each); "top": what those
+# whole designs have beyond their units' predictions and the exact counts, its LUTs by plain non-negative
+# least squares (no pull towards DEFAULT). Recalibrated on the datapath with the softmax's exp-value ring and
+# liveness-planned buffers. None of the benchmark's designs was used.
 COEFFICIENTS = {
     "matmul": {
         "lut": {"arith": 1.844, "cfg_reg": 0.676, "cfg_var": 1.462, "count": 1.8, "fabric": 1.293,
@@ -45,7 +46,7 @@ COEFFICIENTS = {
         "ff": {"arith": 0.059, "cfg_reg": 1.427, "count": 1.478, "reg": 1.031, "shift": 0.177},
     },
     "top": {
-        "lut": {"rom_logic": 1.712, "route": 0.144, "steps": 2.184},
+        "lut": {"mem_mux": 0.395, "rom_logic": 4.781, "route": 0.091},
         "ff": {"count": 0.522, "mem_mux": 0.031, "steps": 0.329},
     },
 }
