@@ -258,7 +258,8 @@ def calibrate() -> dict:
     # the top row's LUTs by plain non-negative least squares: pulled towards DEFAULT, its controller-steps
     # coefficient stayed near the prior (2.2 LUTs per state x address bit) where the designs spend almost none,
     # over-predicting 2-layer designs by up to 23% and under-predicting the W8 ones with ROMs in logic
-    table["top"] = {"lut": _ridge(rows["lut"], "lut", DEFAULT["lut"], lam=0.0), "ff": _ridge(rows["ff"], "ff", DEFAULT["ff"])}
+    table["top"] = {"lut": _ridge(rows["lut"], "lut", DEFAULT["lut"], lam=0.0),
+                    "ff": _ridge(rows["ff"], "ff", DEFAULT["ff"])}
     return table
 
 
