@@ -121,9 +121,10 @@ def test_one_design_per_build_and_sim_reads_it(tmp_path, monkeypatch):
     calls = []
     real = lowering.build_design
 
-    def counting(graph, lanes, images=True, dsp_budget=None, multiplier="generic", lutram=True):
-        calls.append((lanes, images))
-        return real(graph, lanes, images, dsp_budget=dsp_budget, multiplier=multiplier, lutram=lutram)
+    def counting(graph, lanes, images=True, dsp_budget=None, multiplier="generic", lutram=True, pair_rows=True):
+        calls.append((lanes, images, pair_rows))
+        return real(graph, lanes, images, dsp_budget=dsp_budget, multiplier=multiplier, lutram=lutram,
+                    pair_rows=pair_rows)
 
     monkeypatch.setattr(hwgen.hw, "build_design", counting)
     monkeypatch.setattr(lowering, "build_design", counting)
@@ -131,9 +132,14 @@ def test_one_design_per_build_and_sim_reads_it(tmp_path, monkeypatch):
     out = tmp_path / "b"
     report = build(str(ROOT / "models" / "pm25_w8.pt"), str(out), "xc7s15", "auto", with_accuracy=False)
     p = report["hardware"]["parallel"]
-    assert sorted(lanes for lanes, images in calls if not images) == list(range(1, 21))
-    with_images = [lanes for lanes, images in calls if images]
-    assert sorted(with_images) == sorted([*range(1, 21), p]) and with_images[-1] == p
+    # each candidate once as the build would pair its rows, once more one row at a time where the paired
+    # design does not fit (and the chosen one again to settle its pairs); with images once per prediction
+    seen = [(lanes, pair) for lanes, images, pair in calls if not images]
+    assert {lanes for lanes, _ in seen} == set(range(1, 21))
+    assert all(seen.count((lanes, True)) == 1 + (lanes == p) for lanes in range(1, 21))
+    assert all(seen.count((lanes, False)) <= 1 + (lanes == p) for lanes in range(1, 21))
+    with_images = [(lanes, pair) for lanes, images, pair in calls if images]
+    assert sorted(with_images) == sorted([*seen, (p, with_images[-1][1])]) and with_images[-1][0] == p
     design = json.loads((out / "design.json").read_text())
     assert design["lanes"] == p and design["latency"]["total"] == report["hardware"]["latency_cycles"]
     assert [name for s in design["steps"] for name in s["nodes"]] == [n["name"] for n in design["nodes"]]

@@ -369,13 +369,22 @@ def test_latency_model_matches_simulation(parallel):
 
 
 def test_latency_model_reference_sanity():
-    """Per-node cycles add up; products never beat the multiplier bound; more lanes never cost cycles."""
+    """Per-node cycles add up; products never beat the multiplier bound (one product per lane and cycle, two
+    in a node whose rows pair); more lanes never cost cycles."""
+    from hwgen.estimate.latency import estimate as of_design
+    from hwgen.hw import build_design
+    from hwgen.ops import macs
+
     graph, _ = random_graph(REFERENCE, seed=0)
     previous = None
     for p in (1, 4, 8, 16, 20):
         e = estimate(graph, p)
         assert e["total"] == e["load"] + sum(e["nodes"].values()) + e["send"]
-        assert e["mac_cycles"] >= e["macs"] / p
+        d = build_design(graph, p, images=False)
+        per_cycle = {graph.nodes[i].name: p * (1 + d.programs[k][j].pair) for i, (k, j) in enumerate(d.node_unit)
+                     if k == "matmul"}
+        assert all(e["nodes"][n] >= macs(graph, graph.node(n)) / lanes for n, lanes in per_cycle.items())
+        assert of_design(build_design(graph, p, images=False, pair_rows=False))["mac_cycles"] >= e["macs"] / p
         assert previous is None or e["total"] <= previous
         previous = e["total"]
 

@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """Each hardware unit on its own against the matching golden function: arithmetic blocks directly, and every
 op kind through a one- or two-node graph with random shapes and edge values (compared with ==)."""
 
@@ -11,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hwgen.golden import ops, run
-from hwgen.hw import lower
+from hwgen.hw import build_design, lower
 from hwgen.hw.mac import MacArray
 from hwgen.hw.requant import Divider, Isqrt, Requantizer
 from hwgen.hw.shiftadd import ShiftAddMul, product_stages, rescale_stages
@@ -172,6 +173,100 @@ def test_mac_array_sums_and_holds():
             assert list(ctx.get(mac.hold)) == [int(v) for v in a[grp] @ b[grp]]
 
     _run(mac, bench)
+
+
+def _pair_beats(mac, beats, pair=True):
+    """Stream single-beat sums ``(a, a2, b)`` through ``mac`` (one per cycle); the (hold, hold2) each shows
+    ``LATENCY`` cycles later."""
+    got = []
+
+    async def bench(ctx):
+        ctx.set(mac.pair, pair)
+        for t in range(len(beats) + MacArray.LATENCY):
+            if t < len(beats):
+                a, a2, b = beats[t]
+                ctx.set(mac.valid, 1)
+                ctx.set(mac.first, 1)
+                ctx.set(mac.last, 1)
+                ctx.set(mac.a, a)
+                ctx.set(mac.a2, a2)
+                ctx.set(mac.b, b)
+            else:
+                ctx.set(mac.valid, 0)
+            await ctx.tick()
+            if t >= MacArray.LATENCY - 1 and len(got) < len(beats):
+                assert ctx.get(mac.hold_valid)
+                got.append((list(ctx.get(mac.hold)), list(ctx.get(mac.hold2))))
+
+    _run(mac, bench)
+    return got
+
+
+@pytest.mark.parametrize("a_signed, b_signed", [(True, True), (True, False), (False, True), (False, False)])
+def test_row_pair_products_exhaustive_over_4_bit_operands(a_signed, b_signed):
+    """Two rows through one multiplier (``MacArray`` pack): every pair of 4-bit first and second row operands
+    against every 4-bit weight (16 lanes), signed and unsigned mixes: both products == a * b and a2 * b,
+    and each pair as tight as ``pair_fits`` allows (S = the product's signed width)."""
+    ra = (-8, 7) if a_signed else (0, 15)
+    rb = (-8, 7) if b_signed else (0, 15)
+    pack = next(s for s in range(2, 24) if MacArray.pair_fits(s, ra, rb))
+    assert not MacArray.pair_fits(pack - 1, ra, rb)
+    mac = MacArray(16, 6, 6, 12, pack=pack, acc2_width=12)
+    ws = list(range(rb[0], rb[1] + 1))
+    beats = [(a, a2, ws) for a in range(ra[0], ra[1] + 1) for a2 in range(ra[0], ra[1] + 1)]
+    for (a, a2, _), (hold, hold2) in zip(beats, _pair_beats(mac, beats), strict=True):
+        assert hold == [a * w for w in ws] and hold2 == [a2 * w for w in ws], (a, a2)
+
+
+def test_row_pair_sums_of_8_bit_operands_and_the_unpaired_split():
+    """8-bit rows (signed and unsigned activations, signed weights, S = 16: two products in one 25 x 18
+    product) summed over 40 beats == both dot products, extremes included; and unpaired (``pair`` low),
+    with a 12-bit operand, hold + hold2 * 2**16 == the whole sum modulo 2**acc_width."""
+    rng = np.random.default_rng(5)
+    lanes, k, acc = 4, 40, 25
+    assert MacArray.pair_fits(16, (-128, 127), (-128, 127)) and MacArray.pair_fits(16, (0, 255), (-128, 127))
+    assert not MacArray.pair_fits(16, (-256, 255), (-128, 127)) and not MacArray.pair_fits(15, (0, 255), (-128, 127))
+    for lo, hi, pair, aw in ((-128, 127, True, 9), (0, 255, True, 9), (-2048, 2047, False, 12)):
+        mac = MacArray(lanes, aw, 8, acc, tag_width=2, pack=16, acc2_width=acc if pair else acc - 16)
+        a = rng.integers(lo, hi + 1, size=(2, k))
+        a2 = rng.integers(lo, hi + 1, size=(2, k)) if pair else np.zeros((2, k), dtype=int)
+        b = rng.integers(-128, 128, size=(2, k, lanes))
+        a[0, :], a2[0, :], b[0] = lo, hi, -128  # the largest products of both signs
+        got = []
+
+        async def bench(ctx):
+            ctx.set(mac.pair, pair)
+            for grp in range(2):
+                for i in range(k):
+                    ctx.set(mac.valid, 1)
+                    ctx.set(mac.first, i == 0)
+                    ctx.set(mac.last, i == k - 1)
+                    ctx.set(mac.a, int(a[grp, i]))
+                    ctx.set(mac.a2, int(a2[grp, i]))
+                    ctx.set(mac.b, [int(v) for v in b[grp, i]])
+                    await ctx.tick()
+                ctx.set(mac.valid, 0)
+                await ctx.tick().repeat(MacArray.LATENCY - 1)
+                assert ctx.get(mac.hold_valid)
+                got.append((list(ctx.get(mac.hold)), list(ctx.get(mac.hold2))))
+
+        _run(mac, bench)
+        for grp, (hold, hold2) in enumerate(got):
+            first, second = a[grp] @ b[grp], a2[grp] @ b[grp]
+            if pair:
+                assert hold == [int(v) for v in first] and hold2 == [int(v) for v in second]
+            else:
+                whole = [(h + (h2 << 16)) % (1 << acc) for h, h2 in zip(hold, hold2)]
+                assert whole == [int(v) % (1 << acc) for v in first]
+
+
+def test_row_pair_arguments_are_checked():
+    with pytest.raises(ValueError, match="acc2_width"):
+        MacArray(2, 8, 8, 24, pack=16)
+    with pytest.raises(ValueError, match="generic multiplier"):
+        MacArray(2, 8, 8, 24, multiplier="ecp5", pack=16, acc2_width=20)
+    with pytest.raises(ValueError, match="pack"):
+        MacArray(2, 8, 8, 24, pack=24, acc2_width=20)
 
 
 # ---- every op kind through a small graph -------------------------------------------------------------------
@@ -383,3 +478,73 @@ def test_every_unit_program_is_a_frozen_dataclass():
         return rtlil.convert(m, ports=[start, sel, *regs.values()])
 
     assert table([prog]) == table([{"numel": prog.numel, "cols": prog.cols}])
+
+
+# ---- row pairs through whole graphs -----------------------------------------------------------------------------
+def _two_linears(rng, rows, k, n, mid):
+    """x -> linear (k -> k, the first node: never paired, it reads the input as it arrives) -> linear (k -> n)."""
+    b = GraphBuilder("x", (rows, k), I8)
+    b.linear("lin", "x", rng.integers(-128, 128, size=(k, k)), rng.integers(-3000, 3000, size=k),
+             rng.integers(1 << 14, 1 << 15, size=k), rng.integers(8, 20, size=k), mid, I8, relu=mid is U8)
+    w = rng.integers(-128, 128, size=(n, k))
+    w[0, :] = -128
+    b.linear("lin2", "lin", w, rng.integers(-3000, 3000, size=n),
+             rng.integers(1 << 14, 1 << 15, size=n) * rng.choice([-1, 1], size=n), rng.integers(8, 20, size=n),
+             I8, I8, zp=-3)
+    return b.finish("lin2")
+
+
+@pytest.mark.parametrize("rows, k, n, parallel, mid, paired", [
+    (4, 9, 3, 4, I8, True), (6, 12, 5, 5, U8, True), (2, 7, 6, 6, I8, True), (8, 20, 16, 16, U8, True),
+    (6, 9, 1, 3, I8, True), (4, 5, 4, 2, I8, False), (5, 9, 3, 4, I8, False), (4, 4, 4, 4, I8, False)])
+def test_linear_row_pairs_bit_exact_and_timed(rows, k, n, parallel, mid, paired):
+    """A linear pairs its rows when its outputs fit one group, its rows are even and k > n (not: two groups,
+    five rows, k == n): == golden back to back and with stalls, the latency model exact in every step, and a
+    paired node takes fewer cycles than the same node one row at a time."""
+    from tests.test_new_ops import check_exact
+
+    rng = np.random.default_rng(rows * 100 + k)
+    graph = _two_linears(rng, rows, k, n, mid)
+    x = rng.integers(-128, 128, size=(3, rows, k))
+    x[1][...], x[2][...] = -128, 127
+    d = check_exact(graph, x, parallel).design
+    assert [p.pair for p in d.programs["matmul"]] == [False, paired]
+    assert d.widths["matmul"].get("pack") == (16 if paired else None)
+    if paired:
+        alone = build_design(graph, parallel, pair_rows=False)
+        assert estimate(d)["nodes"]["lin2"] < estimate(alone)["nodes"]["lin2"]
+
+
+@pytest.mark.parametrize("heads, length, width, parallel, paired", [(1, 6, 4, 4, True), (1, 24, 16, 16, True),
+                                                                    (2, 6, 8, 4, False), (1, 5, 4, 4, False)])
+def test_attention_apply_row_pairs(heads, length, width, parallel, paired):
+    """attn_apply pairs rows with one head and more keys than outputs (24 keys, 16 channels: the shipped
+    models' shape), bit-exact with the softmax overlapping the scores; two heads or an odd length do not."""
+    from tests.test_new_ops import check_exact
+
+    graph = _attention(heads, length, width)
+    x = np.random.default_rng(length).integers(-128, 128, size=(2, length, width))
+    x[1][...] = -128
+    d = check_exact(graph, x, parallel).design
+    assert [p.pair for p in d.programs["matmul"]] == [False, paired]
+
+
+def test_row_pairs_only_where_the_multiplier_takes_them():
+    """No pairs on an ECP5 build (18 x 18 multipliers), with ``pair_rows`` off, or for operands too wide to
+    pack (12-bit activations into the paired product)."""
+    rng = np.random.default_rng(3)
+    graph = _two_linears(rng, 4, 9, 3, I8)
+    assert build_design(graph, 4).programs["matmul"][1].pair
+    assert not build_design(graph, 4, multiplier="ecp5").programs["matmul"][1].pair
+    assert not build_design(graph, 4, pair_rows=False).programs["matmul"][1].pair
+    from hwgen.hw.vendor import lowering_options
+
+    assert lowering_options("xc7")["pair_rows"] and not lowering_options("ice40")["pair_rows"]
+    wide = IntType(12)
+    b = GraphBuilder("x", (4, 9), I8)
+    b.linear("lin", "x", rng.integers(-128, 128, size=(9, 9)), None, rng.integers(1 << 14, 1 << 15, size=9),
+             rng.integers(8, 20, size=9), wide, I8)
+    b.linear("lin2", "lin", rng.integers(-128, 128, size=(3, 9)), None, rng.integers(1 << 14, 1 << 15, size=3),
+             rng.integers(8, 20, size=3), I8, I8)
+    d = build_design(b.finish("lin2"), 4)
+    assert not d.programs["matmul"][1].pair and "pack" not in d.widths["matmul"]

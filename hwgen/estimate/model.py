@@ -107,7 +107,7 @@ def _with_images(design: Design) -> Design:
     """``design`` with its ROM images (a design lowered with ``images=False`` has none)."""
     if design.images:
         return design
-    full = build_design(design.graph, design.lanes)
+    full = build_design(design.graph, design.lanes, pair_rows=design.pair_rows)
     full.fabric, full.lutram = design.fabric, design.lutram
     return full
 

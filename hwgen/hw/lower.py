@@ -47,6 +47,8 @@ class Design:
     params: dict[str, list] = field(default_factory=dict)  # per unit: parameter words for its ROMs
     fabric: frozenset = frozenset()  # units whose rescale products are shift-add in fabric, not DSP48E1
     multiplier: str = "generic"  # the MAC lanes' multiplier: "generic" (a product), "ecp5" (MULT18X18D cells)
+    # products may run two rows at a time, both through each lane's one DSP48E1 (``MatmulUnit.arrange``)
+    pair_rows: bool = True
     lutram: bool = True  # the family has distributed RAM (not the iCE40): small unit memories are asked into it
 
     def sbits_of(self, name: str) -> int:
@@ -105,6 +107,8 @@ class Design:
                       for k, v in self.programs.items()},
             "load_with_first_node": self.load_overlap,
             "nodes": [{"name": n.name, "op": n.op, "unit": str(self.node_unit[i][0]), "step": self.head[i] + 1,
+                       **({"row_pairs": True} if getattr(self.programs[self.node_unit[i][0]][self.node_unit[i][1]],
+                                                         "pair", False) else {}),
                        **({"streamed_input": self.streamed[i]} if i in self.streamed else {}),
                        **({"overlaps": nodes[self.overlapped[i]].name} if i in self.overlapped else {})}
                       for i, n in enumerate(nodes)],
@@ -121,7 +125,7 @@ class Design:
 
 
 def build_design(graph: Graph, lanes: int, images: bool = True, dsp_budget: int | None = None,
-                 multiplier: str = "generic", lutram: bool = True) -> Design:
+                 multiplier: str = "generic", lutram: bool = True, pair_rows: bool = True) -> Design:
     """Check that every node is supported and turn the graph into a Design for ``lanes`` MAC lanes
     (``images`` False: without the ROM images, for estimates).
 
@@ -130,7 +134,9 @@ def build_design(graph: Graph, lanes: int, images: bool = True, dsp_budget: int 
     remaining rescale products fit it (or no unit can move). None keeps every rescale product in DSPs.
     ``multiplier``: the MAC lanes' multiplier, "generic" or "ecp5" (``vendor.mac_multiplier`` of the board's
     family: registered MULT18X18D cells, same cycles). ``lutram``: the family has distributed RAM
-    (``Family.lutram``; ``vendor.lowering_options`` gives both for a board's family), so the units' small memories carry ``ram_style = "distributed"``."""
+    (``Family.lutram``; ``vendor.lowering_options`` gives both for a board's family), so the units' small memories carry ``ram_style = "distributed"``.
+    ``pair_rows``: products may pair rows in one multiplier (``MatmulUnit.arrange``: a 25 x 18 DSP48E1 forms both
+    rows' products; off for families whose multipliers are narrower)."""
     if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1:
         raise HwgenError(f"parallelism must be an integer >= 1, not {lanes!r}")
     verify(graph)
@@ -139,7 +145,7 @@ def build_design(graph: Graph, lanes: int, images: bool = True, dsp_budget: int 
             raise HwgenError(f"node {node.name!r}: op {node.op!r} has no hardware unit")
     if multiplier not in MAC_MULTIPLIERS:
         raise HwgenError(f"multiplier must be one of {', '.join(MAC_MULTIPLIERS)}, not {multiplier!r}")
-    d = Design(graph, lanes, None, images, multiplier=multiplier, lutram=lutram)
+    d = Design(graph, lanes, None, images, multiplier=multiplier, lutram=lutram, pair_rows=pair_rows)
     _find_chains(d)
     _find_overlaps(d)
     d.preload = last_input_reader(d) + 1
@@ -157,6 +163,8 @@ def build_design(graph: Graph, lanes: int, images: bool = True, dsp_budget: int 
         for key, val in wd.items():
             d.wmax(kind, key, val)
         progs.append(UNITS[kind].program(d, i, node, wd, q))
+    for kind in d.programs:
+        UNITS[kind].arrange(d)
     if images:
         for kind in d.programs:
             UNITS[kind].finish(d)

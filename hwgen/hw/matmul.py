@@ -8,6 +8,13 @@ Finished groups are drained through one shared requantizer, one element per cycl
 accumulates; a new group starts no sooner than max(K, lanes of the previous group) cycles after the
 previous one, so the drain never falls behind.
 
+Row pairs (``MatmulProgram.pair``, chosen by ``MatmulUnit.arrange``): a product whose outputs fit one group
+and whose reduction is longer than its outputs (``k_len > n_len``) runs two rows at a time. Each beat reads
+the broadcast operand of both rows (a second read port, ``a2_addr``), every lane's one multiplier forms
+both rows' products (``MacArray`` ``pack``: two 8-bit products in one 25 x 18 DSP48E1), and the drain
+sends the first row's sums, then the second's, so the writes stay in row-major order. A pair takes
+max(K, 2 * outputs) cycles where two single rows take 2 * max(K, outputs).
+
 ``conv1d`` runs as a linear over its K * C_in im2col inputs: output row o, reduction index j = k * C_in + c
 reads the broadcast operand at input row o * stride + k * dilation - pad_left, column c, in place (no
 im2col buffer); for a row in the padding (outside 0..L-1) the read goes to address 0 and the operand is
@@ -17,7 +24,7 @@ the row and address counters that do this exist only in a design with a conv1d n
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
@@ -29,7 +36,7 @@ from hwgen.hw.memory import balanced, view
 from hwgen.hw.program import Lowered, config_registers, counter_bits, signed_width
 from hwgen.hw.requant import Requantizer
 from hwgen.hw.shiftadd import delayed
-from hwgen.ops import Unit, sbits
+from hwgen.ops import OPS, Unit, sbits
 from hwgen.ops.conv1d import Conv1d
 
 
@@ -76,6 +83,7 @@ class MatmulProgram:
     pad: int = 0
     pad_adr: int = 0
     row_end: int = 0
+    pair: bool = False  # rows (the outer loop) two at a time: see the module docstring
 
     @property
     def outputs(self) -> int:
@@ -174,6 +182,46 @@ class MatmulUnit(Lowered, wiring.Component):
                              a_u=lq * lk, b_base=0, b_o=0, b_u=gd, b_k=lay.words_per_row, **scalar, **common)
 
     @classmethod
+    def arrange(cls, design):
+        """Pair rows where it pays and the operands allow it: a linear (not conv1d, no per-group input
+        shifts, not waiting for the input) or a one-head attn_apply whose outputs fit one group, with an
+        even number of rows and ``k_len > n_len``; one packing position S for the unit (the widest
+        product's signed width), each candidate checked against it (``MacArray.pair_fits``); records
+        ``widths[MATMUL]["pack"]`` = S when any node pairs."""
+        progs = design.programs.get(cls.kind, [])
+        if not design.pair_rows or design.multiplier != "generic" or design.widths[cls.kind].get("b", 1) > 18:
+            return
+        graph, nodes = design.graph, design.graph.nodes
+        index = {sel: i for i, (kind, sel) in enumerate(design.node_unit) if kind is cls.kind}
+        cands = {}
+        for sel, prog in enumerate(progs):
+            node = nodes[index[sel]]
+            if node.op not in ("linear", "attn_apply") or prog.conv or prog.use_shl:
+                continue
+            if index[sel] == 0 and design.load_overlap:
+                continue
+            if prog.inner != 1 or prog.groups != 1 or prog.outer < 2 or prog.outer % 2 or prog.k_len <= prog.n_len:
+                continue
+            a = graph.value_type(node.inputs[0]).dtype
+            b = graph.consts[node.attrs["weight"]].dtype if node.op == "linear" else graph.value_type(
+                node.inputs[1]).dtype
+            ra, rb = (a.qmin, a.qmax), (b.qmin, b.qmax)
+            cands[sel] = (ra, rb, signed_width(*[x * y for x in ra for y in rb]))
+        while cands:
+            pack = max(c[2] for c in cands.values())
+            fit = {sel: c for sel, c in cands.items() if MacArray.pair_fits(pack, c[0], c[1])}
+            if len(fit) == len(cands):
+                break
+            cands = fit
+        if not cands:
+            return
+        for sel in cands:
+            progs[sel] = replace(progs[sel], pair=True)
+            node = nodes[index[sel]]
+            design.wmax(cls.kind, "pair_acc", dict(node.attrs.get("widths") or OPS[node.op].widths(graph, node))["acc"])
+        design.wmax(cls.kind, "pack", pack)
+
+    @classmethod
     def finish(cls, design):
         mm = design.widths[cls.kind]
         weights, lin_params = design.params.get("weights"), design.params.get("lin_params", [])
@@ -194,7 +242,7 @@ class MatmulUnit(Lowered, wiring.Component):
         return cls(programs, lanes=design.lanes, a_width=u["in"], b_width=u["b"], acc_width=u["acc"],
                    m0_width=u["m0"], bias_width=u["bias"], out_width=u["out"], addr_width=addr_width,
                    shl_table=design.shl_table, fabric=cls.kind in design.fabric, gated=design.load_overlap,
-                   multiplier=design.multiplier)
+                   multiplier=design.multiplier, pack=u.get("pack", 0), pair_acc_width=u.get("pair_acc", 0))
 
     WRITES_IN_ORDER = True
     GATED_OPS = ("linear",)
@@ -207,10 +255,10 @@ class MatmulUnit(Lowered, wiring.Component):
     @staticmethod
     def _spans(prog):
         """Per group in schedule order: (cycles until the next group may start, outputs it drains)."""
-        spans = []
-        for _ in range(prog.outer * prog.inner):
+        spans, rows = [], 1 + prog.pair
+        for _ in range(prog.outer * prog.inner // rows):
             for g in range(prog.groups):
-                nv = min(prog.group, prog.n_len - g * prog.group)
+                nv = rows * min(prog.group, prog.n_len - g * prog.group)
                 spans.append((max(prog.k_len, nv), nv))
         return spans
 
@@ -226,15 +274,18 @@ class MatmulUnit(Lowered, wiring.Component):
         (linear nodes); None: nothing waits (``write_times``)."""
         if ready is not None and prog.conv:
             raise ValueError("a conv1d node's operand reads cannot wait for their elements")
+        if ready is not None and prog.pair:
+            raise ValueError("a node whose rows pair cannot wait for its operand")
         times, t, free = [], 0, 1  # free: the earliest cycle of the next group's first beat
         lag = cls.TAIL - 1 + cls.rescale_delay(design)
-        for o in range(prog.outer):
+        rows = 1 + prog.pair  # a pair's drain sends both rows' sums, one after the other
+        for o in range(prog.outer // rows):
             for u in range(prog.inner):
                 for g in range(prog.groups):
-                    nv = min(prog.group, prog.n_len - g * prog.group)
+                    nv = rows * min(prog.group, prog.n_len - g * prog.group)
                     for k in range(prog.k_len):
                         t = max(t + 1, free if k == 0 else 0,
-                                0 if ready is None else ready[o * prog.a_o + u * prog.a_u + k])
+                                0 if ready is None else ready[o * rows * prog.a_o + u * prog.a_u + k])
                     # the group's writes follow its last beat; the next group's first beat waits until
                     # this group's sums have drained (max(nv - k_len, 0) cycles after its last beat)
                     times += [t + lag + e for e in range(nv)]
@@ -273,19 +324,26 @@ class MatmulUnit(Lowered, wiring.Component):
                       + p.k_len * p.b_k + p.groups, lanes * p.groups) for p in ps) + lanes + 64 + len(design.shl_table)
         cw = counter_bits(big + 1)
         prod = acc + m0 + 2
-        t.update(lane=lanes * acc, count=16 * cw, reg=3 * acc + m0 + out + prod, arith=acc + 3 * out, shift=prod)
+        # row pairs: a second accumulator, hold register and drain input per lane
+        t.update(lane=lanes * acc * (2 if w.get("pack") else 1), count=16 * cw, reg=3 * acc + m0 + out + prod,
+                 arith=acc + 3 * out, shift=prod)
         return t
 
     def __init__(self, programs: list[MatmulProgram], *, lanes: int, a_width: int, b_width: int,
                  acc_width: int, m0_width: int, bias_width: int, out_width: int, addr_width: int,
                  shl_table: list[int] | None = None, fabric: bool = False, gated: bool = False,
-                 multiplier: str = "generic"):
+                 multiplier: str = "generic", pack: int = 0, pair_acc_width: int = 0):
         if not programs:
             raise ValueError("a MatmulUnit needs at least one program, not an empty list")
         if not isinstance(lanes, int) or lanes < 1:
             raise ValueError(f"lanes must be a positive integer, not {lanes!r}")
         self.programs, self.lanes, self.fabric, self.gated_reads = programs, lanes, fabric, gated
         self.multiplier = multiplier  # the MAC lanes' multiplier (``MacArray``: "generic" or "ecp5")
+        self.pack = pack if any(p.pair for p in programs) else 0  # row pairs' packing position (0: none)
+        # the second accumulators: the paired rows' sums, and the high parts of an unpaired sum
+        self.acc2_width = min(max(pair_acc_width, acc_width - self.pack), acc_width) if self.pack else 0
+        if any(p.pair for p in programs) and not pack:
+            raise ValueError("a program pairs rows but the unit has no packing position (pack)")
         # Per-embedding-group inputs: one small table of left shifts for the broadcast operand (the group
         # partial sums rescaled by exact powers of two); absent, and no logic at all, without groups.
         self.shl_table = [int(v) for v in (shl_table or [])]
@@ -301,6 +359,7 @@ class MatmulUnit(Lowered, wiring.Component):
             "p_addr": Out(addr_width), "p_data": In(unsigned(self.p_width)),
             "w_valid": Out(1), "w_data": Out(signed(out_width + 1)),
             "gated": In(1), "avail": In(addr_width),
+            **({"a2_addr": Out(addr_width), "a2_data": In(signed(a_width))} if self.pack else {}),
         })
 
     def elaborate(self, platform):
@@ -317,6 +376,8 @@ class MatmulUnit(Lowered, wiring.Component):
             names += ("shl_base", "use_shl")
         if conv:
             names += ("conv", "c_last", "t_step", "t_adr_step", "o_step", "o_adr_step", "pad", "pad_adr", "row_end")
+        if self.pack:
+            names += ("pair",)
         shapes = {n: unsigned(len(cnt())) for n in names}
         shapes.update({"m0": signed(self.m0_width + 1), "zp": signed(self.out_width + 1),
                        "qmin": signed(self.out_width + 1), "qmax": signed(self.out_width + 1)})
@@ -326,14 +387,20 @@ class MatmulUnit(Lowered, wiring.Component):
         derived = {"nv0": lambda p: min(p.n_len, p.group), "nv0_m1": lambda p: min(p.n_len, p.group) - 1,
                    "group_m1": lambda p: p.group - 1, "group_p1": lambda p: p.group + 1,
                    "group2": lambda p: 2 * p.group}
+        if self.pack:  # a pair: the outer loop over row pairs, the drain count (for the gap) of both rows
+            derived["nv0_m1"] = lambda p: (1 + p.pair) * min(p.n_len, p.group) - 1
         shapes.update({n: unsigned(len(cnt())) for n in (*lasts, *derived)})
         table = [{n: int(getattr(prog, n)) for n in shapes if n not in lasts and n not in derived}
                  | {n: int(getattr(prog, f)) - 1 for n, f in lasts.items()}
                  | {n: int(f(prog)) for n, f in derived.items()} for prog in self.programs]
+        for row, prog in zip(table, self.programs):
+            if prog.pair:
+                row.update(outer_last=prog.outer // 2 - 1, a_o=2 * prog.a_o)
         cfg = config_registers(m, self.start, self.sel, table, shapes)
         max_shl = max(self.shl_table, default=0)
         m.submodules.mac = mac = MacArray(P, len(self.a_data) + max_shl, len(self.b_data[0]), self.acc_width,
-                                          tag_width=len(cnt()) + len(self.p_addr), multiplier=self.multiplier)
+                                          tag_width=len(cnt()) + len(self.p_addr), multiplier=self.multiplier,
+                                          pack=self.pack, acc2_width=self.acc2_width)
         m.submodules.rq = rq = Requantizer(self.acc_width + 1, self.m0_width + 1, 8, self.out_width,
                                               fabric=self.fabric)
 
@@ -344,6 +411,8 @@ class MatmulUnit(Lowered, wiring.Component):
         # are registers too, loaded when the group changes.
         o, u, g, k, gp, cool = (cnt() for _ in range(6))
         oa, a_row, a_ptr = cnt(), cnt(), cnt()  # oa, oa + ua, oa + ua + k
+        # row pairs: the second row's pointers (each the first's plus a_pair), stepped alongside
+        oa2, a_row2, a_ptr2 = (cnt() for _ in range(3)) if self.pack else (None, None, None)
         b_orow, b_urow, b_grp, b_ptr = cnt(), cnt(), cnt(), cnt()  # b_base + ob (+ ub (+ g)), + kb
         rem, nv, nv_m1 = cnt(), cnt(), cnt()  # n_len - gp, the group's lanes, and one less
         running = Signal()
@@ -390,14 +459,20 @@ class MatmulUnit(Lowered, wiring.Component):
                     with m.Case(i):
                         m.d.sync += [x.eq(prog.b_base) for x in (b_orow, b_urow, b_grp, b_ptr)]
                         m.d.sync += [rem.eq(prog.n_len), nv.eq(min(prog.n_len, prog.group)),
-                                     nv_m1.eq(min(prog.n_len, prog.group) - 1)]
+                                     nv_m1.eq((1 + prog.pair) * min(prog.n_len, prog.group) - 1)]
+                        if self.pack:
+                            m.d.sync += [y.eq(prog.a_o if prog.pair else 0) for y in (oa2, a_row2, a_ptr2)]
         with m.If(issue):
             m.d.sync += [k.eq(k + 1), a_ptr.eq(a_ptr + 1), b_ptr.eq(b_ptr + cfg["b_k"])]
+            if self.pack:
+                m.d.sync += [a_ptr2.eq(a_ptr2 + 1)]
             with m.If(last_k):
                 m.d.sync += cool.eq(idle_after)
                 # next group: rem - group left, nv = min(rem - group, group); the comparison and both
                 # subtractions side by side
                 short = rem < cfg["group2"]
+                if self.pack:
+                    m.d.sync += [a_ptr2.eq(a_row2)]
                 m.d.sync += [k.eq(0), g.eq(g + 1), gp.eq(gp + cfg["group"]), a_ptr.eq(a_row),
                              b_grp.eq(b_grp + 1), b_ptr.eq(b_grp + 1), rem.eq(rem - cfg["group"]),
                              nv.eq(Mux(short, rem - cfg["group"], cfg["group"])),
@@ -406,10 +481,14 @@ class MatmulUnit(Lowered, wiring.Component):
                     m.d.sync += [g.eq(0), gp.eq(0), u.eq(u + 1), rem.eq(cfg["n_len"]), nv.eq(cfg["nv0"]),
                                  nv_m1.eq(cfg["nv0_m1"]), a_row.eq(a_row + cfg["a_u"]),
                                  a_ptr.eq(a_row + cfg["a_u"])]
+                    if self.pack:
+                        m.d.sync += [a_row2.eq(a_row2 + cfg["a_u"]), a_ptr2.eq(a_row2 + cfg["a_u"])]
                     m.d.sync += [x.eq(b_urow + cfg["b_u"]) for x in (b_urow, b_grp, b_ptr)]
                     with m.If(u == cfg["inner_last"]):
                         m.d.sync += [u.eq(0), o.eq(o + 1)]
                         m.d.sync += [x.eq(oa + cfg["a_o"]) for x in (oa, a_row, a_ptr)]
+                        if self.pack:
+                            m.d.sync += [x.eq(oa2 + cfg["a_o"]) for x in (oa2, a_row2, a_ptr2)]
                         m.d.sync += [x.eq(b_orow + cfg["b_o"]) for x in (b_orow, b_urow, b_grp, b_ptr)]
                         with m.If(o == cfg["outer_last"]):
                             m.d.sync += running.eq(0)
@@ -422,6 +501,8 @@ class MatmulUnit(Lowered, wiring.Component):
                                              (beat_tag, "beat_tag")))
         m.d.comb += [mac.valid.eq(beat_v), mac.first.eq(beat_f), mac.last.eq(beat_l), mac.tag.eq(beat_tag),
                      mac.b.eq(self.b_data)]
+        if self.pack:  # the second row's element, read alongside the first's
+            m.d.comb += [self.a2_addr.eq(a_ptr2), mac.a2.eq(self.a2_data), mac.pair.eq(cfg["pair"][0])]
         if self.shl_table:
             # The shift of input channel k is read with the operand's address and arrives with its data.
             m.submodules.shl_rom = rom = Memory(shape=unsigned(max(max_shl.bit_length(), 1)),
@@ -445,17 +526,38 @@ class MatmulUnit(Lowered, wiring.Component):
         # carried in the tag), then one more per cycle.
         # The lanes are drained through lane 0 of the MAC's hold registers, shifted down one per cycle.
         cur_left = cnt()
-        m.d.comb += [cur_left.eq(Mux(mac.hold_valid, mac.hold_tag[:wn], d_left)),
-                     self.p_addr.eq(Mux(mac.pre_valid, mac.pre_tag[wn:], d_paddr))]
-        m.d.sync += d_paddr.eq(self.p_addr + 1)
-        draining = cur_left != 0
-        m.d.comb += mac.shift.eq(draining)
-        with m.If(draining):
-            m.d.sync += d_left.eq(cur_left - 1)
+        if not self.pack:
+            m.d.comb += [cur_left.eq(Mux(mac.hold_valid, mac.hold_tag[:wn], d_left)),
+                         self.p_addr.eq(Mux(mac.pre_valid, mac.pre_tag[wn:], d_paddr))]
+            m.d.sync += d_paddr.eq(self.p_addr + 1)
+            draining = cur_left != 0
+            m.d.comb += mac.shift.eq(draining)
+            with m.If(draining):
+                m.d.sync += d_left.eq(cur_left - 1)
+            drained = mac.hold[0]
+        else:
+            # a pair drains its first row (hold), then its second (hold2): after the first row's last lane
+            # the count starts again, and so do the parameter words, from the group's first address
+            m.d.comb += cur_left.eq(Mux(mac.hold_valid, mac.hold_tag[:wn], d_left))
+            draining = cur_left != 0
+            d_two, d_more = Signal(), Signal()  # draining the second row; the second row still to come
+            cur_two = ~mac.hold_valid & d_two
+            cur_more = Mux(mac.hold_valid, cfg["pair"][0], d_more)
+            turn = draining & (cur_left == 1) & cur_more
+            m.d.comb += [self.p_addr.eq(Mux(mac.pre_valid, mac.pre_tag[wn:], Mux(turn, mac.hold_tag[wn:], d_paddr))),
+                         mac.shift.eq(draining & ~cur_two), mac.shift2.eq(draining & (cur_two | ~cfg["pair"][0]))]
+            m.d.sync += d_paddr.eq(self.p_addr + 1)
+            with m.If(draining):
+                m.d.sync += [d_left.eq(cur_left - 1), d_two.eq(cur_two), d_more.eq(cur_more)]
+                with m.If(turn):
+                    m.d.sync += [d_left.eq(mac.hold_tag[:wn]), d_two.eq(1), d_more.eq(0)]
+            # unpaired, a sum is its low part plus its high part * 2**S (modulo the accumulator width)
+            whole = mac.hold[0] + Mux(cfg["pair"][0], 0, mac.hold2[0] << self.pack)
+            drained = Mux(cur_two, mac.hold2[0], whole)
         sel_acc = Signal(signed(self.acc_width))
         dv1, dv2 = Signal(), Signal()
         p_r = Signal.like(self.p_data, name="p_r")
-        m.d.sync += [sel_acc.eq(mac.hold[0]), dv1.eq(draining), p_r.eq(self.p_data)]
+        m.d.sync += [sel_acc.eq(drained), dv1.eq(draining), p_r.eq(self.p_data)]
         bias = p_r[:self.bias_width].as_signed()
         m0 = p_r[self.bias_width:self.bias_width + self.m0_width].as_signed()
         shift = p_r[self.bias_width + self.m0_width:]

@@ -114,6 +114,11 @@ class Lowered:
         raise NotImplementedError
 
     @classmethod
+    def arrange(cls, design) -> None:
+        """After every node's program, with or without ROM images: settle what depends on all of the
+        unit's programs together (``MatmulUnit``: which products run two rows at a time)."""
+
+    @classmethod
     def finish(cls, design) -> None:
         """After every node: pack the unit's parameter ROMs into ``design.roms`` (and their widths)."""
 

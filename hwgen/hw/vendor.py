@@ -166,6 +166,8 @@ def family(yosys_family: str) -> Family:
 def lowering_options(yosys_family: str) -> dict[str, object]:
     """The ``build_design`` options a build for a part of ``yosys_family`` lowers with: the MAC lanes'
     multiplier and whether the family has distributed RAM (assumed for a family without a hook here, which
-    the open flow does not take)."""
+    the open flow does not take), and whether products may pair rows in one multiplier (the xc7's 25 x 18
+    DSP48E1 only: ``MatmulUnit.arrange``)."""
     fam = FAMILIES.get(yosys_family)
-    return {"multiplier": mac_multiplier(yosys_family), "lutram": fam.lutram if fam is not None else True}
+    return {"multiplier": mac_multiplier(yosys_family), "lutram": fam.lutram if fam is not None else True,
+            "pair_rows": yosys_family == "xc7"}

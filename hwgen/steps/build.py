@@ -15,7 +15,7 @@ from typing import Any, Iterator
 from hwgen import jsonio, progress
 from hwgen.errors import HwgenError
 from hwgen.ir.graph import Graph
-from hwgen.ops import macs
+from hwgen.ops import Unit, macs
 
 TOP_NAME = "hwgen_top"
 SPI_TOP_NAME = "hwgen_spi_top"
@@ -257,10 +257,11 @@ def build(source: str, out: str, board_name: str = "xc7s15", parallel: str | int
     board = resolve_target(board_name)
     graph, origin = graph_from(source, class_scores)
     p = choose_parallel(graph, board, parallel, force)
+    options = lowering_options(board.device.yosys_family)
+    options["pair_rows"] = options["pair_rows"] and row_pairs_fit(graph, board, p)
     say(f"build: lowering {len(graph.nodes)} nodes with {p} multipliers for {board.part}")
     with progress.step("build: lowering and emitting Verilog"):
-        design = build_design(graph, p, dsp_budget=_dsp_budget(board),  # the one Design of this build
-                              **lowering_options(board.device.yosys_family))
+        design = build_design(graph, p, dsp_budget=_dsp_budget(board), **options)  # the one Design of this build
         verilog = emit_verilog(Top(design), name=TOP_NAME)
         lat = latency_estimate(design)
     report: dict[str, Any] = {
@@ -315,6 +316,29 @@ def _dsp_budget(board) -> int:
     return int(board.device.resources.dsp)
 
 
+def candidate(graph: Graph, board, p: int) -> tuple[Any, dict[str, float]]:
+    """The design a build for xc7 ``board`` makes at ``p`` lanes, lowered without ROM images, and its
+    resource prediction: products two rows at a time where they pair (``MatmulUnit.arrange``) if that design
+    fits by the resource model (a second accumulator per lane), else every row alone."""
+    from hwgen.estimate.model import fits, predict
+    from hwgen.hw import build_design
+
+    cap = board.device.resources
+    design = build_design(graph, p, images=False, dsp_budget=int(cap.dsp))
+    need = predict(design)
+    if any(prog.pair for prog in design.programs.get(Unit.MATMUL, [])) and not fits(need, cap):
+        design = build_design(graph, p, images=False, dsp_budget=int(cap.dsp), pair_rows=False)
+        need = predict(design)
+    return design, need
+
+
+def row_pairs_fit(graph: Graph, board, p: int) -> bool:
+    """Whether a build for ``board`` at ``p`` lanes pairs rows (``candidate``; never on an open-flow part)."""
+    if board.device.open_flow or board.device.yosys_family != "xc7":
+        return False
+    return candidate(graph, board, p)[0].pair_rows
+
+
 def choose_parallel(graph: Graph, board, parallel: str | int, force: bool = False) -> int:
     """Resolve --parallel: an integer within the part's DSPs whose design the resource model predicts to fit
     (any, with ``force``), or "auto"."""
@@ -334,11 +358,10 @@ def choose_parallel(graph: Graph, board, parallel: str | int, force: bool = Fals
     if p > dsp:
         raise HwgenError(f"--parallel {p} exceeds the {dsp} DSP48E1 of {board.part}")
     if not force:
-        from hwgen.estimate.model import LUT_MARGIN, predict
-        from hwgen.hw import build_design
+        from hwgen.estimate.model import LUT_MARGIN
 
         cap = board.device.resources
-        need = predict(build_design(graph, p, images=False, dsp_budget=int(cap.dsp)))
+        need = candidate(graph, board, p)[1]
         over = [f"{need[k]:.0f} {k.upper()} predicted, {limit:g} available" for k, limit in
                 (("lut", LUT_MARGIN * cap.lut), ("ff", cap.ff), ("dsp", cap.dsp), ("bram36", cap.bram36))
                 if need[k] > limit]
@@ -351,22 +374,22 @@ def choose_parallel(graph: Graph, board, parallel: str | int, force: bool = Fals
 def auto_parallel(graph: Graph, board) -> int:
     """The fastest parallelism that fits the part by the resource model (``hwgen.estimate.model``: DSPs as
     Yosys synth_xilinx maps them, LUTs within ``LUT_MARGIN``, flip-flops, BRAM); the fewest lanes among
-    equally fast ones. Each candidate is lowered without its ROM images; the resource model lowers it
+    equally fast ones. Each parallelism with its rows paired where that design fits (``candidate``),
+    else one row at a time. Each candidate is lowered without its ROM images; the resource model lowers it
     again with them (Yosys drops a ROM's constant columns) and elaborates its top level (about 0.1-0.5 s
     per candidate)."""
     from hwgen.estimate.latency import estimate as latency_estimate
-    from hwgen.estimate.model import fits, predict
-    from hwgen.hw import build_design
+    from hwgen.estimate.model import fits
 
     cap = board.device.resources
-    candidates = {p: build_design(graph, p, images=False, dsp_budget=int(cap.dsp)) for p in range(1, int(cap.dsp) + 1)}
-    fitting = [p for p, design in candidates.items() if fits(predict(design), cap)]
+    candidates = {p: candidate(graph, board, p) for p in range(1, int(cap.dsp) + 1)}
+    fitting = [p for p, (_, need) in candidates.items() if fits(need, cap)]
     if not fitting:
-        need = predict(candidates[1])
+        need = candidates[1][1]
         raise HwgenError(f"even one multiplier lane does not fit {board.part}: predicted {need['lut']:.0f} LUT, "
                          f"{need['dsp']} DSP, {need['bram36']:.1f} BRAM36 (capacity {cap.lut} LUT, {cap.dsp} DSP, "
                          f"{cap.bram36} BRAM36)")
-    return min(fitting, key=lambda p: (latency_estimate(candidates[p])["total"], p))
+    return min(fitting, key=lambda p: (latency_estimate(candidates[p][0])["total"], p))
 
 
 def _idle_timeout(hardware: dict[str, Any]) -> int:
