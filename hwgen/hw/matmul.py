@@ -106,7 +106,8 @@ class MatmulUnit(Lowered, wiring.Component):
 
     Reads: ``a_addr`` (with ``a_en``) returns the element in ``a_data`` two cycles later (the memory, then
     a register of the top level on its output); ``b_addr`` the wide word in ``b_data``, also two cycles
-    later; ``p_addr`` the per-channel parameter word ``p_data`` ({shift, m0, bias}).
+    later; ``p_addr`` the per-channel parameter word ``p_data`` ({shift, m0, bias}); with a paired program
+    (``pack`` > 0), ``a2_addr`` the second row's element in ``a2_data``, alongside ``a_data``.
     Writes: ``w_valid``/``w_data`` emit the output elements in row-major order.
     """
 
