@@ -107,7 +107,7 @@ def test_generalised_model_bit_exact_on_verilator(tmp_path):
 
 
 @pytest.mark.sim
-def test_one_design_per_build_and_sim_reads_it(tmp_path, monkeypatch):
+def test_one_design_per_build_and_sim_reads_it(tmp_path, monkeypatch, capsys):
     """`build --parallel auto` lowers each candidate once without ROM images, and the resource model lowers it
     once more with them (it maps each ROM as Yosys does, by its contents); the chosen parallelism is lowered
     once with them for the build; design.json records the Design, and `sim` reads it instead of lowering
@@ -142,6 +142,9 @@ def test_one_design_per_build_and_sim_reads_it(tmp_path, monkeypatch):
     assert sorted(with_images) == sorted([*seen, (p, with_images[-1][1])]) and with_images[-1][0] == p
     design = json.loads((out / "design.json").read_text())
     assert design["lanes"] == p and design["latency"]["total"] == report["hardware"]["latency_cycles"]
+    paired = [n["name"] for n in design["nodes"] if n.get("row_pairs")]
+    assert paired == ["l0.attn", "l0.ffn2"]  # FFN-down and the attention-weighted sum: K > outputs
+    assert f"two rows at a time through each multiplier in {', '.join(paired)}" in capsys.readouterr().err
     assert [name for s in design["steps"] for name in s["nodes"]] == [n["name"] for n in design["nodes"]]
     assert any(len(s["nodes"]) > 1 for s in design["steps"])  # chained element-wise nodes share a step
 

@@ -264,6 +264,10 @@ def build(source: str, out: str, board_name: str = "xc7s15", parallel: str | int
         design = build_design(graph, p, dsp_budget=_dsp_budget(board), **options)  # the one Design of this build
         verilog = emit_verilog(Top(design), name=TOP_NAME)
         lat = latency_estimate(design)
+    paired = [graph.nodes[i].name for i, (kind, sel) in enumerate(design.node_unit)
+              if getattr(design.programs[kind][sel], "pair", False)]
+    if paired:
+        say(f"build: two rows at a time through each multiplier in {', '.join(paired)}")
     report: dict[str, Any] = {
         "model": model_section(graph),
         "hardware": {
