@@ -51,6 +51,11 @@ class Design:
     pair_rows: bool = True
     lutram: bool = True  # the family has distributed RAM (not the iCE40): small unit memories are asked into it
 
+    def paired(self, index: int) -> bool:
+        """Whether node ``index`` runs two rows at a time (``MatmulUnit.arrange``)."""
+        kind, sel = self.node_unit[index]
+        return bool(getattr(self.programs[kind][sel], "pair", False))
+
     def sbits_of(self, name: str) -> int:
         return sbits(self.graph.value_type(name).dtype)
 
@@ -107,8 +112,7 @@ class Design:
                       for k, v in self.programs.items()},
             "load_with_first_node": self.load_overlap,
             "nodes": [{"name": n.name, "op": n.op, "unit": str(self.node_unit[i][0]), "step": self.head[i] + 1,
-                       **({"row_pairs": True} if getattr(self.programs[self.node_unit[i][0]][self.node_unit[i][1]],
-                                                         "pair", False) else {}),
+                       **({"row_pairs": True} if self.paired(i) else {}),
                        **({"streamed_input": self.streamed[i]} if i in self.streamed else {}),
                        **({"overlaps": nodes[self.overlapped[i]].name} if i in self.overlapped else {})}
                       for i, n in enumerate(nodes)],

@@ -86,7 +86,7 @@ class Top(wiring.Component):
             streamed = design.streamed.get(i)
             if kind is Unit.MATMUL:
                 read(kind, "a", flat(node.inputs[0]), sb(node.inputs[0]))
-                if design.programs[kind][design.node_unit[i][1]].pair:
+                if design.paired(i):
                     read(kind, "a2", flat(node.inputs[0], 1), sb(node.inputs[0]))
                 key = plan.wide_key(g, node)
                 bits = design.widths[kind]["b"] if key is None else sb(key[0])
@@ -211,7 +211,7 @@ class Top(wiring.Component):
                         m.d.comb += [u.gated.eq(1), u.avail.eq(in_idx)]
                 port, bits = source(node.inputs[0])
                 route(st, port, u.a_addr, u.a_data, bits, registered=True)
-                if d.programs[kind][d.node_unit[i][1]].pair:  # row pairs: the second row on a second port
+                if d.paired(i):  # row pairs: the second row on a second port
                     port, bits = source(node.inputs[0], port_index=1)
                     route(st, port, u.a2_addr, u.a2_data, bits, registered=True)
                 key = plan.wide_key(g, node)

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 from hwgen import jsonio, progress
 from hwgen.errors import HwgenError
 from hwgen.ir.graph import Graph
-from hwgen.ops import Unit, macs
+from hwgen.ops import macs
 
 TOP_NAME = "hwgen_top"
 SPI_TOP_NAME = "hwgen_spi_top"
@@ -264,8 +264,7 @@ def build(source: str, out: str, board_name: str = "xc7s15", parallel: str | int
         design = build_design(graph, p, dsp_budget=_dsp_budget(board), **options)  # the one Design of this build
         verilog = emit_verilog(Top(design), name=TOP_NAME)
         lat = latency_estimate(design)
-    paired = [graph.nodes[i].name for i, (kind, sel) in enumerate(design.node_unit)
-              if getattr(design.programs[kind][sel], "pair", False)]
+    paired = [node.name for i, node in enumerate(graph.nodes) if design.paired(i)]
     if paired:
         say(f"build: two rows at a time through each multiplier in {', '.join(paired)}")
     report: dict[str, Any] = {
@@ -330,7 +329,7 @@ def candidate(graph: Graph, board, p: int) -> tuple[Any, dict[str, float]]:
     cap = board.device.resources
     design = build_design(graph, p, images=False, dsp_budget=int(cap.dsp))
     need = predict(design)
-    if any(prog.pair for prog in design.programs.get(Unit.MATMUL, [])) and not fits(need, cap):
+    if any(design.paired(i) for i in range(len(graph.nodes))) and not fits(need, cap):
         design = build_design(graph, p, images=False, dsp_budget=int(cap.dsp), pair_rows=False)
         need = predict(design)
     return design, need
