@@ -459,8 +459,8 @@ class MatmulUnit(Lowered, wiring.Component):
                 for i, prog in enumerate(self.programs):
                     with m.Case(i):
                         m.d.sync += [x.eq(prog.b_base) for x in (b_orow, b_urow, b_grp, b_ptr)]
-                        m.d.sync += [rem.eq(prog.n_len), nv.eq(min(prog.n_len, prog.group)),
-                                     nv_m1.eq((1 + prog.pair) * min(prog.n_len, prog.group) - 1)]
+                        m.d.sync += [rem.eq(prog.n_len), nv.eq(derived["nv0"](prog)),
+                                     nv_m1.eq(derived["nv0_m1"](prog))]
                         if self.pack:
                             m.d.sync += [y.eq(prog.a_o if prog.pair else 0) for y in (oa2, a_row2, a_ptr2)]
         with m.If(issue):

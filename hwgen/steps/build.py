@@ -256,9 +256,8 @@ def build(source: str, out: str, board_name: str = "xc7s15", parallel: str | int
     check_out(Path(out), (source,), force)
     board = resolve_target(board_name)
     graph, origin = graph_from(source, class_scores)
-    p = choose_parallel(graph, board, parallel, force)
-    options = lowering_options(board.device.yosys_family)
-    options["pair_rows"] = options["pair_rows"] and row_pairs_fit(graph, board, p)
+    p, pair_rows = settle_parallel(graph, board, parallel, force)
+    options = {**lowering_options(board.device.yosys_family), "pair_rows": pair_rows}
     say(f"build: lowering {len(graph.nodes)} nodes with {p} multipliers for {board.part}")
     with progress.step("build: lowering and emitting Verilog"):
         design = build_design(graph, p, dsp_budget=_dsp_budget(board), **options)  # the one Design of this build
@@ -321,13 +320,16 @@ def _dsp_budget(board) -> int:
 
 def candidate(graph: Graph, board, p: int) -> tuple[Any, dict[str, float]]:
     """The design a build for xc7 ``board`` makes at ``p`` lanes, lowered without ROM images, and its
-    resource prediction: products two rows at a time where they pair (``MatmulUnit.arrange``) if that design
-    fits by the resource model (a second accumulator per lane), else every row alone."""
+    resource prediction: products two rows at a time where the family pairs them (``lowering_options``) and
+    they pair (``MatmulUnit.arrange``) if that design fits by the resource model (a second accumulator per
+    lane), else every row alone."""
     from hwgen.estimate.model import fits, predict
     from hwgen.hw import build_design
+    from hwgen.hw.vendor import lowering_options
 
     cap = board.device.resources
-    design = build_design(graph, p, images=False, dsp_budget=int(cap.dsp))
+    pair_rows = bool(lowering_options(board.device.yosys_family)["pair_rows"])
+    design = build_design(graph, p, images=False, dsp_budget=int(cap.dsp), pair_rows=pair_rows)
     need = predict(design)
     if any(design.paired(i) for i in range(len(graph.nodes))) and not fits(need, cap):
         design = build_design(graph, p, images=False, dsp_budget=int(cap.dsp), pair_rows=False)
@@ -335,23 +337,17 @@ def candidate(graph: Graph, board, p: int) -> tuple[Any, dict[str, float]]:
     return design, need
 
 
-def row_pairs_fit(graph: Graph, board, p: int) -> bool:
-    """Whether a build for ``board`` at ``p`` lanes pairs rows (``candidate``; never on an open-flow part)."""
-    if board.device.open_flow or board.device.yosys_family != "xc7":
-        return False
-    return candidate(graph, board, p)[0].pair_rows
-
-
-def choose_parallel(graph: Graph, board, parallel: str | int, force: bool = False) -> int:
-    """Resolve --parallel: an integer within the part's DSPs whose design the resource model predicts to fit
-    (any, with ``force``), or "auto"."""
-    dsp = int(board.device.resources.dsp)
+def settle_parallel(graph: Graph, board, parallel: str | int, force: bool = False) -> tuple[int, bool]:
+    """``choose_parallel`` and whether the build at that parallelism pairs rows (its ``candidate``'s
+    decision; never on an open-flow part), each candidate lowered once."""
     if board.device.open_flow:  # ECP5, iCE40, Gowin: the family-aware check (hwgen.estimate.family_model)
         from hwgen.estimate.family_model import choose_parallel_family
 
-        return choose_parallel_family(graph, board, parallel, force)
+        return choose_parallel_family(graph, board, parallel, force), False
     if parallel == "auto":
-        return auto_parallel(graph, board)
+        p, (design, _) = _auto(graph, board)
+        return p, design.pair_rows
+    dsp = int(board.device.resources.dsp)
     try:
         p = int(parallel)
     except (TypeError, ValueError):
@@ -360,18 +356,24 @@ def choose_parallel(graph: Graph, board, parallel: str | int, force: bool = Fals
         raise HwgenError(f"--parallel must be >= 1, not {p}")
     if p > dsp:
         raise HwgenError(f"--parallel {p} exceeds the {dsp} DSP48E1 of {board.part}")
+    design, need = candidate(graph, board, p)
     if not force:
         from hwgen.estimate.model import LUT_MARGIN
 
         cap = board.device.resources
-        need = candidate(graph, board, p)[1]
         over = [f"{need[k]:.0f} {k.upper()} predicted, {limit:g} available" for k, limit in
                 (("lut", LUT_MARGIN * cap.lut), ("ff", cap.ff), ("dsp", cap.dsp), ("bram36", cap.bram36))
                 if need[k] > limit]
         if over:
             raise HwgenError(f"--parallel {p} does not fit {board.part} by hwgen's resource model: "
                              + "; ".join(over) + " (--force builds it anyway)")
-    return p
+    return p, design.pair_rows
+
+
+def choose_parallel(graph: Graph, board, parallel: str | int, force: bool = False) -> int:
+    """Resolve --parallel: an integer within the part's DSPs whose design the resource model predicts to fit
+    (any, with ``force``), or "auto"."""
+    return settle_parallel(graph, board, parallel, force)[0]
 
 
 def auto_parallel(graph: Graph, board) -> int:
@@ -381,6 +383,11 @@ def auto_parallel(graph: Graph, board) -> int:
     else one row at a time. Each candidate is lowered without its ROM images; the resource model lowers it
     again with them (Yosys drops a ROM's constant columns) and elaborates its top level (about 0.1-0.5 s
     per candidate)."""
+    return _auto(graph, board)[0]
+
+
+def _auto(graph: Graph, board) -> tuple[int, tuple[Any, dict[str, float]]]:
+    """``auto_parallel`` and the chosen parallelism's ``candidate``."""
     from hwgen.estimate.latency import estimate as latency_estimate
     from hwgen.estimate.model import fits
 
@@ -392,7 +399,8 @@ def auto_parallel(graph: Graph, board) -> int:
         raise HwgenError(f"even one multiplier lane does not fit {board.part}: predicted {need['lut']:.0f} LUT, "
                          f"{need['dsp']} DSP, {need['bram36']:.1f} BRAM36 (capacity {cap.lut} LUT, {cap.dsp} DSP, "
                          f"{cap.bram36} BRAM36)")
-    return min(fitting, key=lambda p: (latency_estimate(candidates[p][0])["total"], p))
+    p = min(fitting, key=lambda p: (latency_estimate(candidates[p][0])["total"], p))
+    return p, candidates[p]
 
 
 def _idle_timeout(hardware: dict[str, Any]) -> int:
