@@ -548,3 +548,25 @@ def test_row_pairs_only_where_the_multiplier_takes_them():
              rng.integers(8, 20, size=3), I8, I8)
     d = build_design(b.finish("lin2"), 4)
     assert not d.programs["matmul"][1].pair and "pack" not in d.widths["matmul"]
+
+
+def test_row_pairs_pack_the_narrower_products_when_the_widest_cannot_pair():
+    """Two products that could pair: the second's 12-bit operand times 8-bit weights does not pack (its
+    packed operand would need 32 bits), so it runs one row at a time and the first still pairs, at its own
+    S = 16; bit-exact and timed."""
+    from tests.test_new_ops import check_exact
+
+    rng = np.random.default_rng(5)
+    b = GraphBuilder("x", (4, 9), I8)
+    b.linear("lin", "x", rng.integers(-128, 128, size=(9, 9)), None, rng.integers(1 << 14, 1 << 15, size=9),
+             rng.integers(8, 20, size=9), I8, I8)
+    b.linear("lin2", "lin", rng.integers(-128, 128, size=(4, 9)), None, rng.integers(1 << 14, 1 << 15, size=4),
+             rng.integers(4, 12, size=4), IntType(12), I8)
+    b.linear("lin3", "lin2", rng.integers(-128, 128, size=(3, 4)), None, rng.integers(1 << 14, 1 << 15, size=3),
+             rng.integers(10, 20, size=3), I8, I8)
+    graph = b.finish("lin3")
+    x = rng.integers(-128, 128, size=(2, 4, 9))
+    x[1][...] = 127
+    d = check_exact(graph, x, 4).design
+    assert [p.pair for p in d.programs["matmul"]] == [False, True, False]
+    assert d.widths["matmul"]["pack"] == 16

@@ -208,12 +208,12 @@ class MatmulUnit(Lowered, wiring.Component):
                 node.inputs[1]).dtype
             ra, rb = (a.qmin, a.qmax), (b.qmin, b.qmax)
             cands[sel] = (ra, rb, signed_width(*[x * y for x in ra for y in rb]))
-        while cands:
+        while cands:  # the widest products first: without them, the others may pack at a smaller S
             pack = max(c[2] for c in cands.values())
             fit = {sel: c for sel, c in cands.items() if MacArray.pair_fits(pack, c[0], c[1])}
             if len(fit) == len(cands):
                 break
-            cands = fit
+            cands = {sel: c for sel, c in cands.items() if c[2] < pack or sel in fit}
         if not cands:
             return
         for sel in cands:
