@@ -531,7 +531,14 @@ class MatmulUnit(Lowered, wiring.Component):
             m.d.comb += [cur_left.eq(Mux(mac.hold_valid, mac.hold_tag[:wn], d_left)),
                          self.p_addr.eq(Mux(mac.pre_valid, mac.pre_tag[wn:], d_paddr))]
             m.d.sync += d_paddr.eq(self.p_addr + 1)
-            draining = cur_left != 0
+            if self.multiplier == "ecp5":
+                # ``cur_left != 0`` worked out a cycle ahead into a register: the hold registers' shift
+                # enable (every lane's accumulator bits) starts from a flip-flop, not from the count's
+                # multiplexer and comparator (the slowest routed paths of ECP5 builds)
+                draining = Signal(name="draining")
+                m.d.sync += draining.eq(Mux(mac.pre_valid, mac.pre_tag[:wn] != 0, draining & (cur_left != 1)))
+            else:
+                draining = cur_left != 0
             m.d.comb += mac.shift.eq(draining)
             with m.If(draining):
                 m.d.sync += d_left.eq(cur_left - 1)
