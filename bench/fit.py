@@ -6,9 +6,10 @@ d_model not divisible by heads redrawn), 10 each at 4, 6 and 8 bits (weights = a
 ``bench/resources_model.py`` builds its held-out designs (a quantized ``TimeSeriesTransformer`` with random
 weights, its ranges calibrated on 64 random windows of 7 features, the normal export), plus that benchmark's
 2-layer d_model-32 2-head LayerNorm window-48 W4 model (``LARGE``). For each: ``hwgen build --parallel auto``'s
-choice for the xc7s15 board (``hwgen.steps.build.choose_parallel``), its analytic cycles
+choice for the xc7s15 board (``hwgen.steps.build.settle_parallel``: the parallelism and the design's options,
+row pairs and any activation buffers moved into distributed RAM), its analytic cycles
 (``hwgen.estimate.latency``), the resource model's prediction (``hwgen.estimate.model``) and Yosys
-synth_xilinx's counts of the emitted Verilog; where auto refuses every parallelism, Yosys at P = 1 shows how far
+synth_xilinx's counts of that design's Verilog; where auto refuses every parallelism, Yosys at P = 1 shows how far
 the design is from fitting. A design fits when Yosys' LUTs are within ``LUT_MARGIN`` of the part's and its
 DSP48E1 and BRAM36 within the part's. Yosys counts are cached by the Verilog's SHA-256 in
 ``bench/results/fit_yosys.json`` (a rerun synthesizes only new designs).
@@ -81,25 +82,28 @@ def evaluate(arch: dict, board, cache: dict) -> dict:
     from hwgen.errors import HwgenError
     from hwgen.estimate.latency import estimate as latency_estimate
     from hwgen.estimate.model import fits, predict
-    from hwgen.steps.build import choose_parallel
+    from hwgen.steps.build import build_options, candidate, settle_parallel
 
     cap = board.device.resources
     graph = graph_for(arch)
     start = time.perf_counter()
     try:
-        p, refusal = choose_parallel(graph, board, "auto"), None
+        (p, options), refusal = settle_parallel(graph, board, "auto"), None
     except HwgenError as exc:
         p, refusal = None, str(exc)
+        options = build_options(candidate(graph, board, 1)[0])  # what `--parallel 1 --force` builds
     auto_seconds = time.perf_counter() - start
     checked = p or 1
-    design = design_for(graph, checked)
+    design = design_for(graph, checked, **options)  # the design `hwgen build` makes (pairs, buffers)
     pred = predict(design)
     before = len(cache)
-    got = yosys_counts(graph, checked, cache)
+    got = yosys_counts(graph, checked, cache, **options)
     yosys = {k: got[k] for k in ("lut", "ff", "dsp", "bram36")}
     row = {"arch": arch, "auto": {"found": p is not None, "parallel": p, "refusal": refusal,
                                   "seconds": round(auto_seconds, 1)},
            "parallel_checked": checked, "cycles": int(latency_estimate(design)["total"]),
+           "row_pairs": sum(design.paired(i) for i in range(len(graph.nodes))),
+           "distributed_buffers": sorted(design.distributed_buffers),
            "predicted": {k: round(float(pred[k]), 1) for k in ("lut", "ff", "dsp", "bram36")},
            "predicted_fits": bool(fits(pred, cap)), "yosys": yosys, "yosys_seconds": got["seconds"],
            "yosys_cached": len(cache) == before}  # no new entry: counted by an earlier run

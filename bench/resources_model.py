@@ -62,20 +62,22 @@ def graph_for(arch: dict, seed: int = 0):
     return export_model(model, {})
 
 
-def design_for(graph, parallel: int):
+def design_for(graph, parallel: int, **options):
+    """``graph``'s design at ``parallel`` lanes (DSP budget of the part), with ``build_design`` ``options``
+    (``hwgen.steps.build.build_options`` of a build's choice)."""
     from hwgen.hw.lower import build_design
 
-    return build_design(graph, parallel, dsp_budget=DSP_BUDGET)
+    return build_design(graph, parallel, dsp_budget=DSP_BUDGET, **options)
 
 
-def yosys_counts(graph, parallel: int, cache: dict | None = None) -> dict:
-    """Yosys synth_xilinx counts of ``graph``'s accelerator at ``parallel`` lanes (DSP budget of the part);
-    cached in ``cache`` by the Verilog's SHA-256."""
+def yosys_counts(graph, parallel: int, cache: dict | None = None, **options) -> dict:
+    """Yosys synth_xilinx counts of ``graph``'s accelerator at ``parallel`` lanes (DSP budget of the part,
+    ``design_for`` ``options``); cached in ``cache`` by the Verilog's SHA-256."""
     from hwgen.estimate.resources import synthesize
     from hwgen.hw.top import Top
     from hwgen.hw.verilog import emit_verilog
 
-    text = emit_verilog(Top(design_for(graph, parallel)))
+    text = emit_verilog(Top(design_for(graph, parallel, **options)))
     key = hashlib.sha256(text.encode()).hexdigest()
     if cache is not None and key in cache:
         return cache[key]

@@ -121,10 +121,11 @@ def test_one_design_per_build_and_sim_reads_it(tmp_path, monkeypatch, capsys):
     calls = []
     real = lowering.build_design
 
-    def counting(graph, lanes, images=True, dsp_budget=None, multiplier="generic", lutram=True, pair_rows=True):
+    def counting(graph, lanes, images=True, dsp_budget=None, multiplier="generic", lutram=True, pair_rows=True,
+                 distributed_buffers=frozenset()):
         calls.append((lanes, images, pair_rows))
         return real(graph, lanes, images, dsp_budget=dsp_budget, multiplier=multiplier, lutram=lutram,
-                    pair_rows=pair_rows)
+                    pair_rows=pair_rows, distributed_buffers=distributed_buffers)
 
     monkeypatch.setattr(hwgen.hw, "build_design", counting)
     monkeypatch.setattr(lowering, "build_design", counting)

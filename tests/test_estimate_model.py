@@ -144,3 +144,54 @@ def test_attention_buffers_of_a_large_window_stay_narrow_and_are_read_once():
     ring, mp = mapped["u_softmax.ring"]
     assert (ring.depth, mp.bram36) == (3 * 48, 0) and mp.kind.startswith("LUTRAM")
     assert predict(design)["bram36"] == 10.5
+
+
+def _short_of_block_ram(bram36: float):
+    from dataclasses import replace
+
+    board = resolve_target("xc7s15")
+    return replace(board, device=replace(board.device, resources=replace(board.device.resources, bram36=bram36)))
+
+
+def test_block_ram_short_moves_buffers_into_distributed_ram(w8):
+    """On a part with 4.5 BRAM36 (the paired W8 design needs 5.0), auto keeps P = 16 with row pairs and asks
+    one activation buffer into distributed RAM; the Verilog differs from the unmoved design's by that buffer's
+    ``ram_style`` attribute alone; with every BRAM36 of the XC7S15 nothing moves; a part that has no
+    distributed RAM refuses such a design."""
+    import re
+
+    from hwgen.estimate.latency import estimate
+    from hwgen.hw import Top, build_design, emit_verilog
+    from hwgen.steps.build import candidate, settle_parallel
+
+    assert settle_parallel(w8, resolve_target("xc7s15"), "auto")[1]["distributed_buffers"] == frozenset()
+    short = _short_of_block_ram(4.5)
+    p, options = settle_parallel(w8, short, "auto")
+    assert p == 16 and options["pair_rows"] and len(options["distributed_buffers"]) == 1
+    design, need = candidate(w8, short, p)
+    assert fits(need, short.device.resources) and need["bram36"] == 4.5
+    assert design.distributed_buffers == options["distributed_buffers"] and any(
+        design.paired(i) for i in range(len(w8.nodes)))
+    assert estimate(design)["total"] == estimate(candidate(w8, resolve_target("xc7s15"), p)[0])["total"]
+    moved = emit_verilog(Top(build_design(w8, p, dsp_budget=20, **options)))
+    kept = emit_verilog(Top(build_design(w8, p, dsp_budget=20)))
+    attr = '(* ram_style = "distributed" *)'
+    assert moved.count(attr) == kept.count(attr) + 1
+    assert re.sub(r"\(\* ram_style = \"distributed\" \*\)\s*", "", moved) == re.sub(
+        r"\(\* ram_style = \"distributed\" \*\)\s*", "", kept)
+    with pytest.raises(HwgenError, match="distributed RAM"):
+        build_design(w8, p, lutram=False, **options)
+
+
+@pytest.mark.slow
+def test_buffers_moved_into_distributed_ram_are_what_yosys_maps(w8):
+    """Yosys synth_xilinx of that design: the moved buffer in LUTRAM, 4.5 BRAM36 and 20 DSP48E1 as
+    predicted, LUTs within 10%."""
+    from hwgen.steps.build import candidate, settle_parallel
+
+    short = _short_of_block_ram(4.5)
+    p, options = settle_parallel(w8, short, "auto")
+    pred = candidate(w8, short, p)[1]
+    got = yosys_counts(w8, p, **options)
+    assert (got["bram36"], got["dsp"]) == (pred["bram36"], pred["dsp"]) == (4.5, 20)
+    assert got["lutram_luts"] > 0 and abs(pred["lut"] - got["lut"]) <= 0.10 * got["lut"], (pred, got)

@@ -107,7 +107,8 @@ def _with_images(design: Design) -> Design:
     """``design`` with its ROM images (a design lowered with ``images=False`` has none)."""
     if design.images:
         return design
-    full = build_design(design.graph, design.lanes, pair_rows=design.pair_rows)
+    full = build_design(design.graph, design.lanes, pair_rows=design.pair_rows, lutram=design.lutram,
+                        distributed_buffers=design.distributed_buffers)
     full.fabric, full.lutram = design.fabric, design.lutram
     return full
 
@@ -149,7 +150,8 @@ def memories(design: Design) -> list[tuple[Mem, Mapping]]:
             lanes = width // gran if gran else 1
         else:
             width = _varying_columns([int(v) for v in sub.init], width, depth)
-        mem = Mem(name, width, depth, len(sub.read_ports), writes, lanes, sub.attrs.get("rom_style") == "block")
+        mem = Mem(name, width, depth, len(sub.read_ports), writes, lanes, sub.attrs.get("rom_style") == "block",
+                  distributed=sub.attrs.get("ram_style") == "distributed")
         out.append((mem, map_memory(mem)))
     for kind in design.programs:  # the memories inside the units
         for name, depth, bits in UNITS[kind].memories(design):

@@ -49,6 +49,9 @@ class Design:
     multiplier: str = "generic"  # the MAC lanes' multiplier: "generic" (a product), "ecp5" (MULT18X18D cells)
     # products may run two rows at a time, both through each lane's one DSP48E1 (``MatmulUnit.arrange``)
     pair_rows: bool = True
+    # flat activation buffers (indices into ``plan.buffers``) asked into distributed RAM: ``ram_style =
+    # "distributed"`` (``hwgen.steps.build.candidate`` moves the smallest there when block RAM runs out)
+    distributed_buffers: frozenset = frozenset()
     lutram: bool = True  # the family has distributed RAM (not the iCE40): small unit memories are asked into it
 
     def paired(self, index: int) -> bool:
@@ -121,6 +124,7 @@ class Design:
             "next_input_from_step": self.preload_step,
             "memory": {"buffers": [{"depth": d, "bits": b} for d, b in self.plan.buffers],
                        "values": dict(self.plan.flat),
+                       **({"distributed": sorted(self.distributed_buffers)} if self.distributed_buffers else {}),
                        "wide": [{"value": k[0], "layout": k[1], "heads": k[2], "lanes": lay.lanes, "depth": lay.depth}
                                 for k, lay in sorted(self.plan.wide.items())],
                        "roms": {name: {"bits": bits, "words": len(words)} for name, (bits, words) in
@@ -129,7 +133,8 @@ class Design:
 
 
 def build_design(graph: Graph, lanes: int, images: bool = True, dsp_budget: int | None = None,
-                 multiplier: str = "generic", lutram: bool = True, pair_rows: bool = True) -> Design:
+                 multiplier: str = "generic", lutram: bool = True, pair_rows: bool = True,
+                 distributed_buffers: frozenset = frozenset()) -> Design:
     """Check that every node is supported and turn the graph into a Design for ``lanes`` MAC lanes
     (``images`` False: without the ROM images, for estimates).
 
@@ -140,7 +145,8 @@ def build_design(graph: Graph, lanes: int, images: bool = True, dsp_budget: int 
     family: registered MULT18X18D cells, same cycles). ``lutram``: the family has distributed RAM
     (``Family.lutram``; ``vendor.lowering_options`` gives both for a board's family), so the units' small memories carry ``ram_style = "distributed"``.
     ``pair_rows``: products may pair rows in one multiplier (``MatmulUnit.arrange``: a 25 x 18 DSP48E1 forms both
-    rows' products; off for families whose multipliers are narrower)."""
+    rows' products; off for families whose multipliers are narrower). ``distributed_buffers``: the flat
+    activation buffers (indices of the memory plan) to ask into distributed RAM (needs ``lutram``)."""
     if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1:
         raise HwgenError(f"parallelism must be an integer >= 1, not {lanes!r}")
     verify(graph)
@@ -149,11 +155,17 @@ def build_design(graph: Graph, lanes: int, images: bool = True, dsp_budget: int 
             raise HwgenError(f"node {node.name!r}: op {node.op!r} has no hardware unit")
     if multiplier not in MAC_MULTIPLIERS:
         raise HwgenError(f"multiplier must be one of {', '.join(MAC_MULTIPLIERS)}, not {multiplier!r}")
-    d = Design(graph, lanes, None, images, multiplier=multiplier, lutram=lutram, pair_rows=pair_rows)
+    if distributed_buffers and not lutram:
+        raise HwgenError("buffers can go into distributed RAM only on a family that has it (lutram)")
+    d = Design(graph, lanes, None, images, multiplier=multiplier, lutram=lutram, pair_rows=pair_rows,
+               distributed_buffers=frozenset(int(b) for b in distributed_buffers))
     _find_chains(d)
     _find_overlaps(d)
     d.preload = last_input_reader(d) + 1
     d.plan = plan_memory(graph, lanes, d.head)
+    if any(not 0 <= b < len(d.plan.buffers) for b in d.distributed_buffers):
+        raise HwgenError(f"distributed_buffers {sorted(d.distributed_buffers)}: the plan has "
+                         f"{len(d.plan.buffers)} buffers")
     d.load_overlap = _load_overlaps(d)
     for i, node in enumerate(graph.nodes):
         kind = OPS[node.op].unit

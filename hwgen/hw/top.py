@@ -131,7 +131,10 @@ class Top(wiring.Component):
         flat_mem, flat_rd, flat_wr = {}, {}, {}
         for b, (depth, bits) in enumerate(plan.buffers):
             # As wide as the widest signed width of its values: every element is stored sign-extended.
-            mem = Memory(shape=unsigned(bits), depth=depth, init=[])
+            if b in d.distributed_buffers:  # moved out of block RAM (``hwgen.steps.build.candidate``)
+                mem = Memory(shape=unsigned(bits), depth=depth, init=[], attrs={"ram_style": "distributed"})
+            else:
+                mem = Memory(shape=unsigned(bits), depth=depth, init=[])
             m.submodules[f"buf{b}"] = mem
             flat_mem[b], flat_rd[b], flat_wr[b] = mem, [], mem.write_port()
         rom_rd = {}

@@ -256,8 +256,8 @@ def build(source: str, out: str, board_name: str = "xc7s15", parallel: str | int
     check_out(Path(out), (source,), force)
     board = resolve_target(board_name)
     graph, origin = graph_from(source, class_scores)
-    p, pair_rows = settle_parallel(graph, board, parallel, force)
-    options = {**lowering_options(board.device.yosys_family), "pair_rows": pair_rows}
+    p, chosen = settle_parallel(graph, board, parallel, force)
+    options = {**lowering_options(board.device.yosys_family), **chosen}
     say(f"build: lowering {len(graph.nodes)} nodes with {p} multipliers for {board.part}")
     with progress.step("build: lowering and emitting Verilog"):
         design = build_design(graph, p, dsp_budget=_dsp_budget(board), **options)  # the one Design of this build
@@ -266,6 +266,9 @@ def build(source: str, out: str, board_name: str = "xc7s15", parallel: str | int
     paired = [node.name for i, node in enumerate(graph.nodes) if design.paired(i)]
     if paired:
         say(f"build: two rows at a time through each multiplier in {', '.join(paired)}")
+    if design.distributed_buffers:
+        say(f"build: block RAM is short: {len(design.distributed_buffers)} activation buffer(s) in distributed "
+            f"RAM ({', '.join(f'buf{b}' for b in sorted(design.distributed_buffers))})")
     report: dict[str, Any] = {
         "model": model_section(graph),
         "hardware": {
@@ -322,7 +325,8 @@ def candidate(graph: Graph, board, p: int) -> tuple[Any, dict[str, float]]:
     """The design a build for xc7 ``board`` makes at ``p`` lanes, lowered without ROM images, and its
     resource prediction: products two rows at a time where the family pairs them (``lowering_options``) and
     they pair (``MatmulUnit.arrange``) if that design fits by the resource model (a second accumulator per
-    lane), else every row alone."""
+    lane), else every row alone; where only block RAM is short, each of the two first with the activation
+    buffers cheapest in LUTs per block RAM freed asked into distributed RAM (``relieve_bram``)."""
     from hwgen.estimate.model import fits, predict
     from hwgen.hw import build_design
     from hwgen.hw.vendor import lowering_options
@@ -331,22 +335,67 @@ def candidate(graph: Graph, board, p: int) -> tuple[Any, dict[str, float]]:
     pair_rows = bool(lowering_options(board.device.yosys_family)["pair_rows"])
     design = build_design(graph, p, images=False, dsp_budget=int(cap.dsp), pair_rows=pair_rows)
     need = predict(design)
+    if not fits(need, cap):
+        design, need = relieve_bram(design, need, cap)
     if any(design.paired(i) for i in range(len(graph.nodes))) and not fits(need, cap):
         design = build_design(graph, p, images=False, dsp_budget=int(cap.dsp), pair_rows=False)
         need = predict(design)
+        if not fits(need, cap):
+            design, need = relieve_bram(design, need, cap)
     return design, need
 
 
-def settle_parallel(graph: Graph, board, parallel: str | int, force: bool = False) -> tuple[int, bool]:
-    """``choose_parallel`` and whether the build at that parallelism pairs rows (its ``candidate``'s
-    decision; never on an open-flow part), each candidate lowered once."""
+def relieve_bram(design, need: dict[str, float], cap) -> tuple[Any, dict[str, float]]:
+    """``design`` (and ``need``, its prediction) with flat activation buffers moved from block RAM into
+    distributed RAM, the fewest LUTs per BRAM36 freed first (``hwgen.estimate.memmap`` maps each both ways),
+    until the block RAM fits ``cap``; unchanged unless block RAM is all that is short and the moved design
+    fits by the resource model."""
+    from dataclasses import replace
+
+    from hwgen.estimate.memmap import map_memory
+    from hwgen.estimate.model import LUT_MARGIN, fits, memories, predict
+    from hwgen.hw import build_design
+
+    others = need["lut"] <= LUT_MARGIN * cap.lut and need["ff"] <= cap.ff and need["dsp"] <= cap.dsp
+    if not design.lutram or need["bram36"] <= cap.bram36 or not others:
+        return design, need
+    moves = []
+    for mem, mp in memories(design):
+        if not mem.name.startswith("buf") or not mp.bram36:
+            continue
+        lut = map_memory(replace(mem, distributed=True))
+        if lut is not None and lut.kind.startswith("LUTRAM"):
+            moves.append((lut.lutram_luts / mp.bram36, int(mem.name[3:]), mp.bram36))
+    chosen, freed = set(design.distributed_buffers), 0.0
+    for _, b, bram in sorted(moves):
+        if need["bram36"] - freed <= cap.bram36:
+            break
+        chosen.add(b)
+        freed += bram
+    if need["bram36"] - freed > cap.bram36:
+        return design, need
+    moved = build_design(design.graph, design.lanes, images=False, dsp_budget=int(cap.dsp),
+                         pair_rows=design.pair_rows, distributed_buffers=frozenset(chosen))
+    moved_need = predict(moved)
+    return (moved, moved_need) if fits(moved_need, cap) else (design, need)
+
+
+def build_options(design) -> dict[str, Any]:
+    """The ``build_design`` options that lower a graph again to ``design`` (a ``candidate``'s choices)."""
+    return {"pair_rows": design.pair_rows, "distributed_buffers": design.distributed_buffers}
+
+
+def settle_parallel(graph: Graph, board, parallel: str | int, force: bool = False) -> tuple[int, dict[str, Any]]:
+    """``choose_parallel`` and the ``build_design`` options of the build at that parallelism (its
+    ``candidate``'s choices: row pairs, buffers in distributed RAM; none on an open-flow part), each
+    candidate lowered once."""
     if board.device.open_flow:  # ECP5, iCE40, Gowin: the family-aware check (hwgen.estimate.family_model)
         from hwgen.estimate.family_model import choose_parallel_family
 
-        return choose_parallel_family(graph, board, parallel, force), False
+        return choose_parallel_family(graph, board, parallel, force), {}
     if parallel == "auto":
         p, (design, _) = _auto(graph, board)
-        return p, design.pair_rows
+        return p, build_options(design)
     dsp = int(board.device.resources.dsp)
     try:
         p = int(parallel)
@@ -367,7 +416,7 @@ def settle_parallel(graph: Graph, board, parallel: str | int, force: bool = Fals
         if over:
             raise HwgenError(f"--parallel {p} does not fit {board.part} by hwgen's resource model: "
                              + "; ".join(over) + " (--force builds it anyway)")
-    return p, design.pair_rows
+    return p, build_options(design)
 
 
 def choose_parallel(graph: Graph, board, parallel: str | int, force: bool = False) -> int:
