@@ -162,3 +162,24 @@ def test_verify_rechecks_a_pareto_point_with_the_real_flow(tmp_path):
     assert v["sim"]["bit_exact"] and v["yosys"]["fits"]
     assert v["yosys"]["dsp"] == point["metrics"]["dsp"]
     assert v["latency_cycles_model"] == point["metrics"]["latency_cycles"]
+
+
+def test_trials_are_judged_on_the_design_the_build_makes():
+    """A trial's hardware is ``hwgen build``'s design at its parallelism: on a part with 4.5 BRAM36 the
+    shipped W8 at P = 16 pairs rows with one buffer moved into distributed RAM (the design as first lowered
+    needs 5.0 and would fail the trial)."""
+    from pathlib import Path
+
+    from hwgen.estimate.boards import resolve_target
+    from hwgen.estimate.model import predict
+    from hwgen.hw import build_design
+    from hwgen.steps.build import candidate, graph_from
+
+    graph = graph_from(str(Path(__file__).resolve().parents[1] / "models" / "pm25_w8.pt"))[0]
+    board = resolve_target("xc7s15")
+    short = replace(board, device=replace(board.device, resources=replace(board.device.resources, bram36=4.5)))
+    assert predict(build_design(graph, 16, images=False, dsp_budget=20))["bram36"] == 5.0
+    hw = search._hardware(graph, 16, short)
+    design, need = candidate(graph, short, 16)
+    assert hw["bram36"] == need["bram36"] == 4.5 and hw["lut"] == need["lut"]
+    assert design.distributed_buffers and hw["latency_cycles"] == search._hardware(graph, 16, board)["latency_cycles"]

@@ -203,17 +203,23 @@ def _board(name: str):
 
 
 def _hardware(graph, parallel: int, board, dsp_slack: int = 0) -> dict[str, Any]:
-    """Latency, predicted resources and energy of ``lower(graph, parallel)``; TrialFailed if it does not fit
-    (``dsp_slack`` DSPs of tolerance, for the check before training)."""
+    """Latency, predicted resources and energy of the design ``hwgen build --parallel`` makes of ``graph``
+    (``hwgen.steps.build.candidate`` on an xc7 part: row pairs where they fit, buffers moved into distributed
+    RAM where block RAM alone is short); TrialFailed if it does not fit (``dsp_slack`` DSPs of tolerance, for
+    the check before training)."""
     from hwgen.estimate.energy import estimate as energy_estimate
     from hwgen.estimate.latency import estimate as latency_estimate
     from hwgen.estimate.model import predict
     from hwgen.estimate.resources import LUT_MARGIN
     from hwgen.hw import build_design
+    from hwgen.steps.build import candidate
 
     cap = board.device.resources
-    design = build_design(graph, parallel, images=False, dsp_budget=int(cap.dsp))
-    res = predict(design)
+    if board.device.open_flow:
+        design = build_design(graph, parallel, images=False, dsp_budget=int(cap.dsp))
+        res = predict(design)
+    else:
+        design, res = candidate(graph, board, parallel)
     limits = {"lut": LUT_MARGIN * cap.lut, "ff": cap.ff, "dsp": cap.dsp, "bram36": cap.bram36}
     slack = {"dsp": dsp_slack}
     over = [f"{res[k]:.1f} BRAM36 > {v:g}" if k == "bram36" else f"{res[k]:.0f} {k.upper()} > {v:.0f}"
