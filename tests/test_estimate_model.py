@@ -195,3 +195,25 @@ def test_buffers_moved_into_distributed_ram_are_what_yosys_maps(w8):
     got = yosys_counts(w8, p, **options)
     assert (got["bram36"], got["dsp"]) == (pred["bram36"], pred["dsp"]) == (4.5, 20)
     assert got["lutram_luts"] > 0 and abs(pred["lut"] - got["lut"]) <= 0.10 * got["lut"], (pred, got)
+
+
+def test_build_says_which_buffers_moved_and_records_them(w8, tmp_path, monkeypatch, capsys):
+    """`hwgen build` on that part: the message naming the moved buffer, design.json `memory.distributed`,
+    and the buffer's memory in the emitted Verilog asked into distributed RAM."""
+    import json
+
+    import hwgen.estimate.boards
+    from hwgen.steps.build import build
+
+    short = _short_of_block_ram(4.5)
+    monkeypatch.setattr(hwgen.estimate.boards, "resolve_target", lambda name: short)
+    out = tmp_path / "b"
+    report = build(str(ROOT / "models" / "pm25_w8.pt"), str(out), "xc7s15", "16", with_accuracy=False)
+    moved = json.loads((out / "design.json").read_text())["memory"]["distributed"]
+    assert len(moved) == 1 and report["hardware"]["latency_cycles"] == 5841
+    assert f"1 activation buffer(s) in distributed RAM (buf{moved[0]})" in capsys.readouterr().err
+    import re
+
+    verilog = (out / "rtl" / "hwgen_top.v").read_text()
+    asked = re.findall(r'\(\* ram_style = "distributed" \*\)\s*reg \[\d+:0\] (buf\d+) ', verilog)
+    assert asked == [f"buf{moved[0]}"]
