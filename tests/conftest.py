@@ -23,3 +23,13 @@ def _seeded_torch():
 
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _not_quiet():
+    """Every test starts with progress messages on (a test that ran a command with --quiet in the same
+    process left them off), so tests that check a command's messages pass in any order."""
+    from hwgen import progress
+
+    progress.set_quiet(False)
+    yield

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from hwgen import jsonio, tasks
@@ -260,6 +260,9 @@ def _csv_text(draw) -> str:
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(text=_csv_text(), target=st.sampled_from(["a", "b", "t"]))
+# rows with more fields than the header (pandas took the extra leading fields as a row index)
+@example(text="b\n0.000,0.0,abc\n", target="b")
+@example(text="b\n,abc\n", target="b")
 def test_property_malformed_csv_loads_finite_or_fails_cleanly(tmp_path, text, target):
     path = tmp_path / "p.csv"
     path.write_text(text)
@@ -382,3 +385,12 @@ def test_task_csv_refused_naming_the_column(change, culprit, tmp_path):
             r[1] = str(int(r[1] == "up"))
         with pytest.raises(HwgenError, match=re.escape(culprit)):
             load_anomaly_csv(_write_csv(tmp_path / "a.csv", header, rows), "label", window=4)
+
+
+def test_csv_row_with_more_fields_than_the_header_is_named(tmp_path):
+    """pandas would take a long row's extra leading fields as a row index and shift every column; the
+    load refuses it with its line."""
+    path = tmp_path / "long.csv"
+    path.write_text("a,b\n1,2\n3,4,5\n6,7\n")
+    with pytest.raises(HwgenError, match=r"long.csv: line 3 has 3 fields, the header 2$"):
+        load_forecast_data(None, str(path), "b", None, 2)

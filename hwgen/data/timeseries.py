@@ -207,14 +207,20 @@ def _text_at(table: pd.DataFrame, col) -> str:
 
 
 def read_table(path: Path) -> pd.DataFrame:
-    """A user CSV as a table; HwgenError for a missing or unreadable file or a duplicate header (pandas
-    would rename the second one silently)."""
+    """A user CSV as a table; HwgenError for a missing or unreadable file, a duplicate header (pandas
+    would rename the second one silently) or a row with more fields than the header (pandas would take the
+    first ones as a row index and shift every column)."""
     if not path.is_file():
         raise HwgenError(f"CSV file {path} does not exist or is not a file")
     try:
         with path.open(newline="", encoding="utf-8") as f:
-            header = next(csv.reader(f), None)
-        table = pd.read_csv(path)
+            rows = csv.reader(f)
+            header = next(rows, None)
+            for row in rows:
+                if header is not None and len(row) > len(header):
+                    raise HwgenError(f"{path}: line {rows.line_num} has {len(row)} fields, the header "
+                                     f"{len(header)}")
+        table = pd.read_csv(path, index_col=False)
     except (OSError, ValueError, UnicodeDecodeError, csv.Error, pd.errors.ParserError,
             pd.errors.EmptyDataError) as exc:
         raise HwgenError(f"cannot read CSV file {path}: {exc}".splitlines()[0]) from None
