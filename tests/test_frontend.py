@@ -73,6 +73,23 @@ def test_mse_init_not_worse_than_minmax():
     assert errs["mse"] < errs["minmax"]
 
 
+@pytest.mark.parametrize("kw", [dict(bits=5), dict(bits=4, signed=False), dict(bits=8, symmetric=False),
+                                dict(bits=3, per_channel=True, channels=6, axis=1), dict(bits=6, peg_channels=6)])
+def test_mse_search_error_equals_the_fake_quant_error_bit_for_bit(kw):
+    """The MSE range search's in-place squared error is ``(_fake - x) ** 2`` exactly, for every candidate."""
+    torch.manual_seed(1)
+    q = Quantizer(learnable=False, **kw)
+    if q.peg:
+        q.exponent.copy_(torch.tensor([0.0, 1, 2, 0, 3, 1]))
+    x = torch.randn(64, 6) * torch.tensor([0.1, 1, 3, 10, 0.5, 40])
+    x = x.abs() if not q.signed else x
+    lo, hi = q._minmax(x)
+    for frac in torch.linspace(0.3, 1.0, 36):
+        scale, zp = q._params_for(lo * frac, hi * frac)
+        with torch.no_grad():
+            assert torch.equal(q._squared_error(x, scale, zp), (q._fake(x, scale, zp) - x).pow(2))
+
+
 def test_per_channel_and_asymmetric():
     w = torch.stack([torch.linspace(-1, 1, 9), torch.linspace(-8, 8, 9)])
     q = Quantizer(8, per_channel=True, channels=2, axis=0, learnable=False, init="minmax")
@@ -162,6 +179,30 @@ def test_quantized_forward_equals_golden_of_export(cfg):
     for double in (False, True):
         y = predict(m, x, double=double)
         assert np.array_equal(np.floor(y / g.meta["output_scale"] + 0.5), yi)
+
+
+@pytest.mark.parametrize("cfg", CONFIGS[:2])
+def test_validation_loss_is_the_deployed_models_loss(cfg):
+    """Early stopping watches the integer model's loss: the golden interpreter of the exported graph's
+    outputs in real units (rounded to float32, as the forward returns them), exactly; the fake-quant
+    surrogate's (``exact = False``) differs."""
+    from hwgen import tasks
+    from hwgen.frontend.train import validation_loss
+
+    m = _calibrated(cfg)
+    g = export_model(m)
+    rng = np.random.default_rng(2)
+
+    class _Split:
+        x = rng.normal(size=(300, cfg.window, cfg.features)).astype(np.float32)
+        y = rng.normal(size=(300, cfg.outputs)).astype(np.float32)
+
+    yi = run(g, quantize_input(_Split.x, g.meta["input_scale"], cfg.bits_in)).reshape(len(_Split.x), -1)
+    real = (yi * g.meta["output_scale"]).astype(np.float32).astype(np.float64)
+    want = tasks.get(cfg.task).validation_loss(real, _Split.y)
+    assert validation_loss(m, _Split, batch=128) == want
+    m.exact = False
+    assert validation_loss(m, _Split) != want
 
 
 @pytest.mark.parametrize("cfg", CONFIGS)
