@@ -130,6 +130,25 @@ def test_requantize_output_always_in_type_and_saturates_exactly(accs, shift, dty
 # ---- linear, attention, add, affine, avgpool ----------------------------------------------------------
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 5), st.integers(1, 5), st.integers(0, 62), st.integers(0, 2**31))
+@example(k=3, rows=2, cols=2, bits=26, seed=0)  # max|a| * max|b| * K just over 2**53: the int64 path
+@example(k=1, rows=1, cols=1, bits=62, seed=1)
+def test_int_matmul_equals_int64_einsum_on_both_paths(k, rows, cols, bits, seed):
+    """``int_matmul`` (float64 BLAS below the 2**53 bound, int64 above it) equals the plain int64 product
+    exactly, at every magnitude up to 62 bits, with a broadcast leading axis."""
+    from hwgen.ops.rounding import int_matmul
+
+    rng = np.random.default_rng(seed)
+    top = 1 << bits
+    a = rng.integers(-top, top, size=(3, rows, k), dtype=np.int64, endpoint=True)
+    b = rng.integers(-top, top, size=(k, cols), dtype=np.int64, endpoint=True)
+    a[0, 0, 0], b[0, 0] = top, -top  # the extremes of the range
+    with np.errstate(over="ignore"):
+        want = np.einsum("...ik,kj->...ij", a, b)
+    assert np.array_equal(int_matmul(a, b), want)
+
+
 def test_linear_hand_example_per_channel_bias_relu():
     x = np.array([[1, -2, 3]])
     w = np.array([[1, 0, -1], [2, 1, 1]])

@@ -8,14 +8,14 @@ import numpy as np
 from hwgen.ir.types import IntType, clog2, signed_bits_for
 from hwgen.ops.attn_scores import merge_heads, split_heads
 from hwgen.ops.base import OpDef, Unit, sbits
-from hwgen.ops.rounding import I64, requantize
+from hwgen.ops.rounding import I64, int_matmul, requantize
 
 
 def attn_apply_acc(p: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Per head, p_h @ v_h: [..., H, L, L] x [..., L, H*D] -> [..., L, H*D]."""
     heads = p.shape[-3]
     vh = split_heads(np.asarray(v, I64), heads)
-    return merge_heads(np.einsum("...hij,...hjd->...hid", np.asarray(p, I64), vh))
+    return merge_heads(int_matmul(np.asarray(p, I64), vh))
 
 
 def attn_apply(p, v, m0: int, shift: int, dtype: IntType, zp: int = 0) -> np.ndarray:

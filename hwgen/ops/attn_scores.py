@@ -7,7 +7,7 @@ import numpy as np
 
 from hwgen.ir.types import IntType, clog2, signed_bits_for
 from hwgen.ops.base import OpDef, Unit, sbits
-from hwgen.ops.rounding import I64, requantize
+from hwgen.ops.rounding import I64, int_matmul, requantize
 
 
 def split_heads(x: np.ndarray, heads: int) -> np.ndarray:
@@ -25,7 +25,7 @@ def merge_heads(x: np.ndarray) -> np.ndarray:
 def attn_scores_acc(q: np.ndarray, k: np.ndarray, heads: int) -> np.ndarray:
     """Per head, q_h @ k_h.T: [..., L, H*D] x [..., L, H*D] -> [..., H, L, L]."""
     qh, kh = split_heads(np.asarray(q, I64), heads), split_heads(np.asarray(k, I64), heads)
-    return np.einsum("...hid,...hjd->...hij", qh, kh)
+    return int_matmul(qh, np.swapaxes(kh, -1, -2))
 
 
 def attn_scores(q, k, heads: int, m0: int, shift: int, dtype: IntType, zp: int = 0) -> np.ndarray:

@@ -14,7 +14,7 @@ import numpy as np
 
 from hwgen.ir.types import IntType, clog2
 from hwgen.ops.base import OpDef, Unit, const_sbits, sbits
-from hwgen.ops.rounding import I64, requantize
+from hwgen.ops.rounding import I64, int_matmul, requantize
 
 # Per-embedding-group inputs: group scales are the tensor's scale times 2**e_k, 0 <= e_k <= MAX_IN_SHL.
 MAX_IN_SHL = 8
@@ -30,13 +30,13 @@ def linear_acc(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
     """
     x, w = np.asarray(x, I64), np.asarray(weight, I64)
     if in_shl is None:
-        acc = np.einsum("...k,nk->...n", x, w)
+        acc = int_matmul(x, w.T)
     else:
         shl = np.asarray(in_shl, I64)
         acc = np.zeros((*x.shape[:-1], w.shape[0]), I64)
         for e in np.unique(shl):
             cols = shl == e
-            acc = acc + np.left_shift(np.einsum("...k,nk->...n", x[..., cols], w[:, cols]), e)
+            acc = acc + np.left_shift(int_matmul(x[..., cols], w[:, cols].T), e)
     return acc if bias is None else acc + np.asarray(bias, I64)
 
 
