@@ -64,9 +64,8 @@ def validation_loss(model: TimeSeriesTransformer, split: Split, batch: int = 204
     model.eval()
     if not model.integer_ready():
         return tasks.get(model.cfg.task).validation_loss(predict(model, split.x), split.y)
-    with torch.no_grad():
-        outs = [model.integer_forward(torch.as_tensor(split.x[i : i + batch], dtype=torch.float32))
-                for i in range(0, len(split.x), batch)]
+    outs = [model.integer_forward(torch.as_tensor(split.x[i : i + batch], dtype=torch.float32))
+            for i in range(0, len(split.x), batch)]  # integer_forward runs without gradients
     out = np.concatenate(outs).astype(np.float32).astype(np.float64)
     return tasks.get(model.cfg.task).validation_loss(out, split.y)
 
